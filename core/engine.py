@@ -1,0 +1,443 @@
+"""The engine: a state machine fed rows and timer firings; run events come out.
+
+It never touches a file, a socket or the wall clock (DESIGN.md §1, §7). A driver
+moves the clock, hands the engine column batches (:meth:`Engine.load` then
+:meth:`Engine.run`, between timer deadlines) or single events
+(:meth:`Engine.on_event`, the live and test path; both give identical results),
+and drains :attr:`Engine.outbox` and :attr:`Engine.equity_rows`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any, Final
+
+import msgspec
+from perpsim.core.batch import Batch, batch_from_events
+from perpsim.core.book import Book
+from perpsim.core.clock import Clock, TimerHandle
+from perpsim.core.config import RunConfig
+from perpsim.core.events import Kind, MarketEvent, Quote, Trade
+from perpsim.core.instruments import Instrument, exact, resolve
+from perpsim.core.ledger import Ledger, to_units
+from perpsim.core.market import MarketState
+from perpsim.core.orders import Order
+from perpsim.core.outbox import Outbox
+from perpsim.core.strategy import Context, Strategy
+from perpsim.core.venue import Fill, OrderUpdate, SimVenue
+
+__all__ = ["PRIORITY", "Engine", "EquityRow", "FundingPayment", "PositionRow"]
+
+# At equal deadlines jobs run in this order, then the tape rows at that time (issue 3).
+PRIORITY: Final[dict[str, int]] = {
+    "guards": 0,
+    "cycle": 10,
+    "reconcile_orders": 20,
+    "reconcile_positions": 30,
+    "snapshot": 40,
+    "metrics": 50,
+    "strategy": 100,
+}
+_NS = 1_000_000_000
+_SIDES: Final = {"buy": 1, "sell": -1}
+_ZERO = Fraction(0)
+
+
+class PositionRow(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    qty: float
+    entry: float
+    mark: float | None
+    unrealized: int
+    liq_price: float | None
+
+
+class EquityRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of ``equity.parquet`` per cycle; money in ledger units."""
+
+    ts: int
+    cash: int
+    equity: int
+    unrealized: int
+    realized: int
+    fees: int
+    funding: int
+    positions: list[PositionRow]
+
+
+class FundingPayment(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    rate: float
+    mark: float
+    amount: int
+    ts: int
+
+
+class Engine:
+    """One run's market state, venue, ledger and strategy, driven through a clock."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        strategy: Strategy,
+        config: RunConfig,
+        instruments: dict[str, Instrument] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.config = config
+        self.strategy = strategy
+        self.market = MarketState()
+        self.ledger = Ledger(to_units(exact(config.venue.starting_balance)))
+        self.outbox = Outbox()
+        self.equity_rows: list[EquityRow] = []
+        self.instruments: dict[str, Instrument] = {}
+        self.warnings: list[str] = []
+        self._tape_instruments = instruments or {}
+        self.venue = SimVenue(
+            config.venue, self.market, self.ledger, self.instruments, self.outbox, self._pending_append
+        )
+        self.ctx = Context(self)
+        self.cycle_symbols: list[str] = []
+        self.cycles = 0
+        self.rows = 0
+        self.errors = 0
+        self._pending: list[Fill | OrderUpdate] = []
+        self._order: list[str] = []
+        self._seen: list[bool] = []
+        self._next_order_id = 0
+        self._timers: list[TimerHandle] = []
+        self._strategy_timers = 0
+        self._window = max(1, strategy.window)
+        self._on_trade = getattr(strategy, "on_trade", None)
+        self._on_quote = getattr(strategy, "on_quote", None)
+        self._on_fill = getattr(strategy, "on_fill", None)
+        self._on_order = getattr(strategy, "on_order", None)
+        self._on_funding = getattr(strategy, "on_funding", None)
+        self._loaded: tuple[list[Any], ...] = ()
+        self._text: list[str | None] = []
+        self.started = False
+        self.stopped = False
+        for name in config.symbols or sorted(self._tape_instruments):
+            self._declare(name)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Schedule the cycle (epoch-aligned, at or after now) and call ``on_start``."""
+        self.started = True
+        interval = round(self.config.interval_s * _NS)
+        self._timers.append(self.clock.every(interval, "cycle", self._cycle, PRIORITY["cycle"]))
+        self._call(self.strategy.on_start, self.ctx)
+
+    def stop(self) -> None:
+        """Cancel every timer and call ``on_stop``; nothing is force-closed."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for h in self._timers:
+            self.clock.cancel(h)
+        self._timers.clear()
+        self._call(self.strategy.on_stop, self.ctx)
+
+    def add_timer(self, handle: TimerHandle) -> None:
+        """Own a timer started by a bot component so :meth:`stop` cancels it."""
+        self._timers.append(handle)
+
+    # -- input ------------------------------------------------------------------
+
+    def load(self, batch: Batch) -> None:
+        """Take a batch's columns as Python lists (the fastest form to index per row)."""
+        sid_of = [self._declare(name, seen=False) for name in batch.symbols]
+        self._loaded = (
+            batch.clock.tolist(),
+            batch.kind.tolist(),
+            [sid_of[c] for c in batch.symbol.tolist()],
+            batch.price.tolist(),
+            batch.size.tolist(),
+            batch.side.tolist(),
+            batch.bid.tolist(),
+            batch.bid_size.tolist(),
+            batch.ask.tolist(),
+            batch.ask_size.tolist(),
+            batch.rate.tolist(),
+            batch.next_ts.tolist(),
+            batch.ts.tolist(),
+            batch.recv_ts.tolist(),
+            batch.flags.tolist(),
+        )
+        self._text = batch.text
+
+    def run(self, lo: int, hi: int) -> int:
+        """Dispatch loaded rows ``lo:hi``; the driver guarantees no timer is due before ``hi``.
+
+        Returns the index of the first row not dispatched: ``hi``, or earlier when a
+        strategy hook scheduled a timer that is now due before the next row.
+        """
+        clk, kind, sid, price, size, _side, bid, bsz, ask, asz, _rate, _nts, _ts, _rts, _flags = self._loaded
+        m = self.market
+        last_px, last_size, last_ts = m.last_px, m.last_size, m.last_ts
+        q_bid, q_bsz, q_ask, q_asz, q_ts = m.bid, m.bid_size, m.ask, m.ask_size, m.quote_ts
+        on_trade, on_quote = self._on_trade, self._on_quote
+        hooks = on_trade is not None or on_quote is not None
+        self.rows += hi - lo
+        for i in range(lo, hi):
+            k = kind[i]
+            s = sid[i]
+            if k == 0:
+                last_px[s] = price[i]
+                last_size[s] = size[i]
+                last_ts[s] = clk[i]
+            elif k == 1:
+                q_bid[s] = bid[i]
+                q_bsz[s] = bsz[i]
+                q_ask[s] = ask[i]
+                q_asz[s] = asz[i]
+                q_ts[s] = clk[i]
+            else:
+                self._other_row(i, k, s)
+            if hooks and self._hook_row(i, k, s) and i + 1 < hi:
+                return i + 1
+        return hi
+
+    def on_event(self, ev: MarketEvent) -> None:
+        """Dispatch one event (the live and test path); the caller moves the clock first."""
+        self.load(batch_from_events([ev], clock="ts"))
+        if self._loaded[0]:
+            self._loaded[0][0] = self.clock.now_ns()
+        self.run(0, 1)
+
+    def _other_row(self, i: int, k: int, s: int) -> None:
+        clk, _, _, price, size, side, *_rest = self._loaded
+        m = self.market
+        self._seen[s] = True
+        if k == Kind.BOOK:
+            book = m.books[s]
+            if book is None:
+                book = m.books[s] = Book()
+            book.apply(side[i], price[i], size[i])
+        elif k == Kind.BOOK_RESET:
+            book = m.books[s]
+            if book is None:
+                m.books[s] = Book()
+            else:
+                book.reset()
+        elif k == Kind.FUNDING:
+            rate = self._loaded[10][i]
+            m.rate[s] = rate
+            m.next_funding[s] = self._loaded[11][i]
+            ts, rts = self._loaded[12][i], self._loaded[13][i]
+            ev = self.venue.settle_funding(s, rate, ts, rts)
+            if ev is not None and self._on_funding is not None:
+                assert ev.amount is not None and ev.price is not None
+                pay = FundingPayment(symbol=m.names[s], rate=rate, mark=ev.price, amount=ev.amount, ts=ts)
+                self._call(self._on_funding, pay)
+        elif k == Kind.MARK:
+            m.mark_px[s] = price[i]
+            m.mark_ts[s] = clk[i]
+
+    def _hook_row(self, i: int, k: int, s: int) -> bool:
+        """Call a tick hook for row ``i``; True if a timer became due before the next row."""
+        clk, _, _, price, size, side, bid, bsz, ask, asz, _, _, ts, rts, _flags = self._loaded
+        m = self.market
+        due_before = getattr(self.clock, "next_due", None)
+        self.clock_set(clk[i])
+        if k == 0 and self._on_trade is not None:
+            ev: MarketEvent = Trade(
+                ts=ts[i], recv_ts=rts[i], symbol=m.names[s], price=price[i], size=size[i], side=side[i]
+            )
+            self._call(self._on_trade, ev)
+        elif k == 1 and self._on_quote is not None:
+            ev = Quote(
+                ts=ts[i],
+                recv_ts=rts[i],
+                symbol=m.names[s],
+                bid=bid[i],
+                bid_size=bsz[i],
+                ask=ask[i],
+                ask_size=asz[i],
+            )
+            self._call(self._on_quote, ev)
+        else:
+            return False
+        due_after = getattr(self.clock, "next_due", None)
+        return due_after is not None and due_after != due_before
+
+    def clock_set(self, ns: int) -> None:
+        setter = getattr(self.clock, "set_now", None)
+        if setter is not None:
+            setter(ns)
+
+    # -- the cycle --------------------------------------------------------------
+
+    def _cycle(self, now: int) -> None:
+        self.cycles += 1
+        m = self.market
+        eligible: list[str] = []
+        for name in self._order:
+            sid = m.ids[name]
+            if not m.has_price(sid):
+                if self._seen[sid]:
+                    self.outbox.emit("decision", now, symbol=name, text="HOLD", reason="no_mark")
+                continue
+            mark = m.strategy_mark(sid)
+            if mark is None or not mark > 0:
+                self.outbox.emit("error", now, symbol=name, reason="invalid_mark", text=repr(mark))
+                continue
+            m.windows[sid].append(mark)
+            m.window_ts[sid] = now
+            eligible.append(name)
+        self.cycle_symbols = eligible
+        self._call(self.strategy.on_cycle, self.ctx)
+        self._record_equity(now)
+        limit = self.config.max_cycles
+        if limit is not None and self.cycles >= limit:
+            for h in self._timers:
+                if h.name == "cycle":
+                    self.clock.cancel(h)
+
+    def equity_exact(self) -> Fraction:
+        """Cash plus unrealized PnL at venue marks (DESIGN: Equity for sizing)."""
+        total = Fraction(self.ledger.cash, 10**8)
+        m = self.market
+        for symbol, pos in self.ledger.positions.items():
+            if pos.qty != 0:
+                mark = m.venue_mark(m.ids[symbol])
+                if mark is not None:
+                    total += pos.qty * pos.contract_size * (exact(mark) - pos.entry)
+        return total
+
+    def _record_equity(self, now: int) -> None:
+        led, m = self.ledger, self.market
+        rows: list[PositionRow] = []
+        unreal = _ZERO
+        for symbol, pos in led.positions.items():
+            if pos.qty == 0:
+                continue
+            mark = m.venue_mark(m.ids[symbol])
+            u = led.unrealized(symbol, None if mark is None else exact(mark))
+            unreal += u
+            rows.append(
+                PositionRow(
+                    symbol=symbol,
+                    qty=float(pos.qty),
+                    entry=float(pos.entry),
+                    mark=mark,
+                    unrealized=to_units(u),
+                    liq_price=None,
+                )
+            )
+        equity = led.cash + to_units(unreal)
+        self.equity_rows.append(
+            EquityRow(
+                ts=now,
+                cash=led.cash,
+                equity=equity,
+                unrealized=to_units(unreal),
+                realized=led.realized,
+                fees=led.fees,
+                funding=led.funding,
+                positions=rows,
+            )
+        )
+        self.outbox.emit("cycle", now, amount=equity, cash_after=led.cash, text=f"{len(self.cycle_symbols)} symbols")
+
+    # -- orders -----------------------------------------------------------------
+
+    def submit(
+        self,
+        symbol: str,
+        side: str,
+        qty: float | Fraction,
+        *,
+        type: str = "market",
+        price: float | None = None,
+        stop_price: float | None = None,
+        tif: str = "GTC",
+        reduce_only: bool = False,
+        post_only: bool = False,
+        client_id: str | None = None,
+        expire_ns: int | None = None,
+    ) -> int:
+        if side not in _SIDES:
+            raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
+        self._next_order_id += 1
+        sid = self.market.ids.get(symbol, -1)
+        q = qty if isinstance(qty, Fraction) else exact(float(qty))
+        order = Order(
+            order_id=self._next_order_id,
+            symbol=symbol,
+            sid=sid,
+            side=_SIDES[side],
+            qty=q,
+            type=type,  # type: ignore[arg-type]
+            price=price,
+            stop_price=stop_price,
+            tif=tif,  # type: ignore[arg-type]
+            expire_ns=expire_ns,
+            reduce_only=reduce_only,
+            post_only=post_only,
+            client_id=client_id,
+            created_ns=self.clock.now_ns(),
+        )
+        self.venue.submit(order, self.clock.now_ns())
+        return order.order_id
+
+    def strategy_timer(self, at_ns: int, every_ns: int, cb: Callable[[int], None]) -> str:
+        self._strategy_timers += 1
+        name = f"strategy:{self._strategy_timers}"
+
+        def fire(now: int) -> None:
+            self._call(cb, now)
+
+        if every_ns:
+            h = self.clock.every(every_ns, name, fire, PRIORITY["strategy"])
+        else:
+            h = self.clock.call_at(at_ns, name, fire, PRIORITY["strategy"])
+        self._timers.append(h)
+        return name
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _declare(self, name: str, seen: bool = True) -> int:
+        m = self.market
+        sid = m.ids.get(name)
+        if sid is None:
+            sid = m.intern(name, self._window)
+            inst, fallback = resolve(name, self._tape_instruments)
+            if fallback:
+                self.warnings.append(
+                    f"instrument {name}: not in the tape or the built-in table; "
+                    "using lot 0.0001, no tick snapping, contract size 1"
+                )
+            self.instruments[name] = inst
+            self._seen.append(False)
+            self._order = sorted(m.names)
+        if seen:
+            self._seen[sid] = True
+        return sid
+
+    def _pending_append(self, update: Fill | OrderUpdate) -> None:
+        self._pending.append(update)
+
+    def _call(self, fn: Callable[..., object], *args: Any) -> None:
+        """Call strategy code; an exception becomes an ``error`` event and the run goes on."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            self.errors += 1
+            self.outbox.emit(
+                "error",
+                self.clock.now_ns(),
+                reason="strategy_exception",
+                text=f"{getattr(fn, '__name__', 'strategy')}: {type(exc).__name__}: {exc}",
+            )
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._pending:
+            update = self._pending.pop(0)
+            hook = self._on_fill if isinstance(update, Fill) else self._on_order
+            if hook is not None:
+                self._call(hook, update)

@@ -1,0 +1,62 @@
+"""The engine's outbox of run events and the run digest (DESIGN.md §6).
+
+Core only appends; drivers empty the outbox with :meth:`Outbox.drain` (swapping in
+a fresh list) and write what they took. The digest is SHA-256 over the
+msgpack encoding of each run event in order, so it is equal in any process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from perpsim.core.events import RunEvent
+
+__all__ = ["Digest", "Outbox", "digest"]
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class Digest:
+    """An incremental run digest; feed events in order, read ``hexdigest()``."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.count = 0
+
+    def update(self, events: Iterable[RunEvent]) -> None:
+        h = self._h
+        for ev in events:
+            h.update(_encode(ev))
+            self.count += 1
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def digest(events: Iterable[RunEvent]) -> str:
+    d = Digest()
+    d.update(events)
+    return d.hexdigest()
+
+
+class Outbox:
+    """Run events waiting for the driver, numbered in emission order."""
+
+    def __init__(self) -> None:
+        self.events: list[RunEvent] = []
+        self.seq = 0
+        self.counts: dict[str, int] = {}
+
+    def emit(self, kind: str, ts: int, recv_ts: int | None = None, **fields: Any) -> RunEvent:
+        self.seq += 1
+        ev = RunEvent(ts=ts, recv_ts=ts if recv_ts is None else recv_ts, seq=self.seq, kind=kind, **fields)
+        self.events.append(ev)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return ev
+
+    def drain(self) -> list[RunEvent]:
+        out, self.events = self.events, []
+        return out

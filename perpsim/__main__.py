@@ -1,0 +1,3 @@
+from perpsim.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""Profiles: TOML files shipped in the package, resolved into a checked RunConfig.
+
+``backtest`` is the default for replay: the strategy and the venue alone. A user's
+``--config FILE`` and command-line overrides are merged on top; keys a profile
+lists under ``locked`` refuse overrides.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from perpsim.core.config import RunConfig, load_config
+from perpsim.core.errors import ConfigError, InputError
+
+__all__ = ["available", "load_profile", "merge", "resolve_config"]
+
+
+def available() -> list[str]:
+    """Names of the shipped profiles, sorted."""
+    folder = resources.files("perpsim.sim") / "profiles"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """The raw mapping of a shipped profile."""
+    if name not in available():
+        raise ConfigError(f"unknown profile {name!r}; choose from {', '.join(available())}")
+    text = (resources.files("perpsim.sim") / "profiles" / f"{name}.toml").read_text()
+    data = tomllib.loads(text)
+    data.setdefault("profile", name)
+    return data
+
+
+def merge(base: dict[str, Any], over: dict[str, Any], locked: list[str], path: str = "") -> dict[str, Any]:
+    """Deep-merge ``over`` into ``base``; a locked key (dotted path) may not change."""
+    out = dict(base)
+    for key, value in over.items():
+        dotted = f"{path}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("params",):
+            out[key] = merge(out[key], value, locked, f"{dotted}.")
+            continue
+        if key == "params" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = {**out[key], **value}
+        if dotted in locked and out.get(key, value) != value:
+            raise ConfigError(f"{dotted} is locked by profile {base.get('profile')!r} and cannot be overridden")
+        out[key] = value
+    return out
+
+
+def _read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: config file not found")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+
+
+def resolve_config(
+    profile: str = "backtest",
+    *,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Profile, then the user's file, then explicit overrides; validated once at the end."""
+    data = load_profile(profile)
+    locked = list(data.get("locked", []))
+    if config_file is not None:
+        data = merge(data, _read_config_file(config_file), locked)
+    if overrides:
+        data = merge(data, {k: v for k, v in overrides.items() if v is not None}, locked)
+    data["locked"] = locked
+    return load_config(data)
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return msgspec.to_builtins(cfg)  # type: ignore[no-any-return]

@@ -1,0 +1,193 @@
+"""The replay driver: a tape in, a run out (DESIGN.md §3, §6).
+
+The driver owns the :class:`ReplayClock`. For each batch it finds, with one
+binary search, the rows before the next timer deadline and hands that slice to
+the engine, then fires the due timers and goes on; so a cycle due at T runs
+after every row before T and before any row at or after T.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from perpsim.core.batch import Batch
+from perpsim.core.clock import ReplayClock
+from perpsim.core.config import RunConfig
+from perpsim.core.engine import Engine
+from perpsim.core.errors import ConfigError
+from perpsim.core.outbox import Digest
+from perpsim.core.strategy import Strategy
+from perpsim.sim.profiles import resolve_config
+from perpsim.sim.runs import RunResult, RunWriter, summarize
+from perpsim.tapes.reader import open_tape
+
+__all__ = ["ReplayDriver", "load_strategy", "replay"]
+
+Progress = Callable[[int], None]
+
+
+def load_strategy(spec: str | type[Strategy]) -> type[Strategy]:
+    """A strategy class from ``module:Class`` (or the class itself)."""
+    if isinstance(spec, type):
+        return spec
+    mod_name, _, cls_name = str(spec).partition(":")
+    if not mod_name or not cls_name:
+        raise ConfigError(f"strategy {spec!r}: expected module:Class")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ConfigError(f"strategy {spec!r}: cannot import module {mod_name!r}: {exc}") from exc
+    cls = getattr(module, cls_name, None)
+    if not isinstance(cls, type) or not issubclass(cls, Strategy):
+        raise ConfigError(f"strategy {spec!r}: {cls_name!r} is not a perpsim.Strategy subclass in {mod_name}")
+    return cls
+
+
+class ReplayDriver:
+    """Feeds one tape through one engine; call :meth:`run` once."""
+
+    def __init__(
+        self,
+        tape: Any,
+        config: RunConfig,
+        strategy: type[Strategy] | None = None,
+        *,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> None:
+        self.tape = tape
+        self.config = config
+        cls = strategy or load_strategy(config.strategy)
+        self.strategy = cls(**config.params)
+        self.clock = ReplayClock()
+        self.engine = Engine(
+            clock=self.clock, strategy=self.strategy, config=config, instruments=dict(tape.instruments)
+        )
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.digest = Digest()
+        self.events: list[Any] = []
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+        self._allowed = config.symbols
+
+    def run(self, progress: Progress | None = None) -> None:
+        eng, clock = self.engine, self.clock
+        for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns):
+            if self._allowed is not None:
+                batch = _select_symbols(batch, self._allowed)
+            n = len(batch)
+            if n == 0:
+                continue
+            col = batch.clock
+            if self.first_ns is None:
+                self.first_ns = int(col[0])
+                clock.set_now(self.first_ns)
+                eng.start()
+            eng.load(batch)
+            last = int(col[-1])
+            i = 0
+            while i < n:
+                due = clock.next_due
+                j = n if due > last else int(np.searchsorted(col, due, side="left"))
+                if j > i:
+                    i = eng.run(i, j)
+                    clock.set_now(int(col[i - 1]))
+                else:
+                    clock.advance_to(int(col[i]))
+            self.last_ns = last
+            self._drain()
+            if progress is not None:
+                progress(n)
+        eng.stop()
+        self._drain()
+
+    def _drain(self) -> None:
+        out = self.engine.outbox.drain()
+        if out:
+            self.digest.update(out)
+            self.events.extend(out)
+
+
+def _select_symbols(batch: Batch, allowed: Sequence[str]) -> Batch:
+    keep_codes = [i for i, s in enumerate(batch.symbols) if s in allowed]
+    mask = np.isin(batch.symbol, np.asarray(keep_codes, dtype=batch.symbol.dtype))
+    if mask.all():
+        return batch
+    fields = {
+        f: (getattr(batch, f)[mask] if f not in ("symbols", "text") else getattr(batch, f))
+        for f in batch.__struct_fields__
+    }
+    fields["text"] = [t for t, k in zip(batch.text, mask.tolist()) if k]
+    return Batch(**fields)
+
+
+def replay(
+    tapes: str | Path | Sequence[str | Path] | Any,
+    *,
+    strategy: type[Strategy] | str | None = None,
+    params: dict[str, Any] | None = None,
+    profile: str = "backtest",
+    config: str | Path | None = None,
+    seed: int | None = None,
+    symbols: Sequence[str] | None = None,
+    interval_s: float | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    out: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Replay ``tapes`` with a strategy under a profile; returns digest, summary and events.
+
+    With ``out`` the run directory is written there (``manifest.json``,
+    ``events.parquet``, ``equity.parquet``, ``summary.json``).
+    """
+    over: dict[str, Any] = dict(overrides or {})
+    if params:
+        over["params"] = params
+    if seed is not None:
+        over["seed"] = seed
+    if symbols:
+        over["symbols"] = list(symbols)
+    if interval_s is not None:
+        over["interval_s"] = interval_s
+    if isinstance(strategy, str):
+        over["strategy"] = strategy
+    elif strategy is not None:
+        over["strategy"] = f"{strategy.__module__}:{strategy.__qualname__}"
+    cfg = resolve_config(profile, config_file=config, overrides=over)
+    tape = tapes if hasattr(tapes, "batches") else open_tape(tapes)
+    cls = strategy if isinstance(strategy, type) else None
+    driver = ReplayDriver(tape, cfg, cls, start_ns=start_ns, end_ns=end_ns)
+    writer = RunWriter(out, cfg, tape) if out is not None else None
+    t0 = time.perf_counter()
+    try:
+        driver.run(progress)
+    except KeyboardInterrupt:
+        if writer is not None:
+            writer.finish(driver, time.perf_counter() - t0, status="incomplete")
+        raise
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    wall = time.perf_counter() - t0
+    summary = summarize(driver, wall)
+    if writer is not None:
+        writer.finish(driver, wall, status="complete")
+    return RunResult(
+        digest=driver.digest.hexdigest(),
+        summary=summary,
+        run_events=driver.events,
+        equity_rows=driver.engine.equity_rows,
+        config=msgspec.to_builtins(cfg),
+        warnings=list(driver.engine.warnings),
+        run_dir=None if writer is None else writer.path,
+    )

@@ -1,0 +1,221 @@
+"""Run outputs: ``runs/<run_id>/`` with manifest, events, equity and summary (DESIGN.md §6).
+
+The manifest is written first with status ``running`` and rewritten at the end
+(``complete`` or ``incomplete``), so a directory never looks complete when it is
+not. On bad input the directory is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import polars as pl
+from perpsim.core.engine import EquityRow
+from perpsim.core.events import RunEvent
+from perpsim.core.ledger import to_units, units_to_float
+
+if TYPE_CHECKING:
+    from perpsim.sim.replay import ReplayDriver
+
+__all__ = [
+    "EVENT_SCHEMA",
+    "RunResult",
+    "RunWriter",
+    "equity_frame",
+    "events_frame",
+    "file_sha256",
+    "new_run_dir",
+    "summarize",
+]
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "ts": pl.Int64,
+    "recv_ts": pl.Int64,
+    "seq": pl.Int64,
+    "kind": pl.Utf8,
+    "symbol": pl.Utf8,
+    "order_id": pl.Int64,
+    "client_id": pl.Utf8,
+    "side": pl.Utf8,
+    "qty": pl.Float64,
+    "price": pl.Float64,
+    "liquidity": pl.Utf8,
+    "fee": pl.Int64,
+    "amount": pl.Int64,
+    "cash_after": pl.Int64,
+    "position_after": pl.Float64,
+    "reason": pl.Utf8,
+    "text": pl.Utf8,
+}
+
+
+def events_frame(events: list[RunEvent]) -> pl.DataFrame:
+    cols = list(EVENT_SCHEMA)
+    rows = [msgspec.structs.astuple(e) for e in events]
+    return pl.DataFrame(rows, schema=EVENT_SCHEMA, orient="row") if rows else pl.DataFrame(schema=EVENT_SCHEMA)[cols]
+
+
+def equity_frame(rows: list[EquityRow]) -> pl.DataFrame:
+    data = msgspec.to_builtins(rows)
+    schema = {
+        "ts": pl.Int64,
+        "cash": pl.Int64,
+        "equity": pl.Int64,
+        "unrealized": pl.Int64,
+        "realized": pl.Int64,
+        "fees": pl.Int64,
+        "funding": pl.Int64,
+        "positions": pl.List(
+            pl.Struct(
+                {
+                    "symbol": pl.Utf8,
+                    "qty": pl.Float64,
+                    "entry": pl.Float64,
+                    "mark": pl.Float64,
+                    "unrealized": pl.Int64,
+                    "liq_price": pl.Float64,
+                }
+            )
+        ),
+    }
+    return pl.DataFrame(data, schema=schema) if data else pl.DataFrame(schema=schema)
+
+
+class RunResult(msgspec.Struct, kw_only=True):
+    """What :func:`perpsim.replay` returns."""
+
+    digest: str
+    summary: dict[str, Any]
+    run_events: list[RunEvent]
+    equity_rows: list[EquityRow]
+    config: dict[str, Any]
+    warnings: list[str]
+    run_dir: Path | None = None
+
+    @property
+    def events(self) -> pl.DataFrame:
+        return events_frame(self.run_events)
+
+    @property
+    def equity(self) -> pl.DataFrame:
+        return equity_frame(self.equity_rows)
+
+
+def _max_drawdown(rows: list[EquityRow], start: int) -> int:
+    peak, worst = start, 0
+    for r in rows:
+        peak = max(peak, r.equity)
+        worst = max(worst, peak - r.equity)
+    return worst
+
+
+def summarize(driver: ReplayDriver, wall_s: float) -> dict[str, Any]:
+    eng = driver.engine
+    led = eng.ledger
+    counts = eng.outbox.counts
+    equity_u = to_units(eng.equity_exact())
+    unreal_u = equity_u - led.cash
+    return {
+        "rows": eng.rows,
+        "wall_s": round(wall_s, 6),
+        "events_per_s": round(eng.rows / wall_s) if wall_s > 0 else None,
+        "first_ns": driver.first_ns,
+        "last_ns": driver.last_ns,
+        "cycles": eng.cycles,
+        "decisions": counts.get("decision", 0),
+        "orders": counts.get("order", 0),
+        "fills": counts.get("fill", 0),
+        "rejects": counts.get("reject", 0),
+        "funding_payments": counts.get("funding", 0),
+        "errors": counts.get("error", 0),
+        "cash_start": units_to_float(led.cash_start),
+        "cash_end": units_to_float(led.cash),
+        "realized": units_to_float(led.realized),
+        "fees": units_to_float(led.fees),
+        "funding": units_to_float(led.funding),
+        "unrealized": units_to_float(unreal_u),
+        "final_equity": units_to_float(equity_u),
+        "max_drawdown": units_to_float(_max_drawdown(eng.equity_rows, led.cash_start)),
+        "units": {
+            "cash_start": led.cash_start,
+            "cash_end": led.cash,
+            "realized": led.realized,
+            "fees": led.fees,
+            "funding": led.funding,
+            "unrealized": unreal_u,
+            "final_equity": equity_u,
+        },
+        "reconciles": led.reconciles(),
+        "positions": {s: float(p.qty) for s, p in led.positions.items() if p.qty != Fraction(0)},
+        "digest": driver.digest.hexdigest(),
+        "event_count": driver.digest.count,
+    }
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def new_run_dir(root: str | Path = "runs", label: str = "run") -> Path:
+    """A fresh ``runs/<UTC time>-<label>`` directory name (not yet created)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    base = Path(root) / f"{stamp}-{label}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class RunWriter:
+    """Writes one run directory; ``finish`` or ``abort`` exactly once."""
+
+    def __init__(self, path: str | Path, config: Any, tape: Any) -> None:
+        from perpsim import __version__
+
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._created = True
+        self.manifest: dict[str, Any] = {
+            "status": "running",
+            "perpsim_version": __version__,
+            "profile": config.profile,
+            "seed": config.seed,
+            "config": msgspec.to_builtins(config),
+            "tapes": [{"path": str(f), "sha256": file_sha256(Path(f))} for f in tape.files],
+            "clock": tape.meta.clock,
+            "digest": None,
+        }
+        _write_json(self.path / "manifest.json", self.manifest)
+
+    def finish(self, driver: ReplayDriver, wall_s: float, status: str) -> None:
+        summary = summarize(driver, wall_s)
+        events_frame(driver.events).write_parquet(self.path / "events.parquet", compression="zstd")
+        equity_frame(driver.engine.equity_rows).write_parquet(self.path / "equity.parquet", compression="zstd")
+        summary["status"] = status
+        _write_json(self.path / "summary.json", summary)
+        self.manifest["status"] = status
+        self.manifest["digest"] = summary["digest"]
+        self.manifest["warnings"] = list(driver.engine.warnings)
+        _write_json(self.path / "manifest.json", self.manifest)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,78 @@
+"""Tape schema v1 (DESIGN.md §4): the Arrow schema and the ``perpsim.tape`` metadata."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+import pyarrow as pa
+from perpsim.core.events import KIND_NAMES
+from perpsim.core.instruments import Instrument
+
+__all__ = [
+    "COLUMNS",
+    "KIND_NAMES",
+    "META_KEY",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "TapeMeta",
+    "TimerSpec",
+    "decode_meta",
+    "encode_meta",
+]
+
+SCHEMA_VERSION: Final = 1
+META_KEY: Final = b"perpsim.tape"
+
+SCHEMA: Final = pa.schema(
+    [
+        ("ts", pa.int64()),
+        ("recv_ts", pa.int64()),
+        ("kind", pa.dictionary(pa.int8(), pa.string())),
+        ("symbol", pa.dictionary(pa.int32(), pa.string())),
+        ("price", pa.float64()),
+        ("size", pa.float64()),
+        ("side", pa.int8()),
+        ("bid", pa.float64()),
+        ("bid_size", pa.float64()),
+        ("ask", pa.float64()),
+        ("ask_size", pa.float64()),
+        ("rate", pa.float64()),
+        ("next_ts", pa.int64()),
+        ("text", pa.string()),
+        ("seq", pa.int64()),
+        ("flags", pa.uint8()),
+    ]
+)
+COLUMNS: Final[tuple[str, ...]] = tuple(SCHEMA.names)
+
+
+class TimerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One recorded timer: its name and period (0 for a one-shot)."""
+
+    name: str
+    interval_ns: int
+
+
+class TapeMeta(msgspec.Struct, kw_only=True):
+    """File metadata under the ``perpsim.tape`` key; every field is optional on read."""
+
+    schema_version: int = SCHEMA_VERSION
+    clock: Literal["ts", "recv_ts"] = "ts"
+    source: str = "unknown"
+    instruments: dict[str, Instrument] = {}
+    timers: list[TimerSpec] | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+    rows: int | None = None
+
+
+def encode_meta(meta: TapeMeta) -> bytes:
+    return msgspec.json.encode(meta)
+
+
+def decode_meta(raw: bytes | None) -> TapeMeta:
+    """Decode metadata; a file without it gets the defaults (clock ``ts``)."""
+    if not raw:
+        return TapeMeta()
+    return msgspec.json.decode(raw, type=TapeMeta)

@@ -1,0 +1,90 @@
+"""The ledger recomputed independently from the fills with fractions.Fraction (issue 2)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from perpsim.core.ledger import Ledger, to_units
+
+from tests.helpers import cycle_ts, funding, kinds, mark_tape, run
+from tests.scripted import Scripted
+
+
+def recompute(events: list[dict]) -> tuple[int, int, int, int]:
+    """Cash, realized, fees and funding from the event stream alone, in units."""
+    qty, entry = Fraction(0), Fraction(0)
+    cash = realized = fees = fund = 0
+    cash = 100_000 * 10**8
+    for e in events:
+        if e["kind"] == "fill":
+            q = Fraction(repr(e["qty"])) * (1 if e["side"] == "buy" else -1)
+            px = Fraction(repr(e["price"]))
+            r = Fraction(0)
+            if qty and (qty > 0) != (q > 0):
+                closed = min(abs(qty), abs(q))
+                r = closed * (px - entry) * (1 if qty > 0 else -1)
+            new = qty + q
+            if new == 0:
+                entry = Fraction(0)
+            elif qty == 0 or (qty > 0) != (new > 0):
+                entry = px
+            elif abs(new) > abs(qty):
+                entry = (entry * abs(qty) + px * abs(q)) / abs(new)
+            qty = new
+            ru = round(r * 10**8)
+            fu = round(abs(q) * px * Fraction(4, 10_000) * 10**8)
+            assert (ru, fu) == (e["amount"], e["fee"]), e
+            realized += ru
+            fees += fu
+            cash += ru - fu
+        elif e["kind"] == "funding":
+            amount = round(-qty * Fraction(repr(e["price"])) * Fraction(e["text"]) * 10**8)
+            assert amount == e["amount"], e
+            fund += amount
+            cash += amount
+    return cash, realized, fees, fund
+
+
+def test_round_half_even_to_units() -> None:
+    assert to_units(Fraction(5, 10**9)) == 0  # 0.5 unit → even 0
+    assert to_units(Fraction(15, 10**9)) == 2  # 1.5 units → 2
+    assert to_units(Fraction(-25, 10**9)) == -2
+
+
+def test_ledger_average_entry_is_exact() -> None:
+    led = Ledger(0)
+    led.book_fill("X", Fraction(1), Fraction(100), Fraction(0), Fraction(1), 0)
+    led.book_fill("X", Fraction(2), Fraction(103), Fraction(0), Fraction(1), 0)
+    assert led.position("X").entry == Fraction(306, 3)
+    b = led.book_fill("X", Fraction(-3), Fraction(101), Fraction(0), Fraction(1), 0)
+    assert b.realized == to_units(Fraction(3) * (Fraction(101) - Fraction(102))) == -3 * 10**8
+
+
+orders = st.lists(
+    st.tuples(
+        st.integers(1, 8),
+        st.sampled_from(["buy", "sell"]),
+        st.decimals(min_value="0.0001", max_value="3", places=4).map(float),
+        st.booleans(),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    orders=orders,
+    prices=st.lists(st.decimals(min_value="50", max_value="150", places=1).map(float), min_size=8, max_size=8),
+    rates=st.lists(st.decimals(min_value="-0.001", max_value="0.001", places=6).map(float), min_size=3, max_size=3),
+)
+def test_ledger_reconciles_to_the_unit_after_any_order_sequence(orders, prices, rates) -> None:
+    extra = [funding(cycle_ts(k) + k, rate) for k, rate in zip((2, 4, 7), rates)]
+    script = [[c, "BTC-PERP", side, q, {"reduce_only": ro}] for c, side, q, ro in orders]
+    r = run(mark_tape(prices, extra=extra), strategy=Scripted, params={"orders": script})
+    cash, realized, fees, fund = recompute(r.events.to_dicts())
+    u = r.summary["units"]
+    assert (cash, realized, fees, fund) == (u["cash_end"], u["realized"], u["fees"], u["funding"])
+    assert u["cash_end"] == u["cash_start"] + u["realized"] - u["fees"] + u["funding"]
+    assert len(kinds(r, "error")) == 0

@@ -1,0 +1,59 @@
+"""Shared test helpers: build small tapes from marks and run them through a replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from perpsim.core.events import Funding, MarketEvent, Quote, Status, Trade
+from perpsim.sim.replay import replay
+from perpsim.sim.runs import RunResult
+from perpsim.tapes.memory import MemoryTape
+
+__all__ = ["MIN", "T0", "S", "cycle_ts", "mark_tape", "run"]
+
+S = 10**9
+MIN = 60 * S
+T0 = 1_700_000_040 * S  # a multiple of 60 s: cycles fall on T0 + k*MIN
+
+
+def cycle_ts(k: int) -> int:
+    """The time of the k-th cycle (1-based) of a tape made by :func:`mark_tape`."""
+    return T0 + k * MIN
+
+
+def mark_tape(
+    marks: list[float],
+    symbol: str = "BTC-PERP",
+    *,
+    extra: list[MarketEvent] | None = None,
+    quotes: bool = False,
+) -> list[MarketEvent]:
+    """One trade at ``marks[i]`` one second after ``T0 + i*MIN``, so cycle i+1 sees it.
+
+    A final status row at the last cycle's time makes that cycle run.
+    """
+    evs: list[MarketEvent] = []
+    for i, px in enumerate(marks):
+        t = T0 + i * MIN + S
+        evs.append(Trade(ts=t, recv_ts=t, symbol=symbol, price=px, size=1.0, side=1))
+        if quotes:
+            evs.append(
+                Quote(ts=t + 1, recv_ts=t + 1, symbol=symbol, bid=px - 0.5, bid_size=5.0, ask=px + 0.5, ask_size=5.0)
+            )
+    end = cycle_ts(len(marks))
+    evs.extend(extra or [])
+    evs.append(Status(ts=end, recv_ts=end, symbol=symbol, text="heartbeat"))
+    evs.sort(key=lambda e: e.ts)
+    return evs
+
+
+def funding(t: int, rate: float, symbol: str = "BTC-PERP") -> Funding:
+    return Funding(ts=t, recv_ts=t, symbol=symbol, rate=rate)
+
+
+def run(events: list[MarketEvent], **kw: Any) -> RunResult:
+    return replay(MemoryTape(events), **kw)
+
+
+def kinds(result: RunResult, kind: str) -> list[dict[str, Any]]:
+    return result.events.filter(kind=kind).to_dicts()
