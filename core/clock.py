@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
-from perpsim.core.errors import ConfigError
+from perpsim.core.errors import ConfigError, InputError
 
 __all__ = ["Clock", "ReplayClock", "TimerHandle", "align_up"]
 
@@ -60,6 +60,7 @@ class ReplayClock:
     NEVER = 1 << 62
 
     def __init__(self, start_ns: int = 0) -> None:
+        self.scripted = False
         self._now = start_ns
         self._heap: list[tuple[int, int, int, TimerHandle]] = []
         self._names: dict[str, TimerHandle] = {}
@@ -89,8 +90,30 @@ class ReplayClock:
         self._refresh()
 
     def timers(self) -> list[TimerHandle]:
-        """Live timers in firing order."""
-        return [h for _, _, _, h in sorted(self._heap) if not h.cancelled]
+        """Live timers in registration order."""
+        return sorted((h for h in self._names.values() if not h.cancelled), key=lambda h: h.order)
+
+    def script(self) -> None:
+        """Stop firing on deadlines: firings now come from recorded ``timer`` rows (DESIGN.md §3)."""
+        self.scripted = True
+        self._heap.clear()
+        self._refresh()
+
+    def fire_named(self, name: str, deadline: int) -> None:
+        """Fire a recorded timer firing: ``now_ns()`` is its deadline during the callback.
+
+        Raises:
+            InputError: when no timer of that name is scheduled (the code's timer set
+                differs from the recording's; replay with its own timers instead).
+        """
+        h = self._names.get(name)
+        if h is None or h.cancelled:
+            raise InputError(f"timer row names {name!r}, which this run has not scheduled; use --ignore-timer-rows")
+        self._now = deadline
+        if not h.interval:
+            del self._names[name]
+        self.fired += 1
+        h.callback(deadline)
 
     def advance_to(self, t_ns: int) -> None:
         """Fire every timer due at or before ``t_ns`` in order, then set now to ``t_ns``.
@@ -122,7 +145,8 @@ class ReplayClock:
             name=name, deadline=deadline, interval=interval, priority=priority, order=self._order, callback=cb
         )
         self._names[name] = h
-        heapq.heappush(self._heap, (deadline, priority, self._order, h))
+        if not self.scripted:
+            heapq.heappush(self._heap, (deadline, priority, self._order, h))
         self._refresh()
         return h
 

@@ -27,7 +27,7 @@ from perpsim.core.outbox import Outbox
 from perpsim.core.strategy import Context, Strategy
 from perpsim.core.venue import Fill, OrderUpdate, SimVenue
 
-__all__ = ["PRIORITY", "Engine", "EquityRow", "FundingPayment", "PositionRow"]
+__all__ = ["PRIORITY", "PSEUDO_SYMBOL", "Engine", "EquityRow", "FundingPayment", "PositionRow"]
 
 # At equal deadlines jobs run in this order, then the tape rows at that time (issue 3).
 PRIORITY: Final[dict[str, int]] = {
@@ -40,6 +40,7 @@ PRIORITY: Final[dict[str, int]] = {
     "strategy": 100,
 }
 _NS = 1_000_000_000
+PSEUDO_SYMBOL: Final = "*"  # the symbol of rows about no instrument: timer and feed status rows
 _SIDES: Final = {"buy": 1, "sell": -1}
 _ZERO = Fraction(0)
 
@@ -96,7 +97,7 @@ class Engine:
         self.warnings: list[str] = []
         self._tape_instruments = instruments or {}
         self.venue = SimVenue(
-            config.venue, self.market, self.ledger, self.instruments, self.outbox, self._pending_append
+            config.venue, self.market, self.ledger, self.instruments, self.outbox, self._pending_append, clock
         )
         self.ctx = Context(self)
         self.cycle_symbols: list[str] = []
@@ -181,6 +182,8 @@ class Engine:
         q_bid, q_bsz, q_ask, q_asz, q_ts = m.bid, m.bid_size, m.ask, m.ask_size, m.quote_ts
         on_trade, on_quote = self._on_trade, self._on_quote
         hooks = on_trade is not None or on_quote is not None
+        venue = self.venue
+        active = venue.active
         self.rows += hi - lo
         for i in range(lo, hi):
             k = kind[i]
@@ -189,12 +192,18 @@ class Engine:
                 last_px[s] = price[i]
                 last_size[s] = size[i]
                 last_ts[s] = clk[i]
+                if active[s]:
+                    venue.on_trade(s, price[i], size[i], side[i], clk[i])
+                    self._flush()
             elif k == 1:
                 q_bid[s] = bid[i]
                 q_bsz[s] = bsz[i]
                 q_ask[s] = ask[i]
                 q_asz[s] = asz[i]
                 q_ts[s] = clk[i]
+                if active[s]:
+                    venue.on_quote(s, clk[i])
+                    self._flush()
             else:
                 self._other_row(i, k, s)
             if hooks and self._hook_row(i, k, s) and i + 1 < hi:
@@ -217,6 +226,9 @@ class Engine:
             if book is None:
                 book = m.books[s] = Book()
             book.apply(side[i], price[i], size[i])
+            if self.venue.active[s] and self._loaded[14][i] & 1:
+                self.venue.on_book(s, clk[i])
+                self._flush()
         elif k == Kind.BOOK_RESET:
             book = m.books[s]
             if book is None:
@@ -236,6 +248,9 @@ class Engine:
         elif k == Kind.MARK:
             m.mark_px[s] = price[i]
             m.mark_ts[s] = clk[i]
+            if self.venue.active[s]:
+                self.venue.on_mark(s, price[i], clk[i])
+                self._flush()
 
     def _hook_row(self, i: int, k: int, s: int) -> bool:
         """Call a tick hook for row ``i``; True if a timer became due before the next row."""
@@ -406,14 +421,17 @@ class Engine:
         if sid is None:
             sid = m.intern(name, self._window)
             inst, fallback = resolve(name, self._tape_instruments)
-            if fallback:
+            self.venue.add_symbol(sid)
+            if fallback and name != PSEUDO_SYMBOL:
                 self.warnings.append(
                     f"instrument {name}: not in the tape or the built-in table; "
                     "using lot 0.0001, no tick snapping, contract size 1"
                 )
             self.instruments[name] = inst
             self._seen.append(False)
-            self._order = sorted(m.names)
+            self._order = sorted(n for n in m.names if n != PSEUDO_SYMBOL)
+        if name == PSEUDO_SYMBOL:
+            return sid
         if seen:
             self._seen[sid] = True
         return sid

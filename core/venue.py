@@ -14,6 +14,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import msgspec
+from perpsim.core.clock import Clock
 from perpsim.core.config import VenueConfig
 from perpsim.core.events import RunEvent
 from perpsim.core.instruments import Instrument, exact
@@ -68,6 +69,7 @@ class SimVenue:
         instruments: dict[str, Instrument],
         outbox: Outbox,
         listener: Listener,
+        clock: Clock,
     ) -> None:
         self.cfg = cfg
         self.market = market
@@ -75,7 +77,10 @@ class SimVenue:
         self.instruments = instruments
         self.outbox = outbox
         self.listener = listener
+        self.clock = clock
         self.orders: dict[int, Order] = {}
+        # active[sid]: the symbol has resting or triggerable orders, so market rows must reach the venue
+        self.active: list[bool] = []
         self.taker_rate = exact(cfg.taker_bps) * _BPS
         self.maker_rate = exact(cfg.maker_bps) * _BPS
         self.fills = 0
@@ -116,6 +121,24 @@ class SimVenue:
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         return [o for o in self.orders.values() if o.is_open and (symbol is None or o.symbol == symbol)]
+
+    # -- market rows (called by the engine only when active[sid]) ----------------
+
+    def add_symbol(self, sid: int) -> None:
+        while len(self.active) <= sid:
+            self.active.append(False)
+
+    def on_trade(self, sid: int, price: float, size: float, side: int, now: int) -> None:
+        """A trade printed: resting limits may fill, stops may trigger."""
+
+    def on_quote(self, sid: int, now: int) -> None:
+        """The top of book changed."""
+
+    def on_book(self, sid: int, now: int) -> None:
+        """A book message finished applying."""
+
+    def on_mark(self, sid: int, price: float, now: int) -> None:
+        """A mark price arrived (mark-triggered stops)."""
 
     # -- funding ----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from perpsim.core.batch import Batch
 from perpsim.core.clock import ReplayClock
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import Engine
+from perpsim.core.events import Kind
 from perpsim.core.errors import ConfigError
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy
@@ -60,8 +61,11 @@ class ReplayDriver:
         *,
         start_ns: int | None = None,
         end_ns: int | None = None,
+        ignore_timer_rows: bool = False,
     ) -> None:
         self.tape = tape
+        self.ignore_timer_rows = ignore_timer_rows
+        self.timer_mode = "own"
         self.config = config
         cls = strategy or load_strategy(config.strategy)
         self.strategy = cls(**config.params)
@@ -90,7 +94,13 @@ class ReplayDriver:
                 self.first_ns = int(col[0])
                 clock.set_now(self.first_ns)
                 eng.start()
+                self._choose_timer_mode()
             eng.load(batch)
+            if self.timer_mode == "tape":
+                self._run_scripted(batch)
+                if progress is not None:
+                    progress(n)
+                continue
             last = int(col[-1])
             i = 0
             while i < n:
@@ -106,6 +116,40 @@ class ReplayDriver:
             if progress is not None:
                 progress(n)
         eng.stop()
+        self._drain()
+
+    def _choose_timer_mode(self) -> None:
+        """Take timer firings from the tape when it recorded the same timer set (DESIGN.md §3)."""
+        recorded = getattr(self.tape.meta, "timers", None)
+        if recorded is None:
+            return
+        mine = sorted((h.name, h.interval) for h in self.clock.timers())
+        theirs = sorted((t.name, t.interval_ns) for t in recorded)
+        if self.ignore_timer_rows:
+            self.engine.warnings.append("timer rows ignored: the replay schedules its own timers")
+        elif mine == theirs:
+            self.clock.script()
+            self.timer_mode = "tape"
+        else:
+            self.engine.warnings.append(
+                "the tape's recorded timer set differs from this run's; the replay schedules its own timers"
+            )
+
+    def _run_scripted(self, batch: Batch) -> None:
+        eng, clock = self.engine, self.clock
+        col, n = batch.clock, len(batch)
+        stops = np.flatnonzero(batch.kind == Kind.TIMER).tolist()
+        i = 0
+        for j in [*stops, n]:
+            while i < j:
+                i = eng.run(i, j)
+                clock.set_now(int(col[i - 1]))
+            if j < n:
+                clock.fire_named(batch.text[j] or "", int(batch.next_ts[j]))
+                clock.set_now(int(col[j]))
+                eng.rows += 1
+                i = j + 1
+        self.last_ns = int(col[-1])
         self._drain()
 
     def _drain(self) -> None:
@@ -143,6 +187,7 @@ def replay(
     out: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    ignore_timer_rows: bool = False,
 ) -> RunResult:
     """Replay ``tapes`` with a strategy under a profile; returns digest, summary and events.
 
@@ -165,7 +210,7 @@ def replay(
     cfg = resolve_config(profile, config_file=config, overrides=over)
     tape = tapes if hasattr(tapes, "batches") else open_tape(tapes)
     cls = strategy if isinstance(strategy, type) else None
-    driver = ReplayDriver(tape, cfg, cls, start_ns=start_ns, end_ns=end_ns)
+    driver = ReplayDriver(tape, cfg, cls, start_ns=start_ns, end_ns=end_ns, ignore_timer_rows=ignore_timer_rows)
     writer = RunWriter(out, cfg, tape) if out is not None else None
     t0 = time.perf_counter()
     try:
