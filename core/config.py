@@ -11,7 +11,9 @@ from typing import Literal
 import msgspec
 from perpsim.core.errors import ConfigError
 
-__all__ = ["RiskConfig", "RunConfig", "VenueConfig", "check", "load_config"]
+MAX_VENUE_LEVERAGE = 20.0
+
+__all__ = ["MAX_VENUE_LEVERAGE", "RiskConfig", "RunConfig", "VenueConfig", "check", "load_config"]
 
 
 class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -30,7 +32,9 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class RiskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Pre-trade limits and runtime guards of the PerpsBot (issue 3); off in ``backtest``."""
+    """The PerpsBot's pre-trade limits, runtime guards and background jobs; ``enabled`` turns
+    them all on (every profile but ``backtest``). Money limits are in the settlement currency.
+    """
 
     enabled: bool = False
     max_leverage: float = 5.0
@@ -46,6 +50,7 @@ class RiskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     slippage_guard_bps: float = 50.0
     max_mark_staleness_seconds: float = 180.0
     max_trade_value: float | None = None
+    max_position_value: float | None = None
     max_position_size: dict[str, float] = {}
     kill_switch: bool = False
     reduce_only: bool = False
@@ -90,6 +95,8 @@ def check(cfg: RunConfig) -> RunConfig:
     if cfg.venue.starting_balance <= 0:
         raise ConfigError(f"venue.starting_balance must be positive, got {cfg.venue.starting_balance}")
     r = cfg.risk
+    if r.max_leverage > MAX_VENUE_LEVERAGE:
+        raise ConfigError(f"risk.max_leverage {r.max_leverage} exceeds the venue maximum {MAX_VENUE_LEVERAGE}")
     for key in (
         "max_leverage",
         "min_liquidation_buffer_pct",

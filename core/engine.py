@@ -18,7 +18,8 @@ from perpsim.core.batch import Batch, batch_from_events
 from perpsim.core.book import Book
 from perpsim.core.clock import Clock, TimerHandle
 from perpsim.core.config import RunConfig
-from perpsim.core.events import Kind, MarketEvent, Quote, Trade
+from perpsim.core.bot import PerpsBot, in_trading_window
+from perpsim.core.events import Kind, Mark, MarketEvent, Quote, Trade
 from perpsim.core.instruments import Instrument, exact, resolve
 from perpsim.core.ledger import Ledger, to_units
 from perpsim.core.market import MarketState
@@ -43,6 +44,20 @@ _NS = 1_000_000_000
 PSEUDO_SYMBOL: Final = "*"  # the symbol of rows about no instrument: timer and feed status rows
 _SIDES: Final = {"buy": 1, "sell": -1}
 _ZERO = Fraction(0)
+
+
+def _bad_price(ev: MarketEvent) -> str | None:
+    """Why an event's price cannot be used (NaN or not positive), or None."""
+    if isinstance(ev, Trade | Mark):
+        prices = (ev.price,)
+    elif isinstance(ev, Quote):
+        prices = (ev.bid, ev.ask)
+    else:
+        return None
+    for px in prices:
+        if not px > 0:
+            return f"{type(ev).__name__.lower()} price {px!r}"
+    return None
 
 
 class PositionRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,6 +114,12 @@ class Engine:
         self.venue = SimVenue(
             config.venue, self.market, self.ledger, self.instruments, self.outbox, self._pending_append, clock
         )
+        self.bot = (
+            PerpsBot(config, self.market, self.ledger, self.instruments, self.venue, self.outbox, self.equity_exact)
+            if config.risk.enabled
+            else None
+        )
+        self._bad_price: dict[int, str] = {}
         self.ctx = Context(self)
         self.cycle_symbols: list[str] = []
         self.cycles = 0
@@ -130,6 +151,8 @@ class Engine:
         self.started = True
         interval = round(self.config.interval_s * _NS)
         self._timers.append(self.clock.every(interval, "cycle", self._cycle, PRIORITY["cycle"]))
+        if self.bot is not None:
+            self._timers.extend(self.bot.start(self.clock))
         self._call(self.strategy.on_start, self.ctx)
 
     def stop(self) -> None:
@@ -211,7 +234,15 @@ class Engine:
         return hi
 
     def on_event(self, ev: MarketEvent) -> None:
-        """Dispatch one event (the live and test path); the caller moves the clock first."""
+        """Dispatch one event (the live and test path); the caller moves the clock first.
+
+        A live feed can deliver a NaN or non-positive price; such a row is not applied,
+        and the next cycle reports it as an ``error`` for that symbol only.
+        """
+        bad = _bad_price(ev)
+        if bad is not None:
+            self._bad_price[self._declare(ev.symbol)] = bad
+            return
         self.load(batch_from_events([ev], clock="ts"))
         if self._loaded[0]:
             self._loaded[0][0] = self.clock.now_ns()
@@ -292,6 +323,10 @@ class Engine:
         eligible: list[str] = []
         for name in self._order:
             sid = m.ids[name]
+            bad = self._bad_price.pop(sid, None)
+            if bad is not None:
+                self.outbox.emit("error", now, symbol=name, reason="invalid_price", text=bad)
+                continue
             if not m.has_price(sid):
                 if self._seen[sid]:
                     self.outbox.emit("decision", now, symbol=name, text="HOLD", reason="no_mark")
@@ -304,7 +339,17 @@ class Engine:
             m.window_ts[sid] = now
             eligible.append(name)
         self.cycle_symbols = eligible
+        if not in_trading_window(self.config, now):
+            self.outbox.emit("status", now, reason="outside_trading_window")
+            self._record_equity(now)
+            return
+        bot = self.bot
+        if bot is not None:
+            bot.guards.evaluate(now)
+        errors = self.errors
         self._call(self.strategy.on_cycle, self.ctx)
+        if bot is not None and self.errors == errors:
+            bot.guards.on_success()
         self._record_equity(now)
         limit = self.config.max_cycles
         if limit is not None and self.cycles >= limit:
@@ -369,7 +414,7 @@ class Engine:
         type: str = "market",
         price: float | None = None,
         stop_price: float | None = None,
-        tif: str = "GTC",
+        tif: str | None = None,
         reduce_only: bool = False,
         post_only: bool = False,
         client_id: str | None = None,
@@ -389,14 +434,21 @@ class Engine:
             type=type,  # type: ignore[arg-type]
             price=price,
             stop_price=stop_price,
-            tif=tif,  # type: ignore[arg-type]
+            tif=tif or self.config.time_in_force,  # type: ignore[arg-type]
             expire_ns=expire_ns,
             reduce_only=reduce_only,
             post_only=post_only,
             client_id=client_id,
             created_ns=self.clock.now_ns(),
         )
-        self.venue.submit(order, self.clock.now_ns())
+        now = self.clock.now_ns()
+        reason = "dry_run" if self.config.dry_run else None
+        if reason is None and self.bot is not None and sid >= 0:
+            reason = self.bot.gate(order, now)
+        if reason is not None:
+            self.venue.reject(order, reason, now)
+        else:
+            self.venue.submit(order, now)
         return order.order_id
 
     def strategy_timer(self, at_ns: int, every_ns: int, cb: Callable[[int], None]) -> str:
@@ -445,6 +497,8 @@ class Engine:
             fn(*args)
         except Exception as exc:
             self.errors += 1
+            if self.bot is not None:
+                self.bot.guards.on_error(self.clock.now_ns())
             self.outbox.emit(
                 "error",
                 self.clock.now_ns(),
@@ -456,6 +510,8 @@ class Engine:
     def _flush(self) -> None:
         while self._pending:
             update = self._pending.pop(0)
+            if self.bot is not None:
+                self.bot.on_update(update)
             hook = self._on_fill if isinstance(update, Fill) else self._on_order
             if hook is not None:
                 self._call(hook, update)

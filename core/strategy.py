@@ -142,13 +142,16 @@ class Context:
         type: str = "market",
         price: float | None = None,
         stop_price: float | None = None,
-        tif: str = "GTC",
+        tif: str | None = None,
         reduce_only: bool = False,
         post_only: bool = False,
         client_id: str | None = None,
         expire_ns: int | None = None,
     ) -> int:
-        """Send an order; returns its id. Rejections arrive as ``reject`` events, not exceptions."""
+        """Send an order; returns its id. Rejections arrive as ``reject`` events, not exceptions.
+
+        ``tif`` defaults to the profile's ``time_in_force`` (GTC unless it says otherwise).
+        """
         return self._e.submit(
             symbol,
             side,

@@ -242,6 +242,10 @@ class SimVenue:
             )
         )
 
+    def reject(self, order: Order, reason: str, now: int) -> None:
+        """Refuse an order before it reaches the book (pre-trade checks, dry run)."""
+        self._reject(order, reason, now)
+
     def _reject(self, order: Order, reason: str, now: int) -> None:
         transition(order, "reject")
         self.outbox.emit(

@@ -53,11 +53,11 @@ def print_summary(summary: dict[str, Any], console: Console, title: str = "repla
         ("max drawdown", money(summary["max_drawdown"])),
         ("errors", str(summary["errors"])),
         ("ledger reconciles", "yes" if summary["reconciles"] else "NO"),
-        ("digest", summary["digest"]),
     ]
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+    console.print(f"digest {summary['digest']}", soft_wrap=True)
 
 
 @perpsim_cli.command()
@@ -148,7 +148,7 @@ def replay(
     if as_json:
         click.echo(json.dumps({**result.summary, "run_dir": str(result.run_dir)}, indent=2))
     else:
-        out_console = Console()
+        out_console = Console(width=None if sys.stdout.isatty() else 100)
         print_summary(result.summary, out_console, title=f"replay ({profile}) → {result.run_dir}")
 
 
