@@ -156,9 +156,7 @@ class PerpsBot:
 
     def _job_snapshot(self, now: int) -> None:
         self.jobs_run["snapshot"] += 1
-        self.outbox.emit(
-            "snapshot", now, amount=to_units(self.equity()), cash_after=self.ledger.cash, text="account"
-        )
+        self.outbox.emit("snapshot", now, amount=to_units(self.equity()), cash_after=self.ledger.cash, text="account")
 
     def _job_metrics(self, now: int) -> None:
         self.jobs_run["metrics"] += 1

@@ -16,19 +16,67 @@ MAX_VENUE_LEVERAGE = 20.0
 __all__ = ["MAX_VENUE_LEVERAGE", "RiskConfig", "RunConfig", "VenueConfig", "check", "load_config"]
 
 
+class FeeTier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One row of a fee schedule: the rates that apply from ``min_volume_30d`` of trailing volume.
+
+    Volume is traded notional in the settlement currency over the trailing 30 days.
+    A negative ``maker_bps`` is a rebate.
+    """
+
+    min_volume_30d: float = 0.0
+    maker_bps: float
+    taker_bps: float
+
+
 class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The simulated venue's terms. Realism features the tape cannot inform are off by default."""
+    """The simulated venue's terms. Realism features the tape cannot inform are off by default.
+
+    Fees: ``maker_bps``/``taker_bps`` (Coinbase International's base tier), or a tier table
+    ``fee_tiers`` (ascending ``min_volume_30d``) chosen by trailing 30-day volume, or fixed
+    with ``fee_tier`` (an index into the table).
+
+    Fills: ``cap_to_top`` and ``slippage_bps`` apply only on symbols without an L2 book.
+    ``queue`` models queue position of resting limits (seeded by the run's seed).
+
+    Latency (ms; all 0 = orders act at once, the ``backtest`` semantics): ``latency_ms``
+    order entry, ``cancel_latency_ms`` cancels (None: same as entry),
+    ``response_latency_ms`` venue → strategy notifications; each draw adds a jitter of
+    ``latency_jitter_ms`` (``uniform`` on [0, jitter] or ``exponential`` with that mean).
+
+    Funding: ``funding = "tape"`` settles tape ``funding`` rows; ``"constant"`` settles
+    ``funding_rate`` every ``funding_interval_s`` (None: the instrument's interval, hourly
+    by default); ``"schedule"`` settles the (time, rate) series given per symbol in
+    ``funding_schedule`` (CSV paths, read by the driver; core does no I/O); ``"off"`` none.
+
+    Margin: cross margin in the settlement currency; ``leverage`` (None: the instrument's
+    max) sets initial margin; ``margin_check`` rejects orders without enough free margin;
+    ``liquidation`` liquidates every position at the mark with ``liquidation_fee_bps`` when
+    equity falls to maintenance margin.
+    """
 
     starting_balance: float = 100_000.0
     taker_bps: float = 4.0
     maker_bps: float = 2.0
+    fee_tiers: list[FeeTier] = []
+    fee_tier: int | None = None
     cap_to_top: bool = False
     slippage_bps: float = 0.0
     liquidation_fee_bps: float = 50.0
     stop_trigger: Literal["trade", "mark"] = "trade"
     queue: Literal["none", "risk_averse", "probabilistic"] = "none"
     latency_ms: float = 0.0
+    cancel_latency_ms: float | None = None
+    response_latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
+    latency_dist: Literal["uniform", "exponential"] = "uniform"
+    funding: Literal["tape", "constant", "schedule", "off"] = "tape"
+    funding_rate: float = 0.0001
+    funding_interval_s: float | None = None
+    funding_schedule: dict[str, str] = {}
+    funding_utc_offset_h: float | None = None
+    leverage: float | None = None
+    margin_check: bool = True
+    liquidation: bool = True
 
 
 class RiskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -94,6 +142,7 @@ def check(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"interval_s must be positive, got {cfg.interval_s}")
     if cfg.venue.starting_balance <= 0:
         raise ConfigError(f"venue.starting_balance must be positive, got {cfg.venue.starting_balance}")
+    check_venue(cfg.venue)
     r = cfg.risk
     if r.max_leverage > MAX_VENUE_LEVERAGE:
         raise ConfigError(f"risk.max_leverage {r.max_leverage} exceeds the venue maximum {MAX_VENUE_LEVERAGE}")
@@ -120,3 +169,28 @@ def load_config(data: dict[str, object]) -> RunConfig:
     except msgspec.ValidationError as exc:
         raise ConfigError(f"config: {exc}") from exc
     return check(cfg)
+
+
+def check_venue(v: VenueConfig) -> VenueConfig:
+    """Range checks of the venue's terms.
+
+    Raises:
+        ConfigError: naming the ``venue.`` key and the bad value.
+    """
+    for key in ("latency_ms", "response_latency_ms", "latency_jitter_ms", "slippage_bps", "liquidation_fee_bps"):
+        if getattr(v, key) < 0:
+            raise ConfigError(f"venue.{key} must not be negative, got {getattr(v, key)}")
+    if v.cancel_latency_ms is not None and v.cancel_latency_ms < 0:
+        raise ConfigError(f"venue.cancel_latency_ms must not be negative, got {v.cancel_latency_ms}")
+    if v.funding_interval_s is not None and v.funding_interval_s <= 0:
+        raise ConfigError(f"venue.funding_interval_s must be positive, got {v.funding_interval_s}")
+    if v.leverage is not None and v.leverage <= 0:
+        raise ConfigError(f"venue.leverage must be positive, got {v.leverage}")
+    if v.funding == "schedule" and not v.funding_schedule:
+        raise ConfigError("venue.funding = 'schedule' needs venue.funding_schedule (symbol = CSV path)")
+    mins = [t.min_volume_30d for t in v.fee_tiers]
+    if any(b <= a for a, b in zip(mins, mins[1:])):
+        raise ConfigError(f"venue.fee_tiers must have strictly ascending min_volume_30d, got {mins}")
+    if v.fee_tier is not None and not 0 <= v.fee_tier < len(v.fee_tiers):
+        raise ConfigError(f"venue.fee_tier {v.fee_tier} is not an index into venue.fee_tiers ({len(v.fee_tiers)} tiers)")
+    return v

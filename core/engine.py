@@ -16,9 +16,9 @@ from typing import Any, Final
 import msgspec
 from perpsim.core.batch import Batch, batch_from_events
 from perpsim.core.book import Book
+from perpsim.core.bot import PerpsBot, in_trading_window
 from perpsim.core.clock import Clock, TimerHandle
 from perpsim.core.config import RunConfig
-from perpsim.core.bot import PerpsBot, in_trading_window
 from perpsim.core.events import Kind, Mark, MarketEvent, Quote, Trade
 from perpsim.core.instruments import Instrument, exact, resolve
 from perpsim.core.ledger import Ledger, to_units
@@ -131,7 +131,10 @@ class Engine:
         self._next_order_id = 0
         self._timers: list[TimerHandle] = []
         self._strategy_timers = 0
-        self._window = max(1, strategy.window)
+        self.strategy_window = max(1, strategy.window)
+        # The volatility guard reads the same cycle marks; keep enough for it too.
+        vol_need = config.risk.volatility_window + 1 if config.risk.enabled else 1
+        self._window = max(self.strategy_window, vol_need)
         self._on_trade = getattr(strategy, "on_trade", None)
         self._on_quote = getattr(strategy, "on_quote", None)
         self._on_fill = getattr(strategy, "on_fill", None)
@@ -199,7 +202,7 @@ class Engine:
         Returns the index of the first row not dispatched: ``hi``, or earlier when a
         strategy hook scheduled a timer that is now due before the next row.
         """
-        clk, kind, sid, price, size, _side, bid, bsz, ask, asz, _rate, _nts, _ts, _rts, _flags = self._loaded
+        clk, kind, sid, price, size, side, bid, bsz, ask, asz, _rate, _nts, _ts, _rts, _flags = self._loaded
         m = self.market
         last_px, last_size, last_ts = m.last_px, m.last_size, m.last_ts
         q_bid, q_bsz, q_ask, q_asz, q_ts = m.bid, m.bid_size, m.ask, m.ask_size, m.quote_ts

@@ -18,12 +18,12 @@ so evaluating twice at one time is harmless.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from fractions import Fraction
 
 import msgspec
-
 from perpsim.core.config import RiskConfig
 from perpsim.core.instruments import Instrument, exact
 from perpsim.core.ledger import Ledger, to_units
@@ -57,7 +57,7 @@ def annualized_vol(marks: list[float], window: int, interval_s: float) -> float 
     if len(marks) < window + 1:
         return None
     tail = marks[-window - 1 :]
-    rets = [math.log(b / a) for a, b in zip(tail, tail[1:])]
+    rets = [math.log(b / a) for a, b in itertools.pairwise(tail)]
     mean = math.fsum(rets) / len(rets)
     var = math.fsum((r - mean) ** 2 for r in rets) / (len(rets) - 1)
     return math.sqrt(var) * math.sqrt(_YEAR_S / interval_s)

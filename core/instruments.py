@@ -18,6 +18,7 @@ __all__ = [
     "Instrument",
     "exact",
     "resolve",
+    "settlement_currency",
 ]
 
 
@@ -26,7 +27,15 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
 
     ``tick`` None means prices are not snapped. Linear: size in base units, PnL in
     the quote (settlement) currency. Inverse: size in contracts of ``contract_size``
-    quote units each, PnL in the base coin.
+    quote units each (e.g. 100 USD), PnL, fees, funding and margin in the base coin
+    ``base``.
+
+    ``min_notional``: orders below it are rejected (linear: ``qty * contract_size *
+    price``; inverse: ``qty * contract_size``, in quote units); reduce-only orders are
+    exempt. ``max_leverage`` caps the account's leverage on this instrument (initial
+    margin = notional / leverage). ``maintenance_rate``: maintenance margin as a
+    fraction of notional at the mark. ``funding_interval_s``: the interval of a
+    constant-rate funding schedule.
     """
 
     symbol: str
@@ -39,6 +48,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     min_notional: float = 0.0
     max_leverage: float = 20.0
     product_id: str | None = None
+    base: str | None = None
 
 
 DEFAULT: Final = Instrument(symbol="*")
@@ -57,6 +67,7 @@ BUILTIN: Final[dict[str, Instrument]] = {
             lot=1.0,
             contract_size=100.0,
             kind="inverse",
+            base="BTC",
             funding_interval_s=8 * 3600,
             max_leverage=100.0,
         ),
@@ -71,6 +82,17 @@ def resolve(symbol: str, from_tape: dict[str, Instrument] | None = None) -> tupl
     if symbol in BUILTIN:
         return BUILTIN[symbol], False
     return msgspec.structs.replace(DEFAULT, symbol=symbol), True
+
+
+def settlement_currency(inst: Instrument) -> str:
+    """The currency an instrument settles in: ``"quote"`` for linear, the base coin for inverse.
+
+    Every linear instrument shares one quote bucket (USD and USDT are not told apart); an
+    inverse instrument settles in ``base`` (its symbol when ``base`` is not set).
+    """
+    if inst.kind == "linear":
+        return "quote"
+    return inst.base or inst.symbol
 
 
 @lru_cache(maxsize=65536)

@@ -4,6 +4,20 @@ DESIGN.md §5: each fee, realized PnL and funding amount is rounded half-even to
 one unit once, when booked, so ``cash == cash_start + realized - fees + funding``
 holds to the unit. Quantities and prices are exact decimals (``Fraction``) of the
 snapped float values; average entry price is kept exactly.
+
+One currency per ledger. A run settles in the quote currency when it trades linear
+instruments and in the base coin (1e-8 coin = one satoshi for BTC) when it trades
+inverse ones; ``starting_balance`` is in that currency. The venue fixes
+:attr:`Ledger.currency` at the first admitted order and rejects orders on an
+instrument that settles in another currency (``settlement_currency_mismatch``), so
+amounts in one ledger are never mixed.
+
+Inverse positions (``inverse=True``): ``qty`` contracts of ``contract_size`` quote
+units. Their value in coin at price ``p`` is ``qty * contract_size / p``; the entry is
+the harmonic average of the fill prices (``|qty| / entry == sum(|q_i| / p_i)``), so
+realized PnL on a close of ``c`` contracts is ``c * contract_size * (1/entry - 1/p)``
+times the sign of the position; fees are ``|q| * contract_size / p * rate`` and funding
+``-qty * contract_size / mark * rate``, all in coin.
 """
 
 from __future__ import annotations
@@ -35,6 +49,13 @@ class Position(msgspec.Struct, kw_only=True):
     entry: Fraction = _ZERO
     contract_size: Fraction = Fraction(1)
     opened_ns: int = 0
+    inverse: bool = False
+
+    def notional(self, price: Fraction) -> Fraction:
+        """The absolute value of the position at ``price``, in the settlement currency."""
+        if self.inverse:
+            return abs(self.qty) * self.contract_size / price
+        return abs(self.qty) * self.contract_size * price
 
 
 class Booking(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +77,7 @@ class Ledger:
         self.fees = 0
         self.funding = 0
         self.positions: dict[str, Position] = {}
+        self.currency: str | None = None
 
     def position(self, symbol: str) -> Position:
         pos = self.positions.get(symbol)
@@ -75,21 +97,27 @@ class Ledger:
         fee_rate: Fraction,
         contract_size: Fraction,
         ts: int,
+        inverse: bool = False,
     ) -> Booking:
         """Book a fill of ``signed_qty`` (+ buy, - sell) at ``price``.
 
-        Realized PnL is on the closed part at ``(price - entry) * sign(position)``;
-        a fill that flips through zero closes the old position and opens the rest at
-        ``price``. ``fee_rate`` may be negative (a maker rebate).
+        Realized PnL is on the closed part at ``(price - entry) * sign(position)``
+        (inverse: ``(1/entry - 1/price)``, in coin); a fill that flips through zero
+        closes the old position and opens the rest at ``price``. ``fee_rate`` may be
+        negative (a maker rebate).
         """
         pos = self.position(symbol)
         pos.contract_size = contract_size
+        pos.inverse = inverse
         old = pos.qty
         realized = _ZERO
         if old != 0 and (old > 0) != (signed_qty > 0):
             closed = min(abs(old), abs(signed_qty))
             sign = 1 if old > 0 else -1
-            realized = closed * (price - pos.entry) * sign * contract_size
+            if inverse:
+                realized = closed * contract_size * (1 / pos.entry - 1 / price) * sign
+            else:
+                realized = closed * (price - pos.entry) * sign * contract_size
         new = old + signed_qty
         if new == 0:
             pos.entry = _ZERO
@@ -97,10 +125,14 @@ class Ledger:
             pos.entry = price
             pos.opened_ns = ts
         elif abs(new) > abs(old):
-            pos.entry = (pos.entry * abs(old) + price * abs(signed_qty)) / abs(new)
+            if inverse:
+                pos.entry = abs(new) / (abs(old) / pos.entry + abs(signed_qty) / price)
+            else:
+                pos.entry = (pos.entry * abs(old) + price * abs(signed_qty)) / abs(new)
         pos.qty = new
         realized_u = to_units(realized)
-        fee_u = to_units(abs(signed_qty) * price * contract_size * fee_rate)
+        traded = abs(signed_qty) * contract_size
+        fee_u = to_units((traded / price if inverse else traded * price) * fee_rate)
         self.realized += realized_u
         self.fees += fee_u
         self.cash += realized_u - fee_u
@@ -114,7 +146,8 @@ class Ledger:
         pos = self.positions.get(symbol)
         if pos is None or pos.qty == 0:
             return None
-        amount = to_units(-pos.qty * pos.contract_size * mark * rate)
+        value = pos.qty * pos.contract_size / mark if pos.inverse else pos.qty * pos.contract_size * mark
+        amount = to_units(-value * rate)
         self.funding += amount
         self.cash += amount
         return amount
@@ -123,6 +156,8 @@ class Ledger:
         pos = self.positions.get(symbol)
         if pos is None or pos.qty == 0 or mark is None:
             return _ZERO
+        if pos.inverse:
+            return pos.qty * pos.contract_size * (1 / pos.entry - 1 / mark)
         return pos.qty * pos.contract_size * (mark - pos.entry)
 
     def reconciles(self) -> bool:

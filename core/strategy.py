@@ -89,7 +89,11 @@ class Context:
 
     def marks(self, symbol: str) -> list[float]:
         sid = self._e.market.ids.get(symbol)
-        return [] if sid is None else list(self._e.market.windows[sid])
+        if sid is None:
+            return []
+        window = self._e.market.windows[sid]
+        keep = self._e.strategy_window
+        return list(window)[-keep:] if len(window) > keep else list(window)
 
     def exact_marks(self, symbol: str) -> list[Fraction]:
         """The mark window as exact decimals, for decisions that compare prices."""

@@ -35,18 +35,21 @@ def load_profile(name: str) -> dict[str, Any]:
     return data
 
 
-def merge(base: dict[str, Any], over: dict[str, Any], locked: list[str], path: str = "") -> dict[str, Any]:
+def merge(
+    base: dict[str, Any], over: dict[str, Any], locked: list[str], path: str = "", profile: str | None = None
+) -> dict[str, Any]:
     """Deep-merge ``over`` into ``base``; a locked key (dotted path) may not change."""
+    profile = profile or base.get("profile")
     out = dict(base)
     for key, value in over.items():
         dotted = f"{path}{key}"
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("params",):
-            out[key] = merge(out[key], value, locked, f"{dotted}.")
+            out[key] = merge(out[key], value, locked, f"{dotted}.", profile)
             continue
         if key == "params" and isinstance(value, dict) and isinstance(out.get(key), dict):
             value = {**out[key], **value}
         if dotted in locked and out.get(key, value) != value:
-            raise ConfigError(f"{dotted} is locked by profile {base.get('profile')!r} and cannot be overridden")
+            raise ConfigError(f"{dotted} is locked by profile {profile!r} and cannot be overridden")
         out[key] = value
     return out
 
@@ -73,7 +76,10 @@ def resolve_config(
     if config_file is not None:
         data = merge(data, _read_config_file(config_file), locked)
     if overrides:
-        data = merge(data, {k: v for k, v in overrides.items() if v is not None}, locked)
+        over = {k: v for k, v in overrides.items() if v is not None}
+        if over.get("strategy", data.get("strategy")) != data.get("strategy"):
+            data["params"] = {}  # a profile's params belong to its own strategy
+        data = merge(data, over, locked)
     data["locked"] = locked
     return load_config(data)
 

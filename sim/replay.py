@@ -20,8 +20,8 @@ from perpsim.core.batch import Batch
 from perpsim.core.clock import ReplayClock
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import Engine
-from perpsim.core.events import Kind
 from perpsim.core.errors import ConfigError
+from perpsim.core.events import Kind
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy
 from perpsim.sim.profiles import resolve_config

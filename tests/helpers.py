@@ -51,8 +51,9 @@ def funding(t: int, rate: float, symbol: str = "BTC-PERP") -> Funding:
     return Funding(ts=t, recv_ts=t, symbol=symbol, rate=rate)
 
 
-def run(events: list[MarketEvent], **kw: Any) -> RunResult:
-    return replay(MemoryTape(events), **kw)
+def run(events: list[MarketEvent] | MemoryTape, **kw: Any) -> RunResult:
+    tape = events if isinstance(events, MemoryTape) else MemoryTape(events)
+    return replay(tape, **kw)
 
 
 def kinds(result: RunResult, kind: str) -> list[dict[str, Any]]:

@@ -1,0 +1,165 @@
+"""An L2 order book per symbol, rebuilt from tape ``book``/``book_reset`` rows (DESIGN.md §4-5).
+
+The engine keeps one :class:`Book` per symbol when the tape carries depth; the simulated
+venue later walks it to price market orders. Rows carry the *absolute* size at a price
+level (0 deletes), so applying a row never depends on the previous size.
+
+Layout, chosen for the hot path: each side is a sorted list of keys plus a dict from key to
+size. Keys are arranged so the best level is always the *last* list element (bids ascending
+by price, asks ascending by negated price): best-price access is O(1), and the inserts and
+deletes that dominate real feeds (near the touch) move only a few list slots.
+
+Pure stdlib; no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from typing import Final
+
+from perpsim.core.errors import InputError
+from perpsim.core.instruments import exact
+
+__all__ = ["ASK", "BID", "Book"]
+
+BID: Final = 1
+ASK: Final = -1
+
+
+class Book:
+    """Price levels of one symbol's order book.
+
+    Attributes:
+        symbol: the symbol, only used in error messages.
+        version: incremented by every :meth:`apply` and :meth:`reset`; cache derived values
+            (mid, imbalance) against it.
+    """
+
+    __slots__ = ("_ak", "_asz", "_bk", "_bsz", "symbol", "version")
+
+    def __init__(self, symbol: str = "") -> None:
+        self.symbol = symbol
+        self.version = 0
+        self._bk: list[float] = []  # bid prices, ascending: best bid is the last element
+        self._bsz: dict[float, float] = {}
+        self._ak: list[float] = []  # negated ask prices, ascending: best ask is the last element
+        self._asz: dict[float, float] = {}
+
+    def reset(self) -> None:
+        """Drop every level (a ``book_reset`` row, or a gap that invalidates the book)."""
+        self._bk.clear()
+        self._bsz.clear()
+        self._ak.clear()
+        self._asz.clear()
+        self.version += 1
+
+    def apply(self, side: int, price: float, size: float) -> None:
+        """Set the absolute size of one level; ``size == 0`` removes it.
+
+        Removing a level the book does not hold is a no-op: venues (Binance) send deletes
+        for levels outside the snapshot's depth.
+
+        Args:
+            side: +1 bid, -1 ask.
+            price: the level's price.
+            size: the new absolute size at that price.
+
+        Raises:
+            InputError: for a negative size or a side other than +1/-1.
+        """
+        if side == 1:
+            keys, sizes, k = self._bk, self._bsz, price
+        elif side == -1:
+            keys, sizes, k = self._ak, self._asz, -price
+        else:
+            raise InputError(f"book {self.symbol!r}: side {side!r} at price {price!r} is not +1 or -1")
+        self.version += 1
+        if size > 0.0:
+            if k not in sizes:
+                insort(keys, k)
+            sizes[k] = size
+        elif size == 0.0:
+            if k in sizes:
+                del sizes[k]
+                del keys[bisect_left(keys, k)]
+        else:
+            raise InputError(f"book {self.symbol!r}: negative size {size!r} at price {price!r} side {side}")
+
+    @property
+    def empty(self) -> bool:
+        """True when neither side has a level."""
+        return not self._bk and not self._ak
+
+    def best_bid(self) -> tuple[float, float] | None:
+        """The highest bid as ``(price, size)``, or None when there are no bids."""
+        if not self._bk:
+            return None
+        p = self._bk[-1]
+        return p, self._bsz[p]
+
+    def best_ask(self) -> tuple[float, float] | None:
+        """The lowest ask as ``(price, size)``, or None when there are no asks."""
+        if not self._ak:
+            return None
+        k = self._ak[-1]
+        return -k, self._asz[k]
+
+    def levels(self, side: int, n: int | None = None) -> list[tuple[float, float]]:
+        """The best ``n`` levels of one side (all when ``n`` is None), best first.
+
+        Args:
+            side: +1 bids, -1 asks.
+            n: how many levels at most.
+        """
+        if side == 1:
+            keys = self._bk if n is None else self._bk[-n:] if n > 0 else []
+            sz = self._bsz
+            return [(p, sz[p]) for p in reversed(keys)]
+        keys = self._ak if n is None else self._ak[-n:] if n > 0 else []
+        sz = self._asz
+        return [(-k, sz[k]) for k in reversed(keys)]
+
+    def depth(self, side: int) -> int:
+        """The number of price levels on one side (+1 bids, -1 asks)."""
+        return len(self._bk) if side == 1 else len(self._ak)
+
+    def walk(self, side_taken: int, qty: float) -> list[tuple[float, float]]:
+        """The levels a market order of ``qty`` would consume, best first.
+
+        The last level is partial when the order ends inside it. Quantities are summed
+        exactly on their decimal values (DESIGN.md §5), so ``walk(-1, 0.3)`` over asks of
+        0.1 and 0.2 returns 0.1 and 0.2, not 0.19999999999999998.
+
+        Args:
+            side_taken: the side being consumed: -1 asks (a buy order lifts them),
+                +1 bids (a sell order hits them).
+            qty: the order's size, > 0.
+
+        Returns:
+            ``[(price, qty_at_price), ...]``; the quantities sum to less than ``qty`` when
+            the book is too thin. The caller decides what to do with the rest.
+        """
+        out: list[tuple[float, float]] = []
+        if qty <= 0:
+            return out
+        remaining = exact(qty)
+        if side_taken == 1:
+            keys, sizes, sign = self._bk, self._bsz, 1.0
+        else:
+            keys, sizes, sign = self._ak, self._asz, -1.0
+        for i in range(len(keys) - 1, -1, -1):
+            k = keys[i]
+            s = sizes[k]
+            es = exact(s)
+            if es >= remaining:
+                out.append((sign * k, float(remaining)))
+                return out
+            out.append((sign * k, s))
+            remaining -= es
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Book({self.symbol!r}, bids={len(self._bk)}, asks={len(self._ak)}, "
+            f"best_bid={self.best_bid()}, best_ask={self.best_ask()})"
+        )

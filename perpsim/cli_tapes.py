@@ -1,0 +1,233 @@
+"""``perpsim tapes ...``: inspect, validate, synthesize, slice and merge tapes (DESIGN.md §9).
+
+Errors are raised as :class:`~perpsim.core.errors.TapeError` / ``InputError``;
+``perpsim.cli.main`` prints them as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+from rich.console import Console
+from rich.table import Table
+
+from perpsim.core.errors import InputError, TapeError
+from perpsim.core.events import KIND_NAMES
+from perpsim.core.timefmt import fmt_ns, parse_time_ns
+from perpsim.tapes.reader import open_tape
+from perpsim.tapes.schema import SCHEMA, TapeMeta
+from perpsim.tapes.synth import parse_shock, synth
+from perpsim.tapes.validate import TapeReport, inspect_tape, validate_tape
+from perpsim.tapes.writer import TapeWriter, write_table
+
+__all__ = ["report_dict", "tapes"]
+
+_TAPE = click.Path(path_type=Path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def tapes() -> None:
+    """Inspect, validate, generate, slice and merge tapes (Parquet market data)."""
+
+
+def report_dict(r: TapeReport) -> dict[str, Any]:
+    """A tape report as plain JSON types, times also as UTC ISO text."""
+    d: dict[str, Any] = msgspec.to_builtins(r)
+    d["start"] = fmt_ns(r.start_ns) if r.start_ns is not None else None
+    d["end"] = fmt_ns(r.end_ns) if r.end_ns is not None else None
+    return d
+
+
+def _print_report(r: TapeReport, console: Console) -> None:
+    meta = r.meta
+    head = Table(title=f"tape {r.path}", show_header=False, title_justify="left")
+    head.add_column("what", style="bold")
+    head.add_column("value")
+    head.add_row("rows", f"{r.rows:,}")
+    head.add_row("files", str(len(r.files)) if len(r.files) > 1 else r.files[0])
+    head.add_row("clock", meta.clock)
+    head.add_row("time range", f"{fmt_ns(r.start_ns)} → {fmt_ns(r.end_ns)}")
+    head.add_row("symbols", ", ".join(r.symbols) or "-")
+    head.add_row("source", meta.source)
+    head.add_row("schema version", str(meta.schema_version))
+    if meta.timers:
+        head.add_row("timers", ", ".join(f"{t.name}/{t.interval_ns / 1e9:g}s" for t in meta.timers))
+    head.add_row("validated", "yes" if r.validated else "no")
+    console.print(head)
+
+    kinds = [k for k in KIND_NAMES if any(k in c for c in r.counts.values())]
+    counts = Table(title="rows per kind", title_justify="left")
+    counts.add_column("symbol", style="bold")
+    for k in kinds:
+        counts.add_column(k, justify="right")
+    counts.add_column("total", justify="right")
+    for sym in r.symbols:
+        c = r.counts[sym]
+        counts.add_row(sym, *(f"{c.get(k, 0):,}" for k in kinds), f"{sum(c.values()):,}")
+    console.print(counts)
+
+    if meta.instruments:
+        ins = Table(title="instruments (tape metadata)", title_justify="left")
+        for col in ("symbol", "tick", "lot", "contract", "kind", "maint.", "funding"):
+            ins.add_column(col, justify="left" if col in ("symbol", "kind") else "right")
+        for sym, i in sorted(meta.instruments.items()):
+            ins.add_row(
+                sym,
+                "-" if i.tick is None else f"{i.tick:g}",
+                f"{i.lot:g}",
+                f"{i.contract_size:g}",
+                i.kind,
+                f"{i.maintenance_rate:g}",
+                f"{i.funding_interval_s}s",
+            )
+        console.print(ins)
+
+
+@tapes.command()
+@click.argument("tape", type=_TAPE, nargs=-1, required=True)
+@click.option("--validate/--no-validate", default=False, help="Also validate every row.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def inspect(tape: tuple[Path, ...], validate: bool, as_json: bool) -> None:
+    """Show what TAPE holds: rows, files, time range, symbols, rows per kind, metadata.
+
+    TAPE is a Parquet file or a folder of them (several are read in order).
+    """
+    r = inspect_tape(_one(tape), validate=validate)
+    if as_json:
+        click.echo(json.dumps(report_dict(r), indent=2))
+    else:
+        _print_report(r, Console())
+
+
+@tapes.command()
+@click.argument("tape", type=_TAPE, nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def validate(tape: tuple[Path, ...], as_json: bool) -> None:
+    """Check every row of TAPE; print OK with the row count, or the first bad value.
+
+    A bad value is reported as "<file> row <n> column <col>: <problem>" (exit 2).
+    """
+    r = validate_tape(_one(tape))
+    if as_json:
+        click.echo(json.dumps(report_dict(r), indent=2))
+    else:
+        click.echo(
+            f"OK {r.path}: {r.rows:,} rows, {len(r.files)} file{'s' * (len(r.files) != 1)}, "
+            f"{fmt_ns(r.start_ns)} → {fmt_ns(r.end_ns)}"
+        )
+
+
+@tapes.command(name="synth")
+@click.option("--hours", type=float, required=True, help="Tape length in hours.")
+@click.option("--symbols", required=True, help="Comma-separated, e.g. BTC-PERP,ETH-PERP.")
+@click.option("--seed", type=int, required=True, help="Seed; the same arguments give the same bytes.")
+@click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
+@click.option("--trades-per-min", type=float, default=30, show_default=True, help="Per symbol.")
+@click.option("--quotes-per-min", type=float, default=60, show_default=True, help="Per symbol.")
+@click.option("--start", help="First row time (ISO 8601 UTC or ns; default 2024-01-01T00:00Z).")
+@click.option("--funding-interval", type=int, default=3600, show_default=True, help="Seconds.")
+@click.option("--shock", help="AT_H:PCT:OVER_H, e.g. 2:-30:1 = -30% during hour 2-3.")
+@click.option("--l2", is_flag=True, help="Also write a level-2 book (snapshot and updates).")
+@click.option("--marks", type=float, help="Also write mark rows every this many seconds.")
+def synth_cmd(
+    hours: float,
+    symbols: str,
+    seed: int,
+    out: Path,
+    trades_per_min: float,
+    quotes_per_min: float,
+    start: str | None,
+    funding_interval: int,
+    shock: str | None,
+    l2: bool,
+    marks: float | None,
+) -> None:
+    """Generate a seeded synthetic tape: random-walk prices with volatility regimes,
+    Poisson trades and quotes, hourly funding, optional shock and L2 book."""
+    kwargs: dict[str, Any] = {}
+    if start is not None:
+        kwargs["start_ns"] = parse_time_ns(start, what="--start")
+    path = synth(
+        hours=hours,
+        symbols=[s.strip() for s in symbols.split(",") if s.strip()],
+        seed=seed,
+        out=out,
+        trades_per_min=trades_per_min,
+        quotes_per_min=quotes_per_min,
+        funding_interval_s=funding_interval,
+        shock=parse_shock(shock) if shock else None,
+        l2=l2,
+        mark_interval_s=marks,
+        **kwargs,
+    )
+    t = open_tape(path)
+    click.echo(f"wrote {path}: {t.num_rows:,} rows, {path.stat().st_size / 1e6:.1f} MB")
+
+
+@tapes.command(name="slice")
+@click.argument("tape", type=_TAPE, nargs=-1, required=True)
+@click.option("--start", help="Keep rows at or after this clock time (ISO 8601 UTC or ns).")
+@click.option("--end", help="Keep rows before this clock time.")
+@click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
+def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: Path) -> None:
+    """Copy the rows of TAPE whose clock value is in [--start, --end) to --out (streaming)."""
+    src = open_tape(_one(tape))
+    lo = parse_time_ns(start, what="--start") if start else None
+    hi = parse_time_ns(end, what="--end") if end else None
+    if lo is not None and hi is not None and hi <= lo:
+        raise InputError(f"--end {end} is not after --start {start}")
+    meta = msgspec.structs.replace(src.meta, source=f"slice of {src.meta.source}")
+    tmp = out.with_name(f".{out.name}.slice.tmp")
+    try:
+        with TapeWriter(tmp, meta, validate=False, name=str(out)) as w:
+            for rb in src.record_batches(start_ns=lo, end_ns=hi):
+                w.write(rb)
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    click.echo(f"wrote {out}: {w.rows:,} rows, {fmt_ns(w.start_ns)} → {fmt_ns(w.end_ns)}")
+
+
+@tapes.command()
+@click.argument("tape", type=_TAPE, nargs=-1, required=True)
+@click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
+def merge(tape: tuple[Path, ...], out: Path) -> None:
+    """Merge several TAPEs (e.g. one per symbol) into one tape sorted by the clock column.
+
+    Ties keep the order of the arguments, then row order. The tapes are read into
+    memory; they must share a clock column.
+    """
+    if len(tape) < 2:
+        raise InputError("merge: give at least two tapes")
+    opened = [open_tape(t) for t in tape]
+    clock = opened[0].meta.clock
+    for t, p in zip(opened[1:], tape[1:]):
+        if t.meta.clock != clock:
+            raise TapeError(f"{p}: clock column {t.meta.clock!r} differs from {clock!r} of {tape[0]}")
+    tables = [pa.Table.from_batches(list(t.record_batches()), schema=SCHEMA) for t in opened]
+    table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    order = pc.sort_indices(table, sort_keys=[(clock, "ascending")])  # stable: ties keep order
+    table = table.take(order)
+    instruments: dict[str, Any] = {}
+    for t in opened:
+        for sym, ins in t.instruments.items():
+            instruments.setdefault(sym, ins)
+    meta = TapeMeta(
+        clock=clock,
+        source="merge of " + "; ".join(t.meta.source for t in opened),
+        instruments=instruments,
+        timers=opened[0].meta.timers,
+    )
+    write_table(table, out, meta)
+    click.echo(f"wrote {out}: {table.num_rows:,} rows from {len(tape)} tapes")
+
+
+def _one(paths: tuple[Path, ...]) -> Path | list[Path]:
+    return paths[0] if len(paths) == 1 else list(paths)

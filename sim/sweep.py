@@ -1,0 +1,977 @@
+"""Parameter sweeps: a grid of replay jobs fanned out to processes or a Dask cluster (DESIGN.md §8).
+
+One replay is single-threaded by design; a sweep runs many of them side by side.
+A **grid** (TOML) names tapes (paths or globs), profiles and parameter axes; it
+expands into :class:`Job` s, each one replay of one tape under one resolved
+config. Jobs run on a local process pool (``workers``) or on a Dask cluster
+(``scheduler``); each finished job becomes one row of ``results.parquet``.
+
+A grid file::
+
+    name = "ma-grid"                          # label (default: the file's stem)
+    strategy = "perpsim.core.baseline:MACrossover"   # default: each profile's
+    profiles = ["backtest"]                   # a name or a list (default backtest)
+    tapes = ["tapes/*.parquet"]               # files, folders or globs, relative to this file
+    seed = 0                                  # a value, a list or a range
+    interval_s = [60, 300]                    # a value, a list or a range
+    symbols = ["BTC-PERP"]                    # fixed (default: all on the tape)
+    keep_runs = false                         # also write each job's run directory
+
+    [params]                                  # strategy parameters: the axes of the grid
+    short = [3, 5, 8]                         # a list of values
+    long = {start = 10, stop = 30, step = 10} # a range: 10, 20, 30 (stop is inclusive)
+    eps_bps = 0.0                             # a single value: fixed, still a column
+
+    [config]                                  # fixed overrides merged over each profile
+    venue = {taker_bps = 5.0}
+
+The **job key** is a SHA-256 over the tape files' content hashes, the canonical
+(sorted-key JSON) resolved config and the perpsim version, so a result is
+reused exactly when the same code would see the same input: re-running a sweep
+skips every job whose key is already in the results table (``retry_failed``
+re-runs the failed ones), and a moved or renamed tape keeps its results.
+
+A job that raises, or whose worker dies, is retried once; if it fails again it
+is recorded with ``status = "failed"``, its error text and ``attempts = 2``,
+and the sweep goes on. Dask workers must have the same perpsim installed and
+see the tapes at the same paths (a shared filesystem); a worker checks both
+(version and tape hashes) and fails the job when they differ, so a key never
+labels a result computed from other input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import socket
+import time
+import tomllib
+import traceback
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+from perpsim.core.errors import ConfigError, InputError, PerpsimError
+from perpsim.sim.profiles import resolve_config
+from perpsim.sim.runs import file_sha256
+
+__all__ = [
+    "GRID_KEYS",
+    "RESULT_SCHEMA",
+    "Grid",
+    "Job",
+    "Outcome",
+    "SweepReport",
+    "expand",
+    "fan_out",
+    "job_key",
+    "load_grid",
+    "parse_grid",
+    "run_job",
+    "run_sweep",
+    "sharpe",
+    "tape_hashes",
+]
+
+GRID_KEYS = ("name", "strategy", "profiles", "tapes", "seed", "interval_s", "symbols", "keep_runs", "params", "config")
+# Keys of [config] that the grid sets itself; refused there so one value has one home.
+_GRID_OWNED = ("profile", "strategy", "seed", "interval_s", "symbols")
+_RANGE_KEYS = ("start", "stop", "step")
+_MAX_AXIS = 100_000
+_MAX_JOBS = 1_000_000
+_YEAR_S = 365.25 * 86400.0  # perpetual futures trade around the clock
+_FLUSH_S = 5.0
+
+RESULT_SCHEMA: dict[str, Any] = {
+    "key": pl.Utf8,
+    "sweep": pl.Utf8,
+    "tape": pl.Utf8,
+    "profile": pl.Utf8,
+    "strategy": pl.Utf8,
+    "seed": pl.Int64,
+    "interval_s": pl.Float64,
+    "status": pl.Utf8,
+    "error": pl.Utf8,
+    "attempts": pl.Int64,
+    "digest": pl.Utf8,
+    "pnl": pl.Float64,
+    "net_pnl": pl.Float64,
+    "realized": pl.Float64,
+    "unrealized": pl.Float64,
+    "fees": pl.Float64,
+    "funding": pl.Float64,
+    "max_drawdown": pl.Float64,
+    "final_equity": pl.Float64,
+    "trades": pl.Int64,
+    "orders": pl.Int64,
+    "cycles": pl.Int64,
+    "sharpe": pl.Float64,
+    "rows": pl.Int64,
+    "events_per_s": pl.Float64,
+    "wall_s": pl.Float64,
+    "worker": pl.Utf8,
+    "perpsim_version": pl.Utf8,
+    "tape_sha256": pl.Utf8,
+    "run_dir": pl.Utf8,
+}
+"""Columns of ``results.parquet`` besides ``param.<name>`` (which follow ``interval_s``).
+
+``pnl`` is realized + unrealized; ``net_pnl`` is final equity minus the starting
+balance (after fees and funding); money in USD. ``trades`` counts fills.
+``sharpe`` is defined in :func:`sharpe`. ``wall_s``, ``events_per_s`` and
+``worker`` describe where and how fast a job ran and are the only columns that
+differ between two runs of the same job.
+"""
+
+
+class Grid(msgspec.Struct, kw_only=True):
+    """A checked grid: every axis is a non-empty list of values; tapes are resolved paths."""
+
+    name: str
+    source: str
+    strategy: str | None = None
+    profiles: list[str]
+    tapes: list[str]
+    seeds: list[int | None]
+    intervals: list[float | None]
+    symbols: list[str] | None = None
+    keep_runs: bool = False
+    params: dict[str, list[Any]]
+    config: dict[str, Any] = {}
+
+    @property
+    def size(self) -> int:
+        """How many jobs the grid expands to (before de-duplication)."""
+        n = len(self.tapes) * len(self.profiles) * len(self.seeds) * len(self.intervals)
+        for values in self.params.values():
+            n *= len(values)
+        return n
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """One replay: picklable, so it can be shipped to another process or machine."""
+
+    key: str
+    index: int
+    sweep: str
+    tape: str
+    tape_sha256: list[str]
+    profile: str
+    strategy: str | None
+    seed: int | None
+    interval_s: float | None
+    symbols: list[str] | None
+    params: dict[str, Any]
+    grid_params: list[str]
+    config: dict[str, Any]
+    config_sha256: str
+    version: str
+    run_dir: str | None = None
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """What one attempt of a fanned-out call gave: a value, or one line of error text."""
+
+    ok: bool
+    value: Any = None
+    error: str = ""
+    worker: str = ""
+
+
+class SweepReport(msgspec.Struct, kw_only=True):
+    """What :func:`run_sweep` did: counts, where the table is, and this run's new rows."""
+
+    name: str
+    out: str
+    results: str
+    jobs: int
+    skipped: int
+    ran: int
+    ok: int
+    failed: int
+    duplicates: int
+    wall_s: float
+    rows: list[dict[str, Any]]
+
+    @property
+    def table(self) -> pl.DataFrame:
+        """The whole results table (this run's rows and earlier ones)."""
+        path = Path(self.results)
+        return pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=RESULT_SCHEMA)
+
+
+# --- grid ------------------------------------------------------------------------------------------
+
+
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, (bool, int, float, str))
+
+
+def _range_values(where: str, spec: dict[str, Any]) -> list[Any]:
+    unknown = sorted(set(spec) - set(_RANGE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} in range (use start, stop, step)")
+    if "start" not in spec or "stop" not in spec:
+        raise ConfigError(f"{where}: a range needs start and stop (and optionally step, default 1)")
+    start, stop, step = spec["start"], spec["stop"], spec.get("step", 1)
+    for k, v in (("start", start), ("stop", stop), ("step", step)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{where}: range {k} must be a finite number, not {v!r}")
+    if step == 0:
+        raise ConfigError(f"{where}: range step must not be 0")
+    # Decimal steps: 0.1 + 0.2 is 0.3 here, so values are the ones a user typed.
+    d_start, d_stop, d_step = (Decimal(repr(x)) for x in (start, stop, step))
+    n = int((d_stop - d_start) / d_step) + 1
+    if n <= 0:
+        raise ConfigError(f"{where}: empty range {{start = {start}, stop = {stop}, step = {step}}}")
+    if n > _MAX_AXIS:
+        raise ConfigError(f"{where}: range has {n:,} values; at most {_MAX_AXIS:,} per axis")
+    as_int = all(isinstance(x, int) for x in (start, stop, step))
+    return [int(d_start + k * d_step) if as_int else float(d_start + k * d_step) for k in range(n)]
+
+
+def _axis(where: str, value: Any) -> list[Any]:
+    """A grid axis as a list: a scalar, a list of scalars or a {start, stop, step} range."""
+    if isinstance(value, dict):
+        return _range_values(where, value)
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{where}: empty list")
+        values = value
+    else:
+        values = [value]
+    for v in values:
+        if not _is_scalar(v):
+            raise ConfigError(
+                f"{where}: values must be numbers, booleans or strings, not {v!r} "
+                "(put fixed non-scalar parameters under [config.params])"
+            )
+    return list(values)
+
+
+def _strings(where: str, value: Any) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(f"{where}: empty list")
+    if not all(isinstance(v, str) and v for v in values):
+        raise ConfigError(f"{where}: expected a string or a list of strings, not {value!r}")
+    return list(values)
+
+
+def _resolve_tapes(patterns: list[str], base: Path) -> list[str]:
+    found: list[str] = []
+    for pat in patterns:
+        full = Path(pat).expanduser()
+        full = full if full.is_absolute() else base / full
+        if glob.has_magic(str(full)):
+            matches = sorted(glob.glob(str(full), recursive=True))
+            if not matches:
+                raise ConfigError(f"tapes: {pat!r} matches nothing (relative to {base})")
+            found.extend(str(Path(m).resolve()) for m in matches)
+        elif full.exists():
+            found.append(str(full.resolve()))
+        else:
+            raise ConfigError(f"tapes: {pat!r}: no such file or folder (relative to {base})")
+    # A tape listed twice (a path and a glob) is one tape.
+    return list(dict.fromkeys(found))
+
+
+def parse_grid(data: dict[str, Any], *, base: str | Path = ".", name: str = "sweep", source: str = "<grid>") -> Grid:
+    """Check a grid mapping (as read from TOML) and resolve its tapes.
+
+    Args:
+        data: the grid's keys (see the module docstring).
+        base: the folder relative tape paths and globs start from.
+        name: the sweep's label when ``data`` has no ``name``.
+        source: where the grid came from, for error messages.
+
+    Returns:
+        A :class:`Grid`; pass it to :func:`expand` or :func:`run_sweep`.
+
+    Raises:
+        ConfigError: naming the key: an unknown key, an empty list or range, a wrong
+            type, a tape path or glob that matches nothing, an unknown profile or a
+            parameter the strategy does not have.
+    """
+    try:
+        return _parse_grid(data, Path(base), name)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _parse_grid(data: dict[str, Any], base: Path, name: str) -> Grid:
+    unknown = [k for k in data if k not in GRID_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} (allowed: {', '.join(GRID_KEYS)})")
+    if "tapes" not in data:
+        raise ConfigError("tapes: missing (give a path, a folder or a glob)")
+    label = data.get("name", name)
+    if not isinstance(label, str) or not label:
+        raise ConfigError(f"name: expected a non-empty string, not {label!r}")
+    strategy = data.get("strategy")
+    if strategy is not None and not isinstance(strategy, str):
+        raise ConfigError(f"strategy: expected module:Class, not {strategy!r}")
+    keep = data.get("keep_runs", False)
+    if not isinstance(keep, bool):
+        raise ConfigError(f"keep_runs: expected true or false, not {keep!r}")
+    params = data.get("params", {})
+    if not isinstance(params, dict):
+        raise ConfigError("params: expected a table of parameter = values")
+    config = data.get("config", {})
+    if not isinstance(config, dict):
+        raise ConfigError("config: expected a table of config overrides")
+    owned = [k for k in config if k in _GRID_OWNED]
+    if owned:
+        raise ConfigError(f"config.{owned[0]}: set it at the top of the grid, not under [config]")
+    seeds = _axis("seed", data["seed"]) if "seed" in data else [None]
+    if "seed" in data and not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"seed: expected non-negative integers, not {data['seed']!r}")
+    intervals = _axis("interval_s", data["interval_s"]) if "interval_s" in data else [None]
+    if "interval_s" in data and not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in intervals
+    ):
+        raise ConfigError(f"interval_s: expected positive numbers of seconds, not {data['interval_s']!r}")
+    symbols = _strings("symbols", data["symbols"]) if "symbols" in data else None
+    grid = Grid(
+        name=label,
+        source="",
+        strategy=strategy,
+        profiles=_strings("profiles", data.get("profiles", "backtest")),
+        tapes=_resolve_tapes(_strings("tapes", data["tapes"]), base),
+        seeds=seeds,
+        intervals=[None if v is None else float(v) for v in intervals],
+        symbols=symbols,
+        keep_runs=keep,
+        params={k: _axis(f"params.{k}", v) for k, v in params.items()},
+        config=config,
+    )
+    _check_params(grid)
+    if grid.size > _MAX_JOBS:
+        raise ConfigError(f"the grid expands to {grid.size:,} jobs; at most {_MAX_JOBS:,}")
+    return grid
+
+
+def _check_params(grid: Grid) -> None:
+    """Refuse parameter names the strategy does not declare, before any job runs."""
+    from perpsim.sim.replay import load_strategy
+
+    for profile in grid.profiles:
+        cfg = resolve_config(profile, overrides=_overrides(grid.strategy, None, None, grid.symbols, {}, grid.config))
+        cls = load_strategy(cfg.strategy)
+        for name in grid.params:
+            if name not in cls.defaults:
+                known = ", ".join(sorted(cls.defaults)) or "none"
+                raise ConfigError(f"params.{name}: not a parameter of {cls.__name__} (known: {known})")
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and check a grid TOML file; relative tape paths start at the file's folder.
+
+    Raises:
+        InputError: the file does not exist.
+        ConfigError: the file is not TOML, or a key is wrong (see :func:`parse_grid`).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: grid file not found")
+    try:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    grid = parse_grid(data, base=p.parent, name=p.stem, source=str(p))
+    grid.source = str(p)
+    return grid
+
+
+# --- jobs ------------------------------------------------------------------------------------------
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _overrides(
+    strategy: str | None,
+    seed: int | None,
+    interval_s: float | None,
+    symbols: list[str] | None,
+    params: dict[str, Any],
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """The override mapping merged over a profile, built the same way in parent and worker."""
+    over: dict[str, Any] = dict(config)
+    if params or "params" in config:
+        over["params"] = {**dict(config.get("params", {})), **params}
+    if strategy is not None:
+        over["strategy"] = strategy
+    if seed is not None:
+        over["seed"] = seed
+    if interval_s is not None:
+        over["interval_s"] = interval_s
+    if symbols is not None:
+        over["symbols"] = list(symbols)
+    return over
+
+
+def tape_hashes(tape: str | Path) -> list[str]:
+    """SHA-256 of each file of a tape (a file, or a folder's ``*.parquet`` in name order).
+
+    The same rule as the reader (DESIGN.md §4), so the hashes cover exactly what a
+    replay reads.
+    """
+    p = Path(tape)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix == ".parquet" and not f.name.startswith(".") and f.is_file())
+        return [f"{f.name}:{file_sha256(f)}" for f in files]
+    return [file_sha256(p)]
+
+
+def job_key(tape_sha256: Sequence[str], config: dict[str, Any], version: str) -> str:
+    """The job key: SHA-256 over tape content hashes, canonical resolved config and version."""
+    return hashlib.sha256(_canonical({"tapes": list(tape_sha256), "config": config, "perpsim": version})).hexdigest()
+
+
+def expand(grid: Grid, *, run_root: str | Path | None = None) -> tuple[list[Job], int]:
+    """Expand a grid into jobs, in a fixed order: tape, profile, seed, interval, then params.
+
+    Configs are resolved here (in the caller's process), so a bad profile or config
+    fails before anything is shipped; tapes are hashed here for the keys. Jobs with
+    equal keys (the same tape twice, the same value twice) are kept once.
+
+    Args:
+        grid: from :func:`load_grid` or :func:`parse_grid`.
+        run_root: where jobs write run directories when ``grid.keep_runs``.
+
+    Returns:
+        ``(jobs, duplicates_dropped)``.
+
+    Raises:
+        ConfigError: a profile, strategy or override that does not resolve.
+    """
+    from perpsim import __version__
+
+    hashes = {t: tape_hashes(t) for t in grid.tapes}
+    names = list(grid.params)
+    jobs: list[Job] = []
+    seen: set[str] = set()
+    dropped = 0
+    combos = list(itertools.product(*(grid.params[n] for n in names)))
+    for tape, profile, seed, interval in itertools.product(grid.tapes, grid.profiles, grid.seeds, grid.intervals):
+        for combo in combos:
+            params = dict(zip(names, combo))
+            over = _overrides(grid.strategy, seed, interval, grid.symbols, params, grid.config)
+            try:
+                cfg = msgspec.to_builtins(resolve_config(profile, overrides=over))
+            except ConfigError as exc:
+                raise ConfigError(f"{grid.source or grid.name}: profile {profile!r} with {params}: {exc}") from exc
+            key = job_key(hashes[tape], cfg, __version__)
+            if key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            jobs.append(
+                Job(
+                    key=key,
+                    index=len(jobs),
+                    sweep=grid.name,
+                    tape=tape,
+                    tape_sha256=hashes[tape],
+                    profile=profile,
+                    strategy=grid.strategy,
+                    seed=seed,
+                    interval_s=interval,
+                    symbols=grid.symbols,
+                    params=params,
+                    grid_params=names,
+                    config=grid.config,
+                    config_sha256=hashlib.sha256(_canonical(cfg)).hexdigest(),
+                    version=__version__,
+                    run_dir=str(Path(run_root) / key[:16]) if grid.keep_runs and run_root is not None else None,
+                )
+            )
+    return jobs, dropped
+
+
+# --- one job ---------------------------------------------------------------------------------------
+
+
+def sharpe(equity: Sequence[int], interval_s: float) -> float | None:
+    """Annualized Sharpe ratio of per-cycle equity returns.
+
+    ``r_i = E_i / E_{i-1} - 1`` over consecutive cycle equities (``equity.parquet``,
+    integer units), risk-free rate 0; ``sharpe = mean(r) / std(r) * sqrt(N)`` with
+    the sample standard deviation (ddof 1) and ``N = 365.25 * 86400 / interval_s``
+    cycles per year (perpetuals trade around the clock). ``None`` when there are
+    fewer than two returns, the returns do not vary, or equity reached zero. Sums
+    use :func:`math.fsum` (exactly rounded), so the figure is the same on every
+    machine, like the digest.
+    """
+    if len(equity) < 3:
+        return None
+    rets: list[float] = []
+    for prev, cur in itertools.pairwise(equity):
+        if prev <= 0:
+            return None
+        rets.append(cur / prev - 1.0)
+    n = len(rets)
+    mean = math.fsum(rets) / n
+    var = math.fsum((r - mean) ** 2 for r in rets) / (n - 1)
+    if var <= 0.0:
+        return None
+    return mean / math.sqrt(var) * math.sqrt(_YEAR_S / interval_s)
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _error_text(exc: BaseException, *, where: bool = True) -> str:
+    """One line: the type and message, and for unexpected errors where they came from."""
+    msg = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    if where and not isinstance(exc, PerpsimError):
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            f = frames[-1]
+            text += f" (at {Path(f.filename).name}:{f.lineno} in {f.name})"
+    return text
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Run one job (in any process) and return its figures as a results row.
+
+    The worker first checks that it has the sweep's perpsim version and that the
+    tape's content hashes match the job's, then replays and measures.
+
+    Raises:
+        PerpsimError: a version or tape mismatch, a bad tape (``TapeError``) or a
+            bad parameter (``ConfigError``); any strategy error passes through.
+            :func:`fan_out` turns these into a failed :class:`Outcome`.
+    """
+    from perpsim.sim.replay import replay
+
+    from perpsim import __version__
+
+    if __version__ != job.version:
+        raise InputError(f"worker {_worker_name()} has perpsim {__version__}, the sweep expects {job.version}")
+    if tape_hashes(job.tape) != job.tape_sha256:
+        raise InputError(f"{job.tape}: content on worker {_worker_name()} differs from when the sweep was planned")
+    over = _overrides(job.strategy, job.seed, job.interval_s, job.symbols, job.params, job.config)
+    result = replay(job.tape, profile=job.profile, overrides=over, out=job.run_dir)
+    if hashlib.sha256(_canonical(result.config)).hexdigest() != job.config_sha256:
+        raise InputError(f"profile {job.profile!r} resolves differently on worker {_worker_name()}")
+    s = result.summary
+    u = s["units"]
+    equity = [row.equity for row in result.equity_rows]
+    return {
+        "digest": result.digest,
+        "pnl": (u["realized"] + u["unrealized"]) / 1e8,
+        "net_pnl": (u["final_equity"] - u["cash_start"]) / 1e8,
+        "realized": s["realized"],
+        "unrealized": s["unrealized"],
+        "fees": s["fees"],
+        "funding": s["funding"],
+        "max_drawdown": s["max_drawdown"],
+        "final_equity": s["final_equity"],
+        "trades": s["fills"],
+        "orders": s["orders"],
+        "cycles": s["cycles"],
+        "sharpe": sharpe(equity, float(result.config["interval_s"])),
+        "rows": s["rows"],
+        "events_per_s": None if s["events_per_s"] is None else float(s["events_per_s"]),
+        "wall_s": s["wall_s"],
+        "run_dir": None if result.run_dir is None else str(result.run_dir),
+    }
+
+
+def _job_row(job: Job, out: Outcome, attempts: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "key": job.key,
+        "sweep": job.sweep,
+        "tape": job.tape,
+        "profile": job.profile,
+        "strategy": job.strategy,
+        "seed": job.seed,
+        "interval_s": job.interval_s,
+    }
+    row.update({f"param.{k}": job.params[k] for k in job.grid_params})
+    row.update({"status": "ok" if out.ok else "failed", "error": None if out.ok else out.error, "attempts": attempts})
+    figures = out.value if out.ok else {}
+    for col in RESULT_SCHEMA:
+        if col not in row:
+            row[col] = figures.get(col)
+    row["worker"] = out.worker
+    row["perpsim_version"] = job.version
+    row["tape_sha256"] = hashlib.sha256("\n".join(job.tape_sha256).encode()).hexdigest()
+    return row
+
+
+# --- fan-out ---------------------------------------------------------------------------------------
+
+
+def _guarded(func: Callable[[Any], Any], item: Any) -> Outcome:
+    """Run ``func(item)`` in a worker; every exception becomes text, which always unpickles."""
+    try:
+        return Outcome(ok=True, value=func(item), worker=_worker_name())
+    except Exception as exc:
+        return Outcome(ok=False, error=_error_text(exc), worker=_worker_name())
+
+
+def _connect(scheduler: str, timeout: float) -> Any:
+    """A Dask client, or an InputError within ``timeout`` seconds naming the address."""
+    import distributed
+
+    new_client: Any = distributed.Client
+    try:
+        client: Any = new_client(scheduler, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"cannot reach Dask scheduler {scheduler} within {timeout:g} s: {reason}") from exc
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        client.close()
+        raise InputError(f"Dask scheduler {scheduler} has no workers (waited {timeout:g} s)") from exc
+    return client
+
+
+def fan_out(
+    func: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    connect_timeout: float = 10.0,
+    retries: int = 1,
+) -> Generator[tuple[int, Outcome, int], None, None]:
+    """Call ``func`` on every item in parallel, yielding ``(index, outcome, attempts)`` as they finish.
+
+    ``func`` must be importable by name (a module-level function) and items
+    picklable, since both travel to other processes. A call that raises, or whose
+    worker dies, is retried up to ``retries`` times; the last failure is yielded
+    as ``Outcome(ok=False, error=...)``, never raised. Sweeps use this; so can any
+    many-tapes check (``drift --many``).
+
+    Args:
+        func: the work, ``func(item) -> value``.
+        items: the inputs.
+        workers: processes of the local pool (default ``os.cpu_count()``); 0 runs
+            the calls one by one in this process (debugging, notebooks).
+        scheduler: a Dask scheduler address (``tcp://host:port``); replaces the pool.
+        client: a connected ``distributed.Client`` to use instead (left open).
+        connect_timeout: seconds to reach the scheduler and see a worker.
+        retries: extra attempts for a failing call.
+
+    Raises:
+        InputError: the scheduler cannot be reached or has no workers.
+    """
+    if not items:
+        return
+    if client is not None:
+        yield from _fan_out_dask(func, items, client, retries)
+    elif scheduler is not None:
+        own = _connect(scheduler, connect_timeout)
+        try:
+            yield from _fan_out_dask(func, items, own, retries)
+        finally:
+            own.close()
+    elif workers == 0:
+        for i, item in enumerate(items):
+            attempt = 1
+            out = _guarded(func, item)
+            while not out.ok and attempt <= retries:
+                attempt += 1
+                out = _guarded(func, item)
+            yield i, out, attempt
+    else:
+        n = workers if workers is not None else (os.cpu_count() or 1)
+        if n < 0:
+            raise InputError(f"workers must be >= 0, not {n}")
+        yield from _fan_out_pool(func, items, min(n, len(items)), retries)
+
+
+def _fan_out_pool(
+    func: Callable[[Any], Any], items: Sequence[Any], n: int, retries: int
+) -> Generator[tuple[int, Outcome, int], None, None]:
+    # spawn, not fork: the parent may hold threads (polars, rich) that fork would copy mid-lock.
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+    pending: dict[Future[Outcome], tuple[int, int]] = {}
+    served = 0  # calls the current pool finished
+    dead_streak = 0  # pools in a row that died before finishing any call
+
+    def submit(i: int, attempt: int) -> None:
+        pending[pool.submit(_guarded, func, items[i])] = (i, attempt)
+
+    try:
+        for i in range(len(items)):
+            submit(i, 1)
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                # One dead process breaks the whole pool: every pending call fails with it.
+                done, _ = wait(list(pending))
+            served += sum(f.exception() is None for f in done)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                dead_streak = dead_streak + 1 if served == 0 else 0
+                if dead_streak >= 2:
+                    raise InputError(
+                        "worker processes died before finishing any job, twice: a crash on start-up? "
+                        "(a script that calls run_sweep must do so under `if __name__ == '__main__':`)"
+                    )
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+                served = 0
+            for fut in sorted(done, key=lambda f: pending[f]):
+                i, attempt = pending.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    out = fut.result()
+                elif isinstance(exc, BrokenProcessPool):
+                    out = Outcome(
+                        ok=False, error="a worker process died (killed, out of memory or crashed) during this job"
+                    )
+                else:
+                    out = Outcome(ok=False, error=_error_text(exc, where=False))
+                if not out.ok and attempt <= retries:
+                    submit(i, attempt + 1)
+                else:
+                    yield i, out, attempt
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fan_out_dask(
+    func: Callable[[Any], Any], items: Sequence[Any], client: Any, retries: int
+) -> Generator[tuple[int, Outcome, int], None, None]:
+    import distributed
+
+    as_completed: Any = distributed.as_completed
+
+    # Keys name the attempt, so a retry is a new task and not Dask's cached result.
+    token = hashlib.sha256(f"{_worker_name()}:{time.time_ns()}".encode()).hexdigest()[:12]
+    meta: dict[str, tuple[int, int]] = {}
+
+    def submit(i: int, attempt: int) -> Any:
+        key = f"perpsim-{token}-{i}-{attempt}"
+        meta[key] = (i, attempt)
+        return client.submit(_guarded, func, items[i], key=key, pure=False, retries=0)
+
+    live: dict[str, Any] = {}
+    for i in range(len(items)):
+        f = submit(i, 1)
+        live[f.key] = f
+    ac = as_completed(list(live.values()))
+    try:
+        for fut in ac:
+            live.pop(fut.key, None)
+            i, attempt = meta.pop(fut.key)
+            try:
+                out = fut.result()
+            except Exception as exc:  # KilledWorker, CancelledError, a lost connection
+                out = Outcome(ok=False, error=_error_text(exc, where=False))
+            fut.release()
+            if not out.ok and attempt <= retries:
+                f = submit(i, attempt + 1)
+                live[f.key] = f
+                ac.add(f)
+            else:
+                yield i, out, attempt
+    finally:
+        # Stopped early (Ctrl-C, an error): do not leave our tasks running on a shared cluster.
+        if live:
+            client.cancel(list(live.values()))
+
+
+# --- the results table -----------------------------------------------------------------------------
+
+
+class _Results:
+    """``results.parquet``: earlier rows, then this run's in job order; rewritten atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.old = pl.read_parquet(path) if path.exists() else None
+        self.new: dict[int, dict[str, Any]] = {}
+        self._flushed = time.monotonic()
+
+    def keys(self, *, status: str | None = None) -> set[str]:
+        if self.old is None or self.old.is_empty():
+            return set()
+        frame = self.old if status is None else self.old.filter(pl.col("status") == status)
+        return set(frame["key"].to_list())
+
+    def add(self, index: int, row: dict[str, Any]) -> None:
+        self.new[index] = row
+        if time.monotonic() - self._flushed >= _FLUSH_S:
+            self.flush()
+
+    def frame(self) -> pl.DataFrame:
+        rows = [self.new[i] for i in sorted(self.new)]
+        schema = {c: RESULT_SCHEMA[c] for c in rows[0] if c in RESULT_SCHEMA} if rows else {}
+        new = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None, strict=False) if rows else None
+        old = self.old
+        if old is not None and rows:
+            # A re-run failed job replaces its old row.
+            old = old.filter(~pl.col("key").is_in(sorted(r["key"] for r in rows)))
+        parts = [f for f in (old, new) if f is not None]
+        if not parts:
+            return pl.DataFrame(schema=RESULT_SCHEMA)
+        return parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
+
+    def flush(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.frame().write_parquet(tmp, compression="zstd")
+        os.replace(tmp, self.path)
+        self._flushed = time.monotonic()
+
+
+class _Bar:
+    """A rich progress bar on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.bar: Any = None
+        if not enabled or total == 0:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            "{task.fields[failed]} failed",
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.bar.add_task(label, total=total, failed=0)
+        self.bar.start()
+
+    def advance(self, failed: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, failed=failed)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def run_sweep(
+    grid: Grid | str | Path,
+    *,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    connect_timeout: float = 10.0,
+    retry_failed: bool = False,
+    progress: bool = False,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> SweepReport:
+    """Run a grid's jobs that have no result yet and add their rows to ``OUT/results.parquet``.
+
+    The table is rewritten every few seconds and at the end (also on Ctrl-C), so
+    an interrupted sweep keeps what finished and a re-run picks up the rest.
+
+    Args:
+        grid: a :class:`Grid` or the path of a grid TOML file.
+        out: the sweep folder (default ``runs/sweep-<name>``); holds ``results.parquet``,
+            ``sweep.json`` and, with ``keep_runs``, ``runs/<key[:16]>/``.
+        workers: local pool size (default ``os.cpu_count()``; 0 = in this process).
+        scheduler: a Dask scheduler address; the jobs run there instead.
+        connect_timeout: seconds to reach the scheduler.
+        retry_failed: also re-run jobs recorded as failed (default: skip every known key).
+        progress: draw a progress bar on stderr.
+        on_row: called with each new row as it lands.
+
+    Returns:
+        A :class:`SweepReport`; ``report.table`` is the whole results table.
+
+    Raises:
+        ConfigError: a bad grid (see :func:`parse_grid`).
+        InputError: an unreachable scheduler, a negative ``workers``.
+    """
+    g = load_grid(grid) if isinstance(grid, (str, Path)) else grid
+    if workers is not None and workers < 0:
+        raise InputError(f"workers must be >= 0, not {workers}")
+    out_dir = Path(out) if out is not None else Path("runs") / f"sweep-{g.name}"
+    jobs, dropped = expand(g, run_root=(out_dir / "runs").resolve())
+    table = _Results(out_dir / "results.parquet")
+    done = table.keys() - (table.keys(status="failed") if retry_failed else set())
+    todo = [j for j in jobs if j.key not in done]
+    t0 = time.perf_counter()
+    ok = failed = 0
+    # Connect before the bar starts, so an unreachable scheduler is one clear error.
+    client = _connect(scheduler, connect_timeout) if scheduler is not None and todo else None
+    bar = _Bar(progress, len(todo), f"sweep {g.name}")
+    results = fan_out(run_job, todo, workers=workers, client=client)
+    try:
+        with contextlib.closing(results):
+            for i, outcome, attempts in results:
+                row = _job_row(todo[i], outcome, attempts)
+                ok, failed = ok + outcome.ok, failed + (not outcome.ok)
+                table.add(i, row)
+                bar.advance(failed)
+                if on_row is not None:
+                    on_row(row)
+    finally:
+        bar.stop()
+        if client is not None:
+            client.close()
+        if table.new:
+            table.flush()
+    wall = time.perf_counter() - t0
+    report = SweepReport(
+        name=g.name,
+        out=str(out_dir),
+        results=str(table.path),
+        jobs=len(jobs),
+        skipped=len(jobs) - len(todo),
+        ran=len(todo),
+        ok=ok,
+        failed=failed,
+        duplicates=dropped,
+        wall_s=round(wall, 3),
+        rows=[table.new[i] for i in sorted(table.new)],
+    )
+    _write_manifest(out_dir, g, report, scheduler, workers)
+    return report
+
+
+def _write_manifest(out_dir: Path, grid: Grid, report: SweepReport, scheduler: str | None, workers: int | None) -> None:
+    from perpsim import __version__
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = {
+        "sweep": grid.name,
+        "grid": grid.source or None,
+        "perpsim_version": __version__,
+        "executor": scheduler or f"pool:{workers if workers is not None else os.cpu_count()}",
+        "jobs": report.jobs,
+        "skipped": report.skipped,
+        "ran": report.ran,
+        "ok": report.ok,
+        "failed": report.failed,
+        "duplicates": report.duplicates,
+        "wall_s": report.wall_s,
+        "results": Path(report.results).name,
+        "tapes": grid.tapes,
+        "params": grid.params,
+    }
+    tmp = out_dir / ".sweep.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, out_dir / "sweep.json")

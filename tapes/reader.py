@@ -1,0 +1,436 @@
+"""Tape reader (DESIGN.md §4): stream a tape's row groups as numpy column batches.
+
+A tape is one Parquet file, a folder of them read in name order, or a list of either.
+Opening reads only the footers (row counts, metadata, statistics); :meth:`Tape.batches`
+then streams one row group at a time, so memory does not grow with tape length, and
+converts each Arrow batch to a :class:`~perpsim.core.batch.Batch` with vectorized
+numpy work only: the replay engine's hot path never sees Arrow or per-row Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from perpsim.core.batch import NULL_SEQ, Batch
+from perpsim.core.errors import TapeError
+from perpsim.core.events import KIND_NAMES
+from perpsim.core.instruments import Instrument, resolve
+from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, TapeMeta, decode_meta
+from perpsim.tapes.validate import Validator, check_columns, check_kinds
+
+__all__ = ["Tape", "open_tape", "to_batch"]
+
+_KIND_CODES: dict[str, int] = {name: i for i, name in enumerate(KIND_NAMES)}
+_FLOATS = ("price", "size", "bid", "bid_size", "ask", "ask_size", "rate")
+# Integer columns and the value a null becomes (core/batch.py's encoding).
+_INT_FILL: dict[str, tuple[int, type[np.integer[Any]]]] = {
+    "side": (0, np.int8),
+    "flags": (0, np.uint8),
+    "next_ts": (0, np.int64),
+    "seq": (NULL_SEQ, np.int64),
+}
+_DICT_COLUMNS = ("kind", "symbol")
+
+
+@lru_cache(maxsize=256)
+def _kind_table(values: tuple[str | None, ...]) -> tuple[np.ndarray[Any, Any], bool]:
+    """Map a batch's kind dictionary to Kind codes (-1 unknown); True if it is the identity."""
+    table = np.array([_KIND_CODES.get(v, -1) if v is not None else -1 for v in values], np.int8)
+    identity = bool(np.array_equal(table, np.arange(len(values))))
+    return table, identity
+
+
+def _first_null(a: pa.Array) -> int:
+    return int(np.flatnonzero(a.is_null().to_numpy(zero_copy_only=False))[0])
+
+
+def _ints(a: pa.Array, name: str, n: int) -> np.ndarray[Any, Any]:
+    fill, dtype = _INT_FILL[name]
+    if a.null_count == n:
+        return np.full(n, fill, dtype)
+    if a.null_count:
+        a = pc.fill_null(a, fill)
+    out: np.ndarray[Any, Any] = a.to_numpy().astype(dtype, copy=False)
+    return out
+
+
+def _dict(a: pa.Array) -> pa.DictionaryArray:
+    if not pa.types.is_dictionary(a.type):
+        a = pc.dictionary_encode(a.cast(pa.string()))
+    return a
+
+
+def to_batch(rb: pa.RecordBatch, *, clock: str = "ts", file: str = "<batch>", row0: int = 0) -> Batch:
+    """Convert one Arrow record batch with the tape columns to a numpy :class:`Batch`.
+
+    Nulls become core/batch.py's encoding; ``kind`` strings become ``Kind`` codes, with
+    -1 for an unknown name (the :class:`~perpsim.tapes.validate.Validator` reports it);
+    ``symbol`` keeps the batch's own dictionary codes and values.
+
+    Raises:
+        TapeError: a null ``ts``, ``kind`` or ``symbol`` ("<file> row <n> column ts: null").
+    """
+    n = rb.num_rows
+    names = rb.schema.names
+    col = {name: rb.column(i) for i, name in enumerate(names)}
+    for name in ("ts", "kind", "symbol"):
+        a = col[name]
+        if a.null_count:
+            raise TapeError(f"{file} row {row0 + _first_null(a)} column {name}: null")
+    ts_a = col["ts"]
+    ts = ts_a.to_numpy()
+    recv_a = col["recv_ts"]
+    # DESIGN.md §3: recv_ts equals ts when unknown.
+    if recv_a.null_count == n:
+        recv_ts = ts
+    elif recv_a.null_count:
+        recv_ts = pc.coalesce(recv_a, ts_a).to_numpy()
+    else:
+        recv_ts = recv_a.to_numpy()
+
+    kind_a = _dict(col["kind"])
+    kind_idx = kind_a.indices.to_numpy()
+    table, identity = _kind_table(tuple(kind_a.dictionary.to_pylist()))
+    kind = kind_idx.astype(np.int8, copy=False) if identity else table[kind_idx]
+
+    sym_a = _dict(col["symbol"])
+    symbol = sym_a.indices.to_numpy().astype(np.int32, copy=False)
+    symbols = tuple(sym_a.dictionary.to_pylist())
+
+    floats = {}
+    for name in _FLOATS:
+        a = col[name]
+        floats[name] = np.full(n, np.nan) if a.null_count == n else a.to_numpy(zero_copy_only=False)
+    ints = {name: _ints(col[name], name, n) for name in _INT_FILL}
+    text_a = col["text"]
+    text: list[str | None] = [None] * n if text_a.null_count == n else text_a.to_pylist()
+    return Batch(
+        clock=recv_ts if clock == "recv_ts" else ts,
+        ts=ts,
+        recv_ts=recv_ts,
+        kind=kind,
+        symbol=symbol,
+        symbols=symbols,
+        text=text,
+        **floats,
+        **ints,
+    )
+
+
+def _select(b: Batch, sel: slice | np.ndarray[Any, Any]) -> Batch:
+    """Rows ``sel`` of a batch (views for a slice)."""
+    fields: dict[str, Any] = {}
+    for name in Batch.__struct_fields__:
+        v = getattr(b, name)
+        if name == "symbols":
+            fields[name] = v
+        elif name == "text":
+            if isinstance(sel, slice):
+                fields[name] = v[sel]
+            else:
+                fields[name] = [v[i] for i in np.flatnonzero(sel)]
+        else:
+            fields[name] = v[sel]
+    return Batch(**fields)
+
+
+class _File(msgspec.Struct):
+    path: Path
+    footer: Any  # pq.FileMetaData
+    meta: TapeMeta
+    casts: dict[str, pa.DataType]
+    read_dictionary: list[str]
+    clock_stats: list[tuple[int, int] | None]
+    start_ns: int | None
+    end_ns: int | None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _clock_stats(footer: Any, clock: str, stored: pa.DataType) -> list[tuple[int, int] | None]:
+    """Per row group, the clock column's (min, max) from the footer, or None if unknown.
+
+    Only for int64 or ns timestamps: other units' raw values are not ns.
+    """
+    if not (stored == pa.int64() or (pa.types.is_timestamp(stored) and stored.unit == "ns")):
+        return [None] * footer.num_row_groups
+    schema = footer.schema
+    leaf = next(i for i in range(len(schema)) if schema.column(i).path == clock)
+    out: list[tuple[int, int] | None] = []
+    for g in range(footer.num_row_groups):
+        st = footer.row_group(g).column(leaf).statistics
+        ok = st is not None and st.has_min_max and footer.row_group(g).num_rows > 0
+        out.append((int(st.min_raw), int(st.max_raw)) if ok else None)
+    return out
+
+
+def _open_file(path: Path) -> _File:
+    try:
+        footer = pq.read_metadata(path)
+        schema = footer.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError) as e:
+        raise TapeError(f"{path}: not a Parquet file ({_one_line(e)})") from e
+    check_columns(schema.names, str(path))
+    kv = footer.metadata or {}
+    try:
+        meta = decode_meta(kv.get(META_KEY))
+    except msgspec.MsgspecError as e:
+        raise TapeError(f"{path}: bad {META_KEY.decode()} metadata ({_one_line(e)})") from e
+    casts: dict[str, pa.DataType] = {}
+    read_dictionary: list[str] = []
+    for field in SCHEMA:
+        have = schema.field(field.name).type
+        if field.name in _DICT_COLUMNS:
+            if not pa.types.is_dictionary(have):
+                read_dictionary.append(field.name)  # Parquet can hand strings over encoded
+        elif have != field.type:
+            casts[field.name] = field.type
+    stats = _clock_stats(footer, meta.clock, schema.field(meta.clock).type)
+    start, end = meta.start_ns, meta.end_ns
+    if (start is None or end is None) and stats and all(x is not None for x in stats):
+        start = min(x[0] for x in stats if x is not None)
+        end = max(x[1] for x in stats if x is not None)
+    return _File(
+        path=path,
+        footer=footer,
+        meta=meta,
+        casts=casts,
+        read_dictionary=read_dictionary,
+        clock_stats=stats,
+        start_ns=start,
+        end_ns=end,
+    )
+
+
+def _expand(p: str | Path) -> list[Path]:
+    path = Path(p)
+    if path.is_dir():
+        files = sorted(
+            f for f in path.iterdir() if f.suffix == ".parquet" and not f.name.startswith(".") and f.is_file()
+        )
+        if not files:
+            raise TapeError(f"{path}: folder has no .parquet files")
+        return files
+    if not path.exists():
+        raise TapeError(f"{path}: no such file or folder")
+    return [path]
+
+
+def _merge_meta(files: list[_File]) -> TapeMeta:
+    """One TapeMeta for several files: first file's clock and source, instruments union."""
+    first = files[0].meta
+    instruments: dict[str, Instrument] = {}
+    for f in files:
+        if f.meta.clock != first.clock:
+            raise TapeError(f"{f.path}: clock column {f.meta.clock!r} differs from {first.clock!r} of {files[0].path}")
+        for sym, ins in f.meta.instruments.items():
+            instruments.setdefault(sym, ins)
+    starts = [f.start_ns for f in files if f.start_ns is not None]
+    ends = [f.end_ns for f in files if f.end_ns is not None]
+    return TapeMeta(
+        schema_version=first.schema_version,
+        clock=first.clock,
+        source=first.source,
+        instruments=instruments,
+        timers=first.timers,
+        start_ns=min(starts) if starts else None,
+        end_ns=max(ends) if ends else None,
+        rows=sum(f.footer.num_rows for f in files),
+    )
+
+
+class Tape:
+    """An opened tape: footers read, data not yet.
+
+    Iterate :meth:`batches` to replay it; ``meta`` is the merged metadata of its files.
+    """
+
+    def __init__(self, files: list[_File]) -> None:
+        self._files = files
+        self.meta: TapeMeta = _merge_meta(files)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The Parquet files, in read order."""
+        return tuple(f.path for f in self._files)
+
+    @property
+    def num_rows(self) -> int:
+        """Total rows, from the Parquet footers."""
+        return sum(f.footer.num_rows for f in self._files)
+
+    @property
+    def num_row_groups(self) -> int:
+        return sum(f.footer.num_row_groups for f in self._files)
+
+    @property
+    def instruments(self) -> dict[str, Instrument]:
+        """Instruments recorded in the tape's metadata (may be empty)."""
+        return self.meta.instruments
+
+    def instrument(self, symbol: str) -> tuple[Instrument, bool]:
+        """The instrument for ``symbol`` (tape, then built-in table, then defaults).
+
+        Returns:
+            ``(instrument, fell_back)``; warn the user when ``fell_back`` is True.
+        """
+        return resolve(symbol, self.meta.instruments)
+
+    def __repr__(self) -> str:
+        return f"Tape({len(self._files)} files, {self.num_rows} rows, clock={self.meta.clock!r})"
+
+    def batches(
+        self,
+        *,
+        validate: bool = True,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        batch_rows: int = 65536,
+    ) -> Iterator[Batch]:
+        """Stream the tape as column batches in clock order, one row group at a time.
+
+        Args:
+            validate: check every batch (DESIGN.md §4); rows are counted per file.
+            start_ns: keep rows whose clock value is >= this.
+            end_ns: keep rows whose clock value is < this.
+            batch_rows: the most rows in one batch; a batch never spans row groups.
+
+        Raises:
+            TapeError: the first bad value, naming file, row and column.
+        """
+        for b, _ in self._iter(validate, start_ns, end_ns, batch_rows):
+            yield b
+
+    def record_batches(
+        self,
+        *,
+        validate: bool = True,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        batch_rows: int = 65536,
+    ) -> Iterator[pa.RecordBatch]:
+        """Like :meth:`batches`, as Arrow record batches in the tape schema (for copying).
+
+        Raises:
+            TapeError: the first bad value, naming file, row and column.
+        """
+        for _, rb in self._iter(validate, start_ns, end_ns, batch_rows):
+            yield rb if rb.schema == SCHEMA else rb.cast(SCHEMA)
+
+    def _iter(
+        self, validate: bool, start_ns: int | None, end_ns: int | None, batch_rows: int
+    ) -> Iterator[tuple[Batch, pa.RecordBatch]]:
+        if batch_rows < 1:
+            raise TapeError(f"batch_rows must be >= 1, not {batch_rows}")
+        clock = self.meta.clock
+        window = start_ns is not None or end_ns is not None
+        validator = Validator(clock) if validate else None
+        for f in self._files:
+            name = str(f.path)
+            footer = f.footer
+            pf = pq.ParquetFile(f.path, metadata=footer, read_dictionary=f.read_dictionary or None)
+            row0 = 0
+            try:
+                for g in range(footer.num_row_groups):
+                    rg = footer.row_group(g)
+                    st = f.clock_stats[g]
+                    if window and st is not None:
+                        # Row-group statistics let a window skip data without reading it.
+                        lo, hi = st
+                        if end_ns is not None and lo >= end_ns and validate:
+                            return  # sorted: nothing later can be in range
+                        if (start_ns is not None and hi < start_ns) or (end_ns is not None and lo >= end_ns):
+                            row0 += rg.num_rows
+                            continue
+                    for rb in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=list(COLUMNS)):
+                        if f.casts:
+                            rb = _cast(rb, f.casts, name, row0)
+                        b = to_batch(rb, clock=clock, file=name, row0=row0)
+                        if validator is not None:
+                            validator.check(b, file=name, row0=row0, source=rb)
+                        else:
+                            check_kinds(b, file=name, row0=row0, source=rb)
+                        row0 += len(b)
+                        if window:
+                            sel, done = _window(b.clock, start_ns, end_ns, sorted_=validate)
+                            if sel is not None:
+                                b, rb = _select(b, sel), _select_arrow(rb, sel)
+                            if len(b):
+                                yield b, rb
+                            if done:
+                                return
+                        elif len(b):
+                            yield b, rb
+            finally:
+                pf.close()
+
+
+def _window(
+    c: np.ndarray[Any, Any], start_ns: int | None, end_ns: int | None, *, sorted_: bool
+) -> tuple[slice | np.ndarray[Any, Any] | None, bool]:
+    """Rows with clock in [start_ns, end_ns) (None: all), and whether the end is passed."""
+    if sorted_:
+        lo = 0 if start_ns is None else int(np.searchsorted(c, start_ns, "left"))
+        hi = len(c) if end_ns is None else int(np.searchsorted(c, end_ns, "left"))
+        done = hi < len(c)
+        return (None if lo == 0 and hi == len(c) else slice(lo, hi)), done
+    mask = np.ones(len(c), bool)
+    if start_ns is not None:
+        mask &= c >= start_ns
+    if end_ns is not None:
+        mask &= c < end_ns
+    return (None if mask.all() else mask), False
+
+
+def _select_arrow(rb: pa.RecordBatch, sel: slice | np.ndarray[Any, Any]) -> pa.RecordBatch:
+    if isinstance(sel, slice):
+        return rb.slice(sel.start, sel.stop - sel.start)
+    return rb.filter(pa.array(sel))
+
+
+def _cast(rb: pa.RecordBatch, casts: dict[str, pa.DataType], file: str, row0: int) -> pa.RecordBatch:
+    """Cast columns stored with another type (e.g. timestamps, float32) to the schema's."""
+    arrays = []
+    for i, name in enumerate(rb.schema.names):
+        a = rb.column(i)
+        target = casts.get(name)
+        if target is not None:
+            try:
+                if pa.types.is_timestamp(a.type) and pa.types.is_integer(target):
+                    a = a.cast(pa.timestamp("ns", a.type.tz)).cast(pa.int64())
+                else:
+                    a = a.cast(target)
+            except pa.ArrowException as e:
+                raise TapeError(
+                    f"{file} row {row0} column {name}: cannot read {a.type} as {target} ({_one_line(e)})"
+                ) from e
+        arrays.append(a)
+    return pa.RecordBatch.from_arrays(arrays, names=rb.schema.names)
+
+
+def open_tape(path: str | Path | Sequence[str | Path]) -> Tape:
+    """Open a tape: a Parquet file, a folder of ``*.parquet`` (name order), or a list.
+
+    Only footers are read here; call :meth:`Tape.batches` to stream the rows.
+
+    Raises:
+        TapeError: a missing path, a file that is not Parquet, an empty folder, missing
+            columns, or files whose clock columns differ.
+    """
+    items: Sequence[str | Path] = [path] if isinstance(path, (str, Path)) else path
+    if not items:
+        raise TapeError("no tape given")
+    paths: list[Path] = []
+    for item in items:
+        paths.extend(_expand(item))
+    return Tape([_open_file(p) for p in paths])

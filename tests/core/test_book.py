@@ -1,0 +1,128 @@
+"""core/book.py: the L2 book the engine rebuilds from ``book`` rows and the venue walks.
+
+The real-data oracle (a book rebuilt from the shipped Binance tape matches every
+bookTicker at the same update id) lives in tests/tapes/test_convert_binance.py, next to
+the converter that produces the rows.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from perpsim.core.book import ASK, BID, Book
+from perpsim.core.errors import InputError
+
+
+def _book(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> Book:
+    b = Book("TEST")
+    for p, s in bids:
+        b.apply(BID, p, s)
+    for p, s in asks:
+        b.apply(ASK, p, s)
+    return b
+
+
+def test_book_new_is_empty() -> None:
+    b = Book()
+    assert b.empty
+    assert b.best_bid() is None
+    assert b.best_ask() is None
+    assert b.levels(BID, 5) == []
+    assert b.depth(ASK) == 0
+    assert b.walk(ASK, 1.0) == []
+
+
+def test_book_apply_orders_levels_best_first() -> None:
+    b = _book([(100.0, 1.0), (100.2, 2.0), (99.9, 3.0)], [(100.5, 1.5), (100.3, 0.5), (101.0, 4.0)])
+    assert b.best_bid() == (100.2, 2.0)
+    assert b.best_ask() == (100.3, 0.5)
+    assert b.levels(BID, 2) == [(100.2, 2.0), (100.0, 1.0)]
+    assert b.levels(ASK) == [(100.3, 0.5), (100.5, 1.5), (101.0, 4.0)]
+    assert b.levels(BID, 0) == []
+    assert b.depth(BID) == 3 and b.depth(ASK) == 3
+    assert not b.empty
+
+
+def test_book_apply_absolute_size_replaces_level() -> None:
+    b = _book([(100.0, 1.0)], [])
+    b.apply(BID, 100.0, 0.25)
+    assert b.levels(BID) == [(100.0, 0.25)]
+    assert b.depth(BID) == 1
+
+
+def test_book_apply_zero_deletes_and_missing_delete_is_noop() -> None:
+    b = _book([(100.0, 1.0), (99.0, 1.0)], [(101.0, 1.0)])
+    b.apply(BID, 100.0, 0.0)
+    assert b.best_bid() == (99.0, 1.0)
+    b.apply(ASK, 150.0, 0.0)  # Binance deletes levels outside the snapshot's depth
+    assert b.levels(ASK) == [(101.0, 1.0)]
+    b.apply(ASK, 101.0, 0.0)
+    assert b.best_ask() is None
+
+
+def test_book_reset_clears_and_bumps_version() -> None:
+    b = _book([(100.0, 1.0)], [(101.0, 1.0)])
+    v = b.version
+    b.reset()
+    assert b.empty and b.version == v + 1
+    b.apply(ASK, 101.0, 2.0)
+    assert b.version == v + 2
+
+
+def test_book_apply_negative_size_is_rejected_with_context() -> None:
+    b = Book("BTCUSDT")
+    with pytest.raises(InputError, match=r"book 'BTCUSDT': negative size -1\.0 at price 100\.0 side 1"):
+        b.apply(BID, 100.0, -1.0)
+    with pytest.raises(InputError, match=r"side 0 at price 100\.0 is not \+1 or -1"):
+        b.apply(0, 100.0, 1.0)
+    assert b.empty
+
+
+def test_book_walk_buy_consumes_asks_with_partial_last_level() -> None:
+    b = _book([(99.0, 5.0)], [(100.0, 0.4), (100.5, 1.0), (101.0, 3.0)])
+    assert b.walk(ASK, 1.0) == [(100.0, 0.4), (100.5, 0.6)]
+    assert b.walk(ASK, 0.4) == [(100.0, 0.4)]
+    assert b.walk(BID, 2.0) == [(99.0, 2.0)]
+    assert b.walk(ASK, 0.0) == []
+
+
+def test_book_walk_sums_decimal_quantities_exactly() -> None:
+    b = _book([], [(100.0, 0.1), (100.1, 0.2), (100.2, 5.0)])
+    # 0.3 - 0.1 in binary floats is 0.19999999999999998; the walk must say 0.2.
+    assert b.walk(ASK, 0.3) == [(100.0, 0.1), (100.1, 0.2)]
+    assert b.walk(ASK, 0.7) == [(100.0, 0.1), (100.1, 0.2), (100.2, 0.4)]
+
+
+def test_book_walk_thin_book_returns_what_there_is() -> None:
+    b = _book([(99.0, 1.0), (98.0, 2.0)], [])
+    fills = b.walk(BID, 10.0)
+    assert fills == [(99.0, 1.0), (98.0, 2.0)]
+    assert sum(q for _, q in fills) < 10.0
+
+
+_prices = st.integers(min_value=1, max_value=60).map(lambda i: i / 10)
+_ops = st.lists(
+    st.tuples(st.sampled_from([BID, ASK]), _prices, st.sampled_from([0.0, 0.001, 0.5, 1.25, 3.0])),
+    max_size=200,
+)
+
+
+@given(_ops)
+def test_book_matches_a_dict_model(ops: list[tuple[int, float, float]]) -> None:
+    b = Book()
+    model: dict[int, dict[float, float]] = {BID: {}, ASK: {}}
+    for side, price, size in ops:
+        b.apply(side, price, size)
+        if size == 0.0:
+            model[side].pop(price, None)
+        else:
+            model[side][price] = size
+    bids = sorted(model[BID].items(), reverse=True)
+    asks = sorted(model[ASK].items())
+    assert b.levels(BID) == bids
+    assert b.levels(ASK) == asks
+    assert b.best_bid() == (bids[0] if bids else None)
+    assert b.best_ask() == (asks[0] if asks else None)
+    assert b.depth(BID) == len(bids) and b.depth(ASK) == len(asks)
+    assert b.empty == (not bids and not asks)

@@ -1,0 +1,135 @@
+"""Each pre-trade rejection of the PerpsBot, tripped from a tape (issue 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from perpsim.core.events import Quote, Status, Trade
+from perpsim.core.instruments import Instrument
+from perpsim.tapes.memory import MemoryTape
+
+from tests.helpers import T0, S, cycle_ts, kinds, mark_tape, run
+from tests.scripted import Scripted
+
+LOOSE: dict[str, Any] = {
+    "enabled": True,
+    "max_leverage": 20.0,
+    "min_liquidation_buffer_pct": 0.0,
+    "max_exposure_pct": 100.0,
+    "max_position_pct_per_symbol": 100.0,
+    "daily_loss_limit": 1e12,
+    "slippage_guard_bps": 1e9,
+    "volatility_warn": 1e9,
+    "volatility_reduce_only": 1e9,
+    "volatility_kill": 1e9,
+}
+
+
+def attempt(orders: list[list[Any]], risk: dict[str, Any], events=None, **kw: Any):
+    evs = events if events is not None else mark_tape([100.0, 100.0, 100.0])
+    return run(evs, strategy=Scripted, params={"orders": orders}, overrides={"risk": {**LOOSE, **risk}}, **kw)
+
+
+def reasons(r) -> list[str]:
+    return [x["reason"] for x in kinds(r, "reject")]
+
+
+def test_loose_limits_let_the_order_through() -> None:
+    r = attempt([[1, "BTC-PERP", "buy", 10.0]], {})
+    assert reasons(r) == [] and len(kinds(r, "fill")) == 1
+
+
+def test_kill_switch_rejects_everything() -> None:
+    assert reasons(attempt([[1, "BTC-PERP", "buy", 1.0]], {"kill_switch": True})) == ["kill_switch"]
+
+
+def test_reduce_only_mode_rejects_orders_that_open() -> None:
+    r = attempt([[1, "BTC-PERP", "buy", 1.0], [2, "BTC-PERP", "sell", 0.4]], {"reduce_only": True})
+    assert reasons(r) == ["reduce_only_mode", "reduce_only_mode"]
+
+
+def test_leverage_cap() -> None:
+    # 2,500 * 100 = 250,000 notional on 100,000 equity = 2.5x > 1
+    assert reasons(attempt([[1, "BTC-PERP", "buy", 2500.0]], {"max_leverage": 1.0})) == ["leverage"]
+
+
+def test_night_leverage_cap_binds_by_utc_hour() -> None:
+    # T0 is 22:14 UTC: outside day hours 08-20, so the night cap applies
+    r = attempt([[1, "BTC-PERP", "buy", 600.0]], {"night_leverage_cap": 0.5, "day_leverage_cap": 5.0})
+    assert reasons(r) == ["leverage"]
+
+
+def test_liquidation_buffer() -> None:
+    # notional 100,000 at cap 5: (100,000 - 20,000) / 100,000 = 0.8 < 0.9
+    r = attempt([[1, "BTC-PERP", "buy", 1000.0]], {"max_leverage": 5.0, "min_liquidation_buffer_pct": 0.9})
+    assert reasons(r) == ["liquidation_buffer"]
+
+
+def test_symbol_notional_cap() -> None:
+    r = attempt([[1, "BTC-PERP", "buy", 20.0]], {"max_notional_per_symbol": {"BTC-PERP": 1000.0}})
+    assert reasons(r) == ["symbol_notional_cap"]
+
+
+def test_symbol_share_of_equity() -> None:
+    assert reasons(attempt([[1, "BTC-PERP", "buy", 300.0]], {"max_position_pct_per_symbol": 0.2})) == [
+        "symbol_exposure"
+    ]
+
+
+def test_total_exposure_counts_other_symbols() -> None:
+    evs = sorted(
+        mark_tape([100.0, 100.0, 100.0]) + mark_tape([100.0, 100.0, 100.0], symbol="ETH-PERP"), key=lambda e: e.ts
+    )
+    r = attempt(
+        [[1, "ETH-PERP", "buy", 150.0], [2, "BTC-PERP", "buy", 150.0]],
+        {"max_position_pct_per_symbol": 0.2, "max_exposure_pct": 0.25},
+        events=evs,
+    )
+    assert reasons(r) == ["total_exposure"]
+
+
+def test_projected_maintenance_buffer_uses_instrument_rate() -> None:
+    inst = {"BTC-PERP": Instrument(symbol="BTC-PERP", tick=0.1, lot=0.0001, maintenance_rate=0.5)}
+    tape = MemoryTape(mark_tape([100.0, 100.0]), instruments=inst)
+    risk = {**LOOSE, "max_leverage": 5.0, "min_liquidation_buffer_pct": 0.7}
+    # 70,000 notional: liquidation buffer 1 - 70/500 = 0.86 passes; maintenance 1 - 0.5*0.7 = 0.65 < 0.7
+    r = run(tape, strategy=Scripted, params={"orders": [[1, "BTC-PERP", "buy", 700.0]]}, overrides={"risk": risk})
+    assert reasons(r) == ["maintenance_buffer"]
+    ok = run(tape, strategy=Scripted, params={"orders": [[1, "BTC-PERP", "buy", 500.0]]}, overrides={"risk": risk})
+    assert reasons(ok) == []
+
+
+def test_slippage_guard_on_wide_spread() -> None:
+    q = Quote(ts=T0 + 2 * S, recv_ts=T0 + 2 * S, symbol="BTC-PERP", bid=99.0, bid_size=10, ask=101.0, ask_size=10)
+    evs = sorted([*mark_tape([100.0, 100.0]), q], key=lambda e: e.ts)
+    # half spread = 1 / 100 = 100 bps > 50
+    assert reasons(attempt([[1, "BTC-PERP", "buy", 1.0]], {"slippage_guard_bps": 50.0}, events=evs)) == [
+        "slippage_guard"
+    ]
+    assert reasons(attempt([[1, "BTC-PERP", "buy", 1.0]], {"slippage_guard_bps": 150.0}, events=evs)) == []
+
+
+def test_mark_staleness_warns_then_blocks() -> None:
+    evs: list[Any] = [Trade(ts=T0 + S, recv_ts=T0 + S, symbol="BTC-PERP", price=100.0, size=1, side=1)]
+    evs.append(Status(ts=cycle_ts(12), recv_ts=cycle_ts(12), symbol="BTC-PERP", text="heartbeat"))
+    # cycle 4: age 3m59s > 180 s (warn); cycle 7: age 6m59s > 360 s (block)
+    r = attempt([[4, "BTC-PERP", "buy", 1.0], [7, "BTC-PERP", "buy", 1.0]], {}, events=evs)
+    assert reasons(r) == ["mark_stale"]
+    warns = [g for g in kinds(r, "guard") if g["reason"] == "mark_stale_warning"]
+    assert len(warns) == 1 and warns[0]["ts"] == cycle_ts(4)
+
+
+def test_max_trade_value() -> None:
+    assert reasons(attempt([[1, "BTC-PERP", "buy", 2.0]], {"max_trade_value": 100.0})) == ["max_trade_value"]
+
+
+def test_position_caps() -> None:
+    r = attempt([[1, "BTC-PERP", "buy", 2.0]], {"max_position_size": {"BTC-PERP": 1.0}})
+    assert reasons(r) == ["position_cap"]
+    assert reasons(attempt([[1, "BTC-PERP", "buy", 2.0]], {"max_position_value": 150.0})) == ["position_value_cap"]
+
+
+def test_checks_run_in_the_documented_order() -> None:
+    # an order failing both leverage and max_trade_value is rejected for leverage (earlier check)
+    r = attempt([[1, "BTC-PERP", "buy", 2500.0]], {"max_leverage": 1.0, "max_trade_value": 100.0})
+    assert reasons(r) == ["leverage"]

@@ -1,0 +1,260 @@
+"""Reader: files, folders and lists of them, streamed one row group at a time."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from perpsim.core.errors import TapeError
+from perpsim.core.events import Kind
+from perpsim.core.instruments import Instrument
+from perpsim.tapes import SCHEMA, TapeMeta, TapeWriter, open_tape
+from perpsim.tapes.reader import to_batch
+
+T0 = 1_704_067_200 * 10**9
+
+
+def trades(start: int, n: int, symbols: tuple[str, ...] = ("X",)) -> pa.Table:
+    """n trade rows at T0 + start.., cycling through ``symbols``."""
+    i = np.arange(start, start + n)
+    return pa.Table.from_pydict(
+        {
+            "ts": T0 + i,
+            "recv_ts": T0 + i,
+            "kind": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array(["trade"])),
+            "symbol": pa.DictionaryArray.from_arrays(
+                pa.array((i % len(symbols)).astype(np.int32)), pa.array(list(symbols))
+            ),
+            "price": 100.0 + i,
+            "size": np.ones(n),
+            "side": np.ones(n, np.int8),
+            **{c: pa.nulls(n, SCHEMA.field(c).type) for c in ("bid", "bid_size", "ask", "ask_size", "rate")},
+            "next_ts": pa.nulls(n, pa.int64()),
+            "text": pa.nulls(n, pa.string()),
+            "seq": i,
+            "flags": np.ones(n, np.uint8),
+        },
+        schema=SCHEMA,
+    )
+
+
+def make_tape(path: Path, start: int, n: int, *, row_group_rows: int = 65536, **meta: object) -> Path:
+    with TapeWriter(path, TapeMeta(**meta), row_group_rows=row_group_rows) as w:  # type: ignore[arg-type]
+        w.write(trades(start, n))
+    return path
+
+
+def test_open_missing_path_names_it(tmp_path: Path) -> None:
+    with pytest.raises(TapeError, match=re.escape(str(tmp_path / "nope.parquet")) + ": no such file or folder$"):
+        open_tape(tmp_path / "nope.parquet")
+
+
+def test_open_non_parquet_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.parquet"
+    bad.write_text("hello, this is not parquet\n" * 10)
+    with pytest.raises(TapeError, match=re.escape(str(bad)) + r": not a Parquet file \(") as info:
+        open_tape(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_open_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("x")
+    (tmp_path / ".hidden.parquet").write_text("partial")
+    with pytest.raises(TapeError, match=re.escape(str(tmp_path)) + ": folder has no .parquet files"):
+        open_tape(tmp_path)
+
+
+def test_open_reads_footers_only(tmp_path: Path) -> None:
+    path = make_tape(tmp_path / "t.parquet", 0, 2500, row_group_rows=1000, source="x")
+    tape = open_tape(str(path))
+    assert tape.num_rows == 2500
+    assert tape.num_row_groups == 3
+    assert tape.files == (path,)
+    assert tape.meta.rows == 2500
+    assert (tape.meta.start_ns, tape.meta.end_ns) == (T0, T0 + 2499)
+    assert "2500 rows" in repr(tape)
+
+
+def test_batches_stream_one_row_group_at_a_time(tmp_path: Path) -> None:
+    path = make_tape(tmp_path / "t.parquet", 0, 10_000, row_group_rows=1000)
+    tape = open_tape(path)
+    sizes = [len(b) for b in tape.batches()]
+    assert sizes == [1000] * 10  # one batch per row group, never the whole tape
+    sizes = [len(b) for b in tape.batches(batch_rows=300)]
+    assert sizes == [300, 300, 300, 100] * 10  # never spans a row group
+    ts = np.concatenate([b.ts for b in tape.batches(batch_rows=300)])
+    assert ts.tolist() == [T0 + i for i in range(10_000)]
+
+
+def test_folder_reads_files_in_name_order_and_merges_meta(tmp_path: Path) -> None:
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    # Written out of order; zero-padded names decide the read order.
+    make_tape(folder / "000002.parquet", 100, 50, instruments={"X": Instrument(symbol="X", tick=1.0)})
+    make_tape(folder / "000001.parquet", 0, 100, instruments={"Y": Instrument(symbol="Y", tick=0.5)}, source="live")
+    (folder / ".000003.parquet.123.tmp").write_text("a recorder's partial file")
+    tape = open_tape(folder)
+    assert [p.name for p in tape.files] == ["000001.parquet", "000002.parquet"]
+    assert tape.num_rows == 150
+    assert tape.meta.rows == 150
+    assert (tape.meta.start_ns, tape.meta.end_ns) == (T0, T0 + 149)
+    assert sorted(tape.instruments) == ["X", "Y"]
+    assert tape.meta.source == "live"
+    ts = np.concatenate([b.ts for b in tape.batches()])
+    assert ts.tolist() == [T0 + i for i in range(150)]
+
+
+def test_list_of_paths_is_one_tape(tmp_path: Path) -> None:
+    a = make_tape(tmp_path / "a.parquet", 0, 10)
+    b = make_tape(tmp_path / "b.parquet", 10, 10)
+    tape = open_tape([a, b])
+    assert sum(len(x) for x in tape.batches()) == 20
+    with pytest.raises(TapeError, match="no tape given"):
+        open_tape([])
+
+
+def test_unsorted_across_files_names_the_later_file(tmp_path: Path) -> None:
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    make_tape(folder / "001.parquet", 0, 100)
+    second = make_tape(folder / "002.parquet", 50, 10)
+    tape = open_tape(folder)
+    pattern = re.escape(str(second)) + r" row 0 column ts: \d+ is before \d+ in the last row of .*001.parquet"
+    with pytest.raises(TapeError, match=pattern):
+        list(tape.batches())
+
+
+def test_unsorted_across_row_groups_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    table = pa.concat_tables([trades(0, 100), trades(90, 100)])
+    pq.write_table(table, path, row_group_size=100)
+    with pytest.raises(TapeError, match=re.escape(str(path)) + r" row 100 column ts: .* before .* previous row"):
+        list(open_tape(path).batches())
+
+
+def test_clock_columns_must_agree_across_files(tmp_path: Path) -> None:
+    make_tape(tmp_path / "1.parquet", 0, 5)
+    make_tape(tmp_path / "2.parquet", 5, 5, clock="recv_ts")
+    with pytest.raises(TapeError, match=r"2.parquet: clock column 'recv_ts' differs from 'ts'"):
+        open_tape(tmp_path)
+
+
+def test_window_keeps_clock_in_start_end(tmp_path: Path) -> None:
+    path = make_tape(tmp_path / "t.parquet", 0, 5000, row_group_rows=500)
+    tape = open_tape(path)
+    got = np.concatenate([b.ts for b in tape.batches(start_ns=T0 + 1234, end_ns=T0 + 3210)])
+    assert got.tolist() == list(range(T0 + 1234, T0 + 3210))
+    got = np.concatenate([b.ts for b in tape.batches(validate=False, start_ns=T0 + 4990)])
+    assert got.tolist() == list(range(T0 + 4990, T0 + 5000))
+    assert list(tape.batches(start_ns=T0 + 6000)) == []
+    rbs = list(tape.record_batches(start_ns=T0 + 10, end_ns=T0 + 20))
+    assert sum(rb.num_rows for rb in rbs) == 10 and rbs[0].schema == SCHEMA
+
+
+def test_symbols_are_per_batch_dictionaries(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    with TapeWriter(path, TapeMeta()) as w:
+        w.write(trades(0, 6, symbols=("A", "B", "C")))
+    (b,) = open_tape(path).batches()
+    assert [b.symbols[i] for i in b.symbol] == ["A", "B", "C", "A", "B", "C"]
+    assert b.symbol.dtype == np.int32
+    assert b.kind.dtype == np.int8
+
+
+def test_recv_ts_clock_drives_batches(tmp_path: Path) -> None:
+    t = trades(0, 3).to_pydict()
+    t["ts"] = [T0 + 5, T0 + 1, T0 + 2]  # venue time may go back; recv_ts may not
+    path = tmp_path / "r.parquet"
+    with TapeWriter(path, TapeMeta(clock="recv_ts")) as w:
+        w.write(pa.Table.from_pydict(t, schema=SCHEMA))
+    (b,) = open_tape(path).batches()
+    assert b.clock is b.recv_ts
+    assert b.clock.tolist() == [T0, T0 + 1, T0 + 2]
+
+
+def test_foreign_parquet_without_metadata_is_read_and_cast(tmp_path: Path) -> None:
+    # Plain strings instead of dictionaries, timestamps instead of int64 ns, float32 prices.
+    path = tmp_path / "foreign.parquet"
+    n = 4
+    table = pa.table(
+        {
+            "ts": pa.array(T0 + np.arange(n), pa.timestamp("ns")),
+            "recv_ts": pa.array([None] * n, pa.int64()),
+            "kind": ["trade", "quote", "mark", "trade"],
+            "symbol": ["A", "A", "B", "B"],
+            "price": pa.array([1.5, None, 2.5, 3.0], pa.float32()),
+            "size": [1.0, None, None, 2.0],
+            "side": pa.array([1, None, None, -1], pa.int64()),
+            "bid": [None, 1.0, None, None],
+            "bid_size": [None, 1.0, None, None],
+            "ask": [None, 2.0, None, None],
+            "ask_size": [None, 1.0, None, None],
+            "rate": pa.nulls(n, pa.float64()),
+            "next_ts": pa.nulls(n, pa.int64()),
+            "text": pa.nulls(n, pa.string()),
+            "seq": pa.nulls(n, pa.int64()),
+            "flags": pa.nulls(n, pa.uint8()),
+            "extra": [1, 2, 3, 4],  # ignored
+        }
+    )
+    pq.write_table(table, path)
+    tape = open_tape(path)
+    assert tape.meta.clock == "ts" and tape.meta.source == "unknown"
+    assert (tape.meta.start_ns, tape.meta.end_ns) == (T0, T0 + 3)  # from row-group statistics
+    (b,) = tape.batches()
+    assert b.kind.tolist() == [Kind.TRADE, Kind.QUOTE, Kind.MARK, Kind.TRADE]
+    assert b.recv_ts.tolist() == b.ts.tolist()
+    assert b.price.dtype == np.float64 and b.price[0] == 1.5
+    assert b.side.tolist() == [1, 0, 0, -1]
+    assert b.flags.tolist() == [0] * 4
+    (rb,) = tape.record_batches()
+    assert rb.schema == SCHEMA
+
+
+def test_missing_columns_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(trades(0, 3).drop_columns(["price", "flags"]), path)
+    with pytest.raises(TapeError, match=re.escape(str(path)) + ": missing columns price, flags$"):
+        open_tape(path)
+
+
+def test_unknown_kind_raises_even_without_validation(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    t = trades(0, 3).to_pydict()
+    t["kind"] = ["trade", "trade", "liquidation"]
+    pq.write_table(pa.Table.from_pydict(t), path)
+    with pytest.raises(TapeError, match=re.escape(str(path)) + r" row 2 column kind: unknown kind 'liquidation'"):
+        list(open_tape(path).batches(validate=False))
+
+
+def test_instrument_falls_back_to_builtin_then_defaults(tmp_path: Path) -> None:
+    path = make_tape(tmp_path / "t.parquet", 0, 1, instruments={"X": Instrument(symbol="X", tick=2.0)})
+    tape = open_tape(path)
+    assert tape.instrument("X") == (Instrument(symbol="X", tick=2.0), False)
+    assert tape.instrument("BTC-PERP")[0].tick == 0.1
+    ins, fell_back = tape.instrument("ZZZ")
+    assert fell_back and ins.symbol == "ZZZ"
+
+
+def test_to_batch_reports_null_ts_with_row_offset() -> None:
+    t = trades(0, 3).to_pydict()
+    t["ts"][1] = None
+    rb = pa.Table.from_pydict(t, schema=SCHEMA).to_batches()[0]
+    with pytest.raises(TapeError, match=r"^f.parquet row 11 column ts: null$"):
+        to_batch(rb, file="f.parquet", row0=10)
+
+
+def test_tapes_package_exports_are_explicit() -> None:
+    import importlib
+
+    import perpsim.tapes as pkg
+
+    assert len(pkg.__all__) == len(set(pkg.__all__))
+    assert all(hasattr(pkg, name) for name in pkg.__all__)
+    for mod in ("reader", "writer", "validate", "synth", "schema"):
+        m = importlib.import_module(f"perpsim.tapes.{mod}")
+        assert all(hasattr(m, name) for name in m.__all__), mod
