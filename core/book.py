@@ -119,6 +119,12 @@ class Book:
         sz = self._asz
         return [(-k, sz[k]) for k in reversed(keys)]
 
+    def size_at(self, side: int, price: float) -> float:
+        """The size resting at ``price`` on one side (+1 bids, -1 asks); 0.0 when no level."""
+        if side == 1:
+            return self._bsz.get(price, 0.0)
+        return self._asz.get(-price, 0.0)
+
     def depth(self, side: int) -> int:
         """The number of price levels on one side (+1 bids, -1 asks)."""
         return len(self._bk) if side == 1 else len(self._ak)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -41,36 +42,49 @@ def print_sweep(report: SweepReport, console: Console, *, top: int = 10) -> None
         top: how many rows of the ranking to show (0: none).
     """
     frame = report.table
-    ok = frame.filter(frame["status"] == "ok") if frame.height else frame
+    ok = frame.filter(frame["status"] == "ok")
     params = [c for c in frame.columns if c.startswith("param.")]
     if top > 0 and ok.height:
         best = ok.sort(["pnl", "key"], descending=[True, False], nulls_last=True).head(top)
-        t = Table(title=f"sweep {report.name}: top {best.height} of {ok.height} by PnL", title_justify="left")
-        for col in ("#", "tape", "profile", *(p.removeprefix("param.") for p in params)):
-            t.add_column(col, justify="right" if col == "#" else "left")
-        for col in ("PnL", "net", "fees", "max DD", "trades", "Sharpe", "digest"):
-            t.add_column(col, justify="left" if col == "digest" else "right")
+        many_profiles = ok["profile"].n_unique() > 1
+        t = Table(
+            title=f"sweep {report.name}: top {best.height} of {ok.height} by PnL (USD)",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+            show_edge=False,
+        )
+        heads = ["#", "tape", *(["profile"] if many_profiles else []), *(p.removeprefix("param.") for p in params)]
+        for col in heads:
+            t.add_column(col, justify="right" if col == "#" else "left", no_wrap=True)
+        for col in ("PnL", "fees", "max DD", "trades", "Sharpe"):
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_column("digest", no_wrap=True)
         for n, row in enumerate(best.iter_rows(named=True), 1):
             t.add_row(
                 str(n),
                 Path(row["tape"]).name,
-                row["profile"],
+                *([row["profile"]] if many_profiles else []),
                 *(str(row[p]) for p in params),
                 _num(row["pnl"]),
-                _num(row["net_pnl"]),
                 _num(row["fees"]),
                 _num(row["max_drawdown"]),
                 _num(row["trades"]),
                 _num(row["sharpe"]),
-                row["digest"][:12],
+                row["digest"][:8],
             )
         console.print(t)
-    console.print(
+    line = (
         f"{report.jobs} jobs: {report.ran} ran ({report.ok} ok, {report.failed} failed), "
         f"{report.skipped} already in the table"
-        + (f", {report.duplicates} duplicate(s) dropped" if report.duplicates else "")
-        + f"; {report.wall_s:.2f} s → {report.results}"
     )
+    if report.duplicates:
+        line += f", {report.duplicates} duplicate(s) dropped"
+    old_failed = frame.filter(frame["status"] == "failed").height - report.failed
+    if old_failed > 0:
+        line += f"; {old_failed} failed earlier (--retry-failed re-runs them)"
+    console.print(f"{line}; {report.wall_s:.2f} s → {report.results}", soft_wrap=True)
 
 
 def _failures(report: SweepReport) -> list[dict[str, Any]]:

@@ -1,0 +1,170 @@
+"""The command line end to end: replay on the bundled tape, bad input, interrupts (issue 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from perpsim.tapes.schema import SCHEMA
+
+PERPSIM = [sys.executable, "-m", "perpsim"]
+
+
+def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PERPSIM, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_replay_with_no_argument_trades_on_the_bundled_tape_and_is_repeatable(tmp_path: Path) -> None:
+    a = cli("replay", "--json", cwd=tmp_path)
+    b = cli("replay", "--json", "--out", str(tmp_path / "second"), cwd=tmp_path)
+    assert a.returncode == 0, a.stderr
+    sa, sb = json.loads(a.stdout), json.loads(b.stdout)
+    assert sa["fills"] >= 10 and sa["orders"] == sa["fills"]  # several round trips
+    assert sa["digest"] == sb["digest"]
+    run_dir = Path(sa["run_dir"])
+    if not run_dir.is_absolute():
+        run_dir = tmp_path / run_dir
+    assert run_dir.parent.name == "runs"
+    for name in ("manifest.json", "events.parquet", "equity.parquet", "summary.json"):
+        assert (run_dir / name).is_file()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["digest"] == sa["digest"]
+    assert manifest["tapes"][0]["sha256"] and manifest["profile"] == "backtest"
+
+
+def test_replay_prints_a_human_summary(tmp_path: Path) -> None:
+    out = cli("replay", "--profile", "canary", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for word in ("events replayed", "orders / fills / rejects", "final equity", "max drawdown", "digest"):
+        assert word in out.stdout
+
+
+def _write_raw(path: Path, rows: dict) -> Path:
+    cols = {name: rows.get(name, [None] * len(rows["ts"])) for name in SCHEMA.names}
+    cols["recv_ts"] = rows.get("recv_ts", rows["ts"])
+    cols["flags"] = rows.get("flags", [0] * len(rows["ts"]))
+    pq.write_table(pa.table(cols, schema=SCHEMA), path)
+    return path
+
+
+GOOD = {
+    "ts": [1, 2, 3],
+    "kind": ["trade", "quote", "trade"],
+    "symbol": ["BTC-PERP"] * 3,
+    "price": [100.0, None, 101.0],
+    "size": [1.0, None, 1.0],
+    "side": [1, 0, -1],
+    "bid": [None, 99.0, None],
+    "bid_size": [None, 1.0, None],
+    "ask": [None, 101.0, None],
+    "ask_size": [None, 1.0, None],
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ts": [1, 3, 2]}, r"bad\.parquet row 2 column ts"),
+        ({"kind": ["trade", "quote", "trades"]}, r"bad\.parquet row 2 column kind"),
+        ({"price": [100.0, None, float("nan")]}, r"bad\.parquet row 2 column price"),
+        ({"price": [0.0, None, 101.0]}, r"bad\.parquet row 0 column price"),
+        ({"price": [-1.0, None, 101.0]}, r"bad\.parquet row 0 column price"),
+        ({"size": [1.0, None, -2.0]}, r"bad\.parquet row 2 column size"),
+        ({"bid": [None, 102.0, None]}, r"bad\.parquet row 1 column bid"),
+    ],
+)
+def test_bad_tapes_exit_2_with_one_line_naming_file_row_column(tmp_path: Path, change: dict, message: str) -> None:
+    import re
+
+    bad = _write_raw(tmp_path / "bad.parquet", {**GOOD, **change})
+    out = cli("replay", str(bad), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+    manifest = tmp_path / "run" / "manifest.json"
+    assert not manifest.exists() or json.loads(manifest.read_text())["status"] != "complete"
+
+
+def test_missing_columns_non_parquet_and_missing_file_exit_2(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"ts": [1], "kind": ["trade"]}), tmp_path / "cols.parquet")
+    (tmp_path / "notes.parquet").write_text("not parquet at all")
+    for path, needle in (
+        (tmp_path / "cols.parquet", "missing column"),
+        (tmp_path / "notes.parquet", "notes.parquet"),
+        (tmp_path / "nope.parquet", "nope.parquet"),
+    ):
+        out = cli("replay", str(path), cwd=tmp_path)
+        assert out.returncode == 2, (path, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").glob("*/summary.json"))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--profile", "nope"], "unknown profile 'nope'"),
+        (["--strategy", "nomodule:Nope"], "cannot import module 'nomodule'"),
+        (["--strategy", "perpsim.core.baseline:Nope"], "is not a perpsim.Strategy"),
+        (["--interval", "soon"], "--interval"),
+        (["--frobnicate"], "No such option"),
+        (["--start", "yesterday"], "--start"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    out = cli("replay", *args, "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
+
+
+def test_bad_config_file_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text("[risk]\nmax_levrage = 2.0\n")
+    out = cli("replay", "--profile", "prod", "--config", str(cfg), cwd=tmp_path)
+    assert out.returncode == 2 and "max_levrage" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_every_command_has_help(tmp_path: Path) -> None:
+    out = cli("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    commands = [ln.split()[0] for ln in out.stdout.split("Commands:")[1].strip().splitlines() if ln.startswith("  ")]
+    assert "replay" in commands and "tapes" in commands
+    for c in commands:
+        h = cli(c, "--help", cwd=tmp_path)
+        assert h.returncode == 0 and "Usage:" in h.stdout, c
+
+
+def test_ctrl_c_marks_the_run_incomplete(tmp_path: Path) -> None:
+    from perpsim.tapes.synth import synth
+
+    tape = synth(hours=200, symbols=["BTC-PERP", "ETH-PERP"], seed=3, out=tmp_path / "long.parquet")
+    proc = subprocess.Popen(
+        [*PERPSIM, "replay", str(tape), "--out", str(tmp_path / "r")],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    manifest = tmp_path / "r" / "manifest.json"
+    deadline = time.monotonic() + 60
+    while not manifest.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the replay finished before the interrupt arrived")
+    assert proc.returncode == 130, err
+    assert "incomplete" in err and "Traceback" not in err
+    assert json.loads(manifest.read_text())["status"] == "incomplete"
+    assert os.path.exists(tmp_path / "r" / "events.parquet")
