@@ -13,6 +13,7 @@ from fractions import Fraction
 from typing import Any, ClassVar
 
 import msgspec
+
 from perpsim.core.errors import ConfigError
 from perpsim.core.instruments import exact
 from perpsim.core.strategy import Context, Strategy

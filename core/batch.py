@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+
 from perpsim.core.events import (
     BookLevel,
     BookReset,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
+
 from perpsim.core.errors import ConfigError, InputError
 
 __all__ = ["Clock", "ReplayClock", "TimerHandle", "align_up"]

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any, Final
 
 import msgspec
+
 from perpsim.core.batch import Batch, batch_from_events
 from perpsim.core.book import Book
 from perpsim.core.bot import PerpsBot, in_trading_window

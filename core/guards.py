@@ -24,6 +24,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import msgspec
+
 from perpsim.core.config import RiskConfig
 from perpsim.core.instruments import Instrument, exact
 from perpsim.core.ledger import Ledger, to_units

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+
 from perpsim.core.events import RunEvent
 
 __all__ = ["Digest", "Outbox", "digest"]

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
+
 from perpsim.core.instruments import Instrument, exact
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
 from perpsim.core.config import RunConfig, load_config
 from perpsim.core.errors import ConfigError, InputError
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+
 from perpsim.core.batch import Batch
 from perpsim.core.clock import ReplayClock
 from perpsim.core.config import RunConfig

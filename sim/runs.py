@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import polars as pl
+
 from perpsim.core.engine import EquityRow
 from perpsim.core.events import RunEvent
 from perpsim.core.ledger import to_units, units_to_float

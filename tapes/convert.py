@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final, Literal, get_args
 
 import numpy as np
+
 from perpsim.core.errors import ConfigError, InputError, TapeError
 from perpsim.core.instruments import Instrument, resolve
 from perpsim.tapes.formats import ConvertReport, RowBuffer, Skipped

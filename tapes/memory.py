@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+
 from perpsim.core.batch import Batch, batch_from_events
 from perpsim.core.events import MarketEvent
 from perpsim.core.instruments import Instrument

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from perpsim.core.batch import NULL_SEQ, Batch
 from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES

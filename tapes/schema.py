@@ -6,6 +6,7 @@ from typing import Final, Literal
 
 import msgspec
 import pyarrow as pa
+
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.instruments import Instrument
 

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+
 from perpsim.core.errors import InputError
 from perpsim.core.events import KIND_NAMES, Flags, Kind
 from perpsim.core.instruments import BUILTIN, Instrument

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+
 from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES, Kind
 from perpsim.tapes.schema import COLUMNS, TapeMeta

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.instruments import Instrument

@@ -19,6 +19,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 import pyarrow as pa
+
 from perpsim.core.events import (
     KIND_NAMES,
     BookLevel,

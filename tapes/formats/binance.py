@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+
 from perpsim.core.errors import TapeError
 from perpsim.core.events import Flags, Kind
 from perpsim.tapes.formats import ConvertReport, RowBuffer

@@ -60,6 +60,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 import numpy as np
+
 from perpsim.core.errors import InputError, TapeError
 from perpsim.core.events import (
     BookLevel,

@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import msgspec
 import numpy as np
+
 from perpsim.core.errors import ConfigError, TapeError
 from perpsim.core.events import Flags, Kind
 from perpsim.tapes.formats import ConvertReport, RowBuffer

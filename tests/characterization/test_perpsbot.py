@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import msgspec
 import pytest
+
 from perpsim.core.clock import ReplayClock
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import Engine
@@ -22,7 +23,6 @@ from perpsim.core.strategy import Context, Strategy
 from perpsim.sim.profiles import available, resolve_config
 from perpsim.sim.replay import ReplayDriver
 from perpsim.tapes.memory import MemoryTape
-
 from tests.helpers import MIN, T0, S, cycle_ts, kinds, mark_tape, run
 from tests.scripted import Scripted
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+
 from perpsim.core.baseline import MACrossover, crossover
 from perpsim.core.errors import ConfigError
-
 from tests.helpers import cycle_ts, kinds, mark_tape, run
 
 P = {"short": 2, "long": 3}

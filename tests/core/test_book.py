@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from perpsim.core.book import ASK, BID, Book
 from perpsim.core.errors import InputError
 

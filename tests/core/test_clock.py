@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from perpsim.core.clock import ReplayClock, align_up
 from perpsim.core.errors import ConfigError
 

@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 from perpsim.core.guards import annualized_vol
 from perpsim.core.strategy import Context, Strategy
-
 from tests.core.test_risk import LOOSE
 from tests.helpers import MIN, cycle_ts, kinds, mark_tape, run
 from tests.scripted import Scripted

@@ -6,8 +6,8 @@ from fractions import Fraction
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from perpsim.core.ledger import Ledger, to_units
 
+from perpsim.core.ledger import Ledger, to_units
 from tests.helpers import cycle_ts, funding, kinds, mark_tape, run
 from tests.scripted import Scripted
 

@@ -7,7 +7,6 @@ from typing import Any
 from perpsim.core.events import Quote, Status, Trade
 from perpsim.core.instruments import Instrument
 from perpsim.tapes.memory import MemoryTape
-
 from tests.helpers import T0, S, cycle_ts, kinds, mark_tape, run
 from tests.scripted import Scripted
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from perpsim.core.events import Quote, Trade
-
 from tests.helpers import MIN, T0, S, cycle_ts, funding, kinds, mark_tape, run
 from tests.scripted import Scripted
 

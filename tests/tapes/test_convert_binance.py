@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+
 from perpsim.core.book import Book
 from perpsim.core.errors import TapeError
 from perpsim.core.events import Flags, Kind

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from perpsim.core.errors import InputError, TapeError
 from perpsim.core.events import BookLevel, BookReset, Flags, MarketEvent, Quote, Status, Trade
 from perpsim.tapes.convert import convert

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from perpsim.core.errors import ConfigError, TapeError
 from perpsim.tapes.convert import convert
 from perpsim.tapes.formats.funding_csv import (

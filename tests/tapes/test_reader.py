@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from perpsim.core.errors import TapeError
 from perpsim.core.events import Kind
 from perpsim.core.instruments import Instrument

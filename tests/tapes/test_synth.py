@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
+from perpsim.cli_tapes import tapes
 from perpsim.core.batch import Batch, batch_events
 from perpsim.core.errors import InputError
 from perpsim.core.events import BookLevel, BookReset, Flags, Kind, Quote
 from perpsim.tapes import open_tape, synth, validate_tape
 from perpsim.tapes.synth import DEFAULT_START_NS, Shock, parse_shock
-
-from perpsim.cli_tapes import tapes
 
 HOUR = 3600 * 10**9
 

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+
+from perpsim.cli_tapes import tapes
 from perpsim.core.errors import TapeError
 from perpsim.tapes import SCHEMA, open_tape, validate_tape, write
 from perpsim.tapes.validate import inspect_tape
-
-from perpsim.cli_tapes import tapes
 
 T0 = 1_704_067_200 * 10**9
 

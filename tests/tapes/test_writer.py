@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from perpsim.core.batch import NULL_SEQ, Batch
 from perpsim.core.errors import TapeError
 from perpsim.core.events import Kind
