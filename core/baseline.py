@@ -9,8 +9,10 @@ bullish when ``d_prev <= e < d_cur``, bearish when ``d_prev >= -e > d_cur``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, ClassVar
+from functools import lru_cache
+from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
@@ -18,7 +20,7 @@ from perpsim.core.errors import ConfigError
 from perpsim.core.instruments import exact
 from perpsim.core.strategy import Context, Strategy
 
-__all__ = ["MACrossover", "SymbolState", "crossover"]
+__all__ = ["Cross", "MACrossover", "SymbolState", "crossover"]
 
 
 class SymbolState(msgspec.Struct, kw_only=True):
@@ -29,27 +31,64 @@ class SymbolState(msgspec.Struct, kw_only=True):
     ref: Fraction | None = None
 
 
-def crossover(marks: list[Fraction], short: int, long: int, eps: Fraction) -> tuple[int, Fraction, Fraction]:
-    """The cross signal at the newest mark: +1 bullish, -1 bearish, 0 none.
+class Cross(NamedTuple):
+    """A crossover reading: ``signal`` (+1, -1, 0) and ``d``, ``e`` scaled by ``scale``."""
 
-    Returns (signal, d_cur, e); needs ``long + 1`` marks (else signal 0).
+    signal: int
+    d_scaled: int
+    e_scaled: Fraction | int
+    scale: int
+
+    @property
+    def d(self) -> Fraction:
+        return Fraction(self.d_scaled, self.scale)
+
+    @property
+    def e(self) -> Fraction:
+        return Fraction(self.e_scaled) / self.scale
+
+
+_SCALE = 10**12
+
+
+@lru_cache(maxsize=1 << 16)
+def _scaled(x: float) -> int | None:
+    """``x`` as an exact integer count of 1e-12, or None when its decimal is finer."""
+    f = exact(x) * _SCALE
+    return f.numerator if f.denominator == 1 else None
+
+
+def _integers(window: Sequence[float | Fraction]) -> tuple[list[int], int]:
+    """The window as integers on one common scale: exact, and fast to sum."""
+    if type(window[0]) is float:
+        try:
+            ints = [_scaled(m) for m in window]  # type: ignore[arg-type]
+        except ValueError:  # a Fraction among floats
+            ints = [None]
+        if None not in ints:
+            return ints, _SCALE  # type: ignore[return-value]
+    fracs = [m if isinstance(m, Fraction) else exact(m) for m in window]
+    scale = math.lcm(*(f.denominator for f in fracs))
+    return [f.numerator * (scale // f.denominator) for f in fracs], scale
+
+
+def crossover(marks: Sequence[float | Fraction], short: int, long: int, eps: Fraction) -> Cross:
+    """The cross signal at the newest mark, from the last ``long + 1`` marks (else no signal).
+
+    ``eps`` is in price units (``mark * eps_bps / 1e4``).
     """
     if len(marks) < long + 1:
-        return 0, Fraction(0), Fraction(0)
-    # One common denominator turns the sums into integer arithmetic; still exact.
-    window = marks[-long - 1 :]
-    scale = math.lcm(*(m.denominator for m in window))
-    ints = [m.numerator * (scale // m.denominator) for m in window]
+        return Cross(0, 0, 0, 1)
+    ints, scale = _integers(marks[-long - 1 :])
     cur, prev = ints[1:], ints[:-1]
     d_cur = long * sum(cur[-short:]) - short * sum(cur)
     d_prev = long * sum(prev[-short:]) - short * sum(prev)
-    e = short * long * eps * scale
-    signal = 0
+    e = short * long * eps * scale if eps else 0
     if d_prev <= e < d_cur:
-        signal = 1
-    elif d_prev >= -e > d_cur:
-        signal = -1
-    return signal, Fraction(d_cur, scale), e / scale
+        return Cross(1, d_cur, e, scale)
+    if d_prev >= -e > d_cur:
+        return Cross(-1, d_cur, e, scale)
+    return Cross(0, d_cur, e, scale)
 
 
 class MACrossover(Strategy):
@@ -108,13 +147,13 @@ class MACrossover(Strategy):
 
     def _decide(self, ctx: Context, symbol: str, equity: Fraction) -> None:
         st = self.state.setdefault(symbol, SymbolState())
-        marks = ctx.exact_marks(symbol)
-        mark = marks[-1]
+        marks = ctx.marks(symbol)
+        fmark = marks[-1]
+        mark = exact(fmark)
         short, long = self.windows(symbol)
-        signal, d, e = crossover(marks, short, long, mark * self._eps)
-        signal = self._confirmed(st, signal, d, e)
+        cross = crossover(marks, short, long, mark * self._eps if self._eps else self._eps)
+        signal = self._confirmed(st, cross)
         pos = ctx.exact_position(symbol)
-        fmark = float(mark)
         if pos != 0:
             if (pos > 0 and signal < 0) or (pos < 0 and signal > 0):
                 self._close(ctx, symbol, pos, "opposite_signal", fmark, st)
@@ -151,9 +190,10 @@ class MACrossover(Strategy):
         ctx.decide(symbol, side.upper(), reason, fmark)
         ctx.submit(symbol, side, lots * lot)
 
-    def _confirmed(self, st: SymbolState, signal: int, d: Fraction, e: Fraction) -> int:
+    def _confirmed(self, st: SymbolState, cross: Cross) -> int:
         """Apply ``confirm`` bars: a cross acts N cycles later if ``d`` stays beyond the threshold."""
         n = self.params["confirm"]
+        signal, d, e = cross.signal, cross.d_scaled, cross.e_scaled
         if n == 0:
             return signal
         if st.pending:

@@ -9,6 +9,7 @@ and drains :attr:`Engine.outbox` and :attr:`Engine.equity_rows`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, Final
@@ -21,6 +22,7 @@ from perpsim.core.bot import PerpsBot, in_trading_window
 from perpsim.core.clock import Clock, TimerHandle
 from perpsim.core.config import RunConfig
 from perpsim.core.events import Kind, Mark, MarketEvent, Quote, Trade
+from perpsim.core.funding import FundingPayment
 from perpsim.core.instruments import Instrument, exact, resolve
 from perpsim.core.ledger import Ledger, to_units
 from perpsim.core.market import MarketState
@@ -61,6 +63,14 @@ def _bad_price(ev: MarketEvent) -> str | None:
     return None
 
 
+def _slice(batch: Batch, lo: int, hi: int) -> Batch:
+    fields = {f: getattr(batch, f) for f in batch.__struct_fields__}
+    for f, v in fields.items():
+        if f != "symbols":
+            fields[f] = v[lo:hi]
+    return Batch(**fields)
+
+
 class PositionRow(msgspec.Struct, frozen=True, kw_only=True):
     symbol: str
     qty: float
@@ -81,14 +91,6 @@ class EquityRow(msgspec.Struct, frozen=True, kw_only=True):
     fees: int
     funding: int
     positions: list[PositionRow]
-
-
-class FundingPayment(msgspec.Struct, frozen=True, kw_only=True):
-    symbol: str
-    rate: float
-    mark: float
-    amount: int
-    ts: int
 
 
 class Engine:
@@ -113,7 +115,15 @@ class Engine:
         self.warnings: list[str] = []
         self._tape_instruments = instruments or {}
         self.venue = SimVenue(
-            config.venue, self.market, self.ledger, self.instruments, self.outbox, self._pending_append, clock
+            config.venue,
+            self.market,
+            self.ledger,
+            self.instruments,
+            self.outbox,
+            self._pending_append,
+            clock,
+            seed=config.seed,
+            flush=self._flush,
         )
         self.bot = (
             PerpsBot(config, self.market, self.ledger, self.instruments, self.venue, self.outbox, self.equity_exact)
@@ -142,6 +152,7 @@ class Engine:
         self._on_order = getattr(strategy, "on_order", None)
         self._on_funding = getattr(strategy, "on_funding", None)
         self._loaded: tuple[list[Any], ...] = ()
+        self._base = 0
         self._text: list[str | None] = []
         self.started = False
         self.stopped = False
@@ -153,6 +164,7 @@ class Engine:
     def start(self) -> None:
         """Schedule the cycle (epoch-aligned, at or after now) and call ``on_start``."""
         self.started = True
+        self.venue.start()
         interval = round(self.config.interval_s * _NS)
         self._timers.append(self.clock.every(interval, "cycle", self._cycle, PRIORITY["cycle"]))
         if self.bot is not None:
@@ -175,9 +187,15 @@ class Engine:
 
     # -- input ------------------------------------------------------------------
 
-    def load(self, batch: Batch) -> None:
-        """Take a batch's columns as Python lists (the fastest form to index per row)."""
-        sid_of = [self._declare(name, seen=False) for name in batch.symbols]
+    def load(self, batch: Batch, lo: int = 0, hi: int | None = None) -> None:
+        """Take rows ``lo:hi`` of a batch as Python lists (the fastest form to index per row).
+
+        :meth:`run` then takes indices into the whole batch.
+        """
+        sid_of = self.symbol_ids(batch)
+        self._base = lo
+        if lo != 0 or hi is not None:
+            batch = _slice(batch, lo, len(batch) if hi is None else hi)
         self._loaded = (
             batch.clock.tolist(),
             batch.kind.tolist(),
@@ -194,8 +212,21 @@ class Engine:
             batch.ts.tolist(),
             batch.recv_ts.tolist(),
             batch.flags.tolist(),
+            batch.seq.tolist(),
         )
         self._text = batch.text
+
+    def mark_seen(self, sid: int) -> None:
+        self._seen[sid] = True
+
+    @property
+    def wants_ticks(self) -> bool:
+        """True when every market row must be dispatched one by one (a tick hook is defined)."""
+        return self._on_trade is not None or self._on_quote is not None
+
+    def symbol_ids(self, batch: Batch) -> list[int]:
+        """Engine symbol ids for the batch's symbol dictionary."""
+        return [self._declare(name, seen=False) for name in batch.symbols]
 
     def run(self, lo: int, hi: int) -> int:
         """Dispatch loaded rows ``lo:hi``; the driver guarantees no timer is due before ``hi``.
@@ -203,7 +234,7 @@ class Engine:
         Returns the index of the first row not dispatched: ``hi``, or earlier when a
         strategy hook scheduled a timer that is now due before the next row.
         """
-        clk, kind, sid, price, size, side, bid, bsz, ask, asz, _rate, _nts, _ts, _rts, _flags = self._loaded
+        clk, kind, sid, price, size, side, bid, bsz, ask, asz, _rate, _nts, _ts, _rts, _flags, seq = self._loaded
         m = self.market
         last_px, last_size, last_ts = m.last_px, m.last_size, m.last_ts
         q_bid, q_bsz, q_ask, q_asz, q_ts = m.bid, m.bid_size, m.ask, m.ask_size, m.quote_ts
@@ -212,7 +243,8 @@ class Engine:
         venue = self.venue
         active = venue.active
         self.rows += hi - lo
-        for i in range(lo, hi):
+        base = self._base
+        for i in range(lo - base, hi - base):
             k = kind[i]
             s = sid[i]
             if k == 0:
@@ -220,7 +252,7 @@ class Engine:
                 last_size[s] = size[i]
                 last_ts[s] = clk[i]
                 if active[s]:
-                    venue.on_trade(s, price[i], size[i], side[i], clk[i])
+                    venue.on_trade(s, price[i], size[i], side[i], clk[i], seq[i])
                     self._flush()
             elif k == 1:
                 q_bid[s] = bid[i]
@@ -229,12 +261,13 @@ class Engine:
                 q_asz[s] = asz[i]
                 q_ts[s] = clk[i]
                 if active[s]:
-                    venue.on_quote(s, clk[i])
+                    venue.on_quote(s, clk[i], seq[i])
                     self._flush()
             else:
                 self._other_row(i, k, s)
-            if hooks and self._hook_row(i, k, s) and i + 1 < hi:
-                return i + 1
+            if hooks and self._hook_row(i, k, s) and i + 1 + base < hi:
+                self.rows -= hi - (i + 1 + base)
+                return i + 1 + base
         return hi
 
     def on_event(self, ev: MarketEvent) -> None:
@@ -262,7 +295,7 @@ class Engine:
                 book = m.books[s] = Book()
             book.apply(side[i], price[i], size[i])
             if self.venue.active[s] and self._loaded[14][i] & 1:
-                self.venue.on_book(s, clk[i])
+                self.venue.on_book(s, clk[i], self._loaded[15][i])
                 self._flush()
         elif k == Kind.BOOK_RESET:
             book = m.books[s]
@@ -284,12 +317,12 @@ class Engine:
             m.mark_px[s] = price[i]
             m.mark_ts[s] = clk[i]
             if self.venue.active[s]:
-                self.venue.on_mark(s, price[i], clk[i])
+                self.venue.on_mark(s, price[i], clk[i], self._loaded[15][i])
                 self._flush()
 
     def _hook_row(self, i: int, k: int, s: int) -> bool:
         """Call a tick hook for row ``i``; True if a timer became due before the next row."""
-        clk, _, _, price, size, side, bid, bsz, ask, asz, _, _, ts, rts, _flags = self._loaded
+        clk, _, _, price, size, side, bid, bsz, ask, asz, _, _, ts, rts, _flags, _seq = self._loaded
         m = self.market
         due_before = getattr(self.clock, "next_due", None)
         self.clock_set(clk[i])
@@ -364,12 +397,14 @@ class Engine:
     def equity_exact(self) -> Fraction:
         """Cash plus unrealized PnL at venue marks (DESIGN: Equity for sizing)."""
         total = Fraction(self.ledger.cash, 10**8)
+        if not self.ledger.open_positions():
+            return total
         m = self.market
         for symbol, pos in self.ledger.positions.items():
             if pos.qty != 0:
                 mark = m.venue_mark(m.ids[symbol])
                 if mark is not None:
-                    total += pos.qty * pos.contract_size * (exact(mark) - pos.entry)
+                    total += self.ledger.unrealized(symbol, exact(mark))
         return total
 
     def _record_equity(self, now: int) -> None:
@@ -389,7 +424,7 @@ class Engine:
                     entry=float(pos.entry),
                     mark=mark,
                     unrealized=to_units(u),
-                    liq_price=None,
+                    liq_price=self.venue.liq_price(symbol),
                 )
             )
         equity = led.cash + to_units(unreal)
@@ -428,7 +463,8 @@ class Engine:
             raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
         self._next_order_id += 1
         sid = self.market.ids.get(symbol, -1)
-        q = qty if isinstance(qty, Fraction) else exact(float(qty))
+        # a NaN or infinite qty is rejected by the venue (non_positive_qty), never raised
+        q = qty if isinstance(qty, Fraction) else exact(float(qty)) if math.isfinite(qty) else _ZERO
         order = Order(
             order_id=self._next_order_id,
             symbol=symbol,
@@ -477,13 +513,13 @@ class Engine:
         if sid is None:
             sid = m.intern(name, self._window)
             inst, fallback = resolve(name, self._tape_instruments)
+            self.instruments[name] = inst
             self.venue.add_symbol(sid)
             if fallback and name != PSEUDO_SYMBOL:
                 self.warnings.append(
                     f"instrument {name}: not in the tape or the built-in table; "
                     "using lot 0.0001, no tick snapping, contract size 1"
                 )
-            self.instruments[name] = inst
             self._seen.append(False)
             self._order = sorted(n for n in m.names if n != PSEUDO_SYMBOL)
         if name == PSEUDO_SYMBOL:
@@ -514,6 +550,10 @@ class Engine:
     def _flush(self) -> None:
         while self._pending:
             update = self._pending.pop(0)
+            if isinstance(update, FundingPayment):  # a scheduled settlement (venue.funding != "tape")
+                if self._on_funding is not None:
+                    self._call(self._on_funding, update)
+                continue
             if self.bot is not None:
                 self.bot.on_update(update)
             hook = self._on_fill if isinstance(update, Fill) else self._on_order

@@ -85,6 +85,10 @@ class Ledger:
             pos = self.positions[symbol] = Position()
         return pos
 
+    def open_positions(self) -> bool:
+        """True if any position is not flat (a cheap test before exact sums)."""
+        return any(p.qty for p in self.positions.values())
+
     def qty(self, symbol: str) -> Fraction:
         pos = self.positions.get(symbol)
         return pos.qty if pos is not None else _ZERO

@@ -71,6 +71,15 @@ def print_summary(summary: dict[str, Any], console: Console, title: str = "repla
 @click.option("--end", help="Replay rows before this time.")
 @click.option("--seed", type=int, help="Seed for the run's random models.")
 @click.option("--cycles", type=int, help="Stop cycling after this many cycles (dev profile: 1).")
+@click.option(
+    "--engine",
+    "engine_mode",
+    type=click.Choice(["fast", "reference"]),
+    default="fast",
+    show_default=True,
+    help="fast-forwards between events that matter; reference dispatches every row (same digest).",
+)
+@click.option("--ignore-timer-rows", is_flag=True, help="Schedule timers anew instead of taking a recording's.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<time>-<tape>).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def replay(
@@ -84,6 +93,8 @@ def replay(
     end: str | None,
     seed: int | None,
     cycles: int | None,
+    engine_mode: str,
+    ignore_timer_rows: bool,
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -134,6 +145,8 @@ def replay(
             out=out_dir,
             overrides=overrides,
             progress=progress_cb,
+            engine=engine_mode,
+            ignore_timer_rows=ignore_timer_rows,
         )
     except KeyboardInterrupt:
         if bar is not None:

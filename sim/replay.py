@@ -23,6 +23,7 @@ from perpsim.core.config import RunConfig
 from perpsim.core.engine import Engine
 from perpsim.core.errors import ConfigError
 from perpsim.core.events import Kind
+from perpsim.core.fastpath import FastIndex
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy
 from perpsim.sim.profiles import resolve_config
@@ -63,8 +64,12 @@ class ReplayDriver:
         start_ns: int | None = None,
         end_ns: int | None = None,
         ignore_timer_rows: bool = False,
+        engine: str = "fast",
     ) -> None:
+        if engine not in ("fast", "reference"):
+            raise ConfigError(f"engine must be 'fast' or 'reference', got {engine!r}")
         self.tape = tape
+        self.mode = engine
         self.ignore_timer_rows = ignore_timer_rows
         self.timer_mode = "own"
         self.config = config
@@ -96,28 +101,78 @@ class ReplayDriver:
                 clock.set_now(self.first_ns)
                 eng.start()
                 self._choose_timer_mode()
-            eng.load(batch)
             if self.timer_mode == "tape":
+                eng.load(batch)
                 self._run_scripted(batch)
-                if progress is not None:
-                    progress(n)
-                continue
-            last = int(col[-1])
-            i = 0
-            while i < n:
-                due = clock.next_due
-                j = n if due > last else int(np.searchsorted(col, due, side="left"))
-                if j > i:
-                    i = eng.run(i, j)
-                    clock.set_now(int(col[i - 1]))
-                else:
-                    clock.advance_to(int(col[i]))
-            self.last_ns = last
+            elif self.mode == "fast" and not eng.wants_ticks:
+                self._run_fast(batch)
+            else:
+                eng.load(batch)
+                self._run_reference(batch, 0, n)
+            self.last_ns = int(col[-1])
             self._drain()
             if progress is not None:
                 progress(n)
         eng.stop()
         self._drain()
+
+    def _run_reference(self, batch: Batch, i: int, n: int) -> None:
+        """Dispatch rows ``i:n`` (already loaded) one by one, firing timers between them."""
+        eng, clock, col = self.engine, self.clock, batch.clock
+        last = int(col[n - 1])
+        while i < n:
+            due = clock.next_due
+            j = n if due > last else int(np.searchsorted(col, due, side="left"))
+            if j > i:
+                i = eng.run(i, j)
+                clock.set_now(int(col[i - 1]))
+            else:
+                clock.advance_to(int(col[i]))
+
+    def _run_fast(self, batch: Batch) -> None:
+        """Jump between the rows where something can happen (core/fastpath.py).
+
+        Timers and rows other than trades, quotes and marks are stops; between stops
+        the market state is synced in bulk. While the venue holds an order that
+        could fill, rows up to the next timer go through the reference loop.
+        """
+        eng, clock, col, n = self.engine, self.clock, batch.clock, len(batch)
+        index = FastIndex(batch, eng.symbol_ids(batch))
+        special, si, ns = index.special, 0, len(index.special)
+        active = eng.venue.active
+        last = int(col[-1])
+        i = 0
+        while i < n:
+            due = clock.next_due
+            j = n if due > last else int(np.searchsorted(col, due, side="left"))
+            if any(active):
+                if j > i:
+                    index.sync(eng, i)
+                    eng.load(batch, i, j)
+                    i = eng.run(i, j)
+                    clock.set_now(int(col[i - 1]))
+                else:
+                    index.sync(eng, i)
+                    clock.advance_to(int(col[i]))
+                continue
+            while si < ns and special[si] < i:
+                si += 1
+            p = min(j, special[si] if si < ns else n)
+            if p > i:
+                eng.rows += p - i
+                i = p
+                clock.set_now(int(col[i - 1]))
+            if i >= n:
+                break
+            index.sync(eng, i)
+            if j == i:
+                clock.advance_to(int(col[i]))
+            else:
+                eng.load(batch, i, i + 1)
+                eng.run(i, i + 1)
+                clock.set_now(int(col[i]))
+                i += 1
+        index.sync(eng, n)
 
     def _choose_timer_mode(self) -> None:
         """Take timer firings from the tape when it recorded the same timer set (DESIGN.md §3)."""
@@ -189,6 +244,7 @@ def replay(
     overrides: dict[str, Any] | None = None,
     progress: Progress | None = None,
     ignore_timer_rows: bool = False,
+    engine: str = "fast",
 ) -> RunResult:
     """Replay ``tapes`` with a strategy under a profile; returns digest, summary and events.
 
@@ -211,7 +267,9 @@ def replay(
     cfg = resolve_config(profile, config_file=config, overrides=over)
     tape = tapes if hasattr(tapes, "batches") else open_tape(tapes)
     cls = strategy if isinstance(strategy, type) else None
-    driver = ReplayDriver(tape, cfg, cls, start_ns=start_ns, end_ns=end_ns, ignore_timer_rows=ignore_timer_rows)
+    driver = ReplayDriver(
+        tape, cfg, cls, start_ns=start_ns, end_ns=end_ns, ignore_timer_rows=ignore_timer_rows, engine=engine
+    )
     writer = RunWriter(out, cfg, tape) if out is not None else None
     t0 = time.perf_counter()
     try:

@@ -23,27 +23,36 @@ def decisions(result, symbol="BTC-PERP"):
 
 def test_crossover_needs_long_plus_one_marks() -> None:
     marks = [Fraction(x) for x in (10, 10, 13)]
-    assert crossover(marks, 2, 3, Fraction(0))[0] == 0
+    assert crossover(marks, 2, 3, Fraction(0)).signal == 0
 
 
 def test_crossover_bullish_on_hand_computed_window() -> None:
     # prev [10,10,10]: d=0 <= 0; cur [10,10,13]: d = 3*23 - 2*33 = 3 > 0
-    sig, d, e = crossover([Fraction(x) for x in (10, 10, 10, 13)], 2, 3, Fraction(0))
-    assert (sig, d, e) == (1, Fraction(3), Fraction(0))
+    c = crossover([Fraction(x) for x in (10, 10, 10, 13)], 2, 3, Fraction(0))
+    assert (c.signal, c.d, c.e) == (1, Fraction(3), Fraction(0))
+    f = crossover([10.0, 10.0, 10.0, 13.0], 2, 3, Fraction(0))
+    assert (f.signal, f.d, f.e) == (1, Fraction(3), Fraction(0))
 
 
 def test_crossover_bearish_mirror() -> None:
     # cur [10,10,7]: d = 3*17 - 2*27 = -3 < 0
-    sig, d, _ = crossover([Fraction(x) for x in (10, 10, 10, 7)], 2, 3, Fraction(0))
-    assert (sig, d) == (-1, Fraction(-3))
+    c = crossover([Fraction(x) for x in (10, 10, 10, 7)], 2, 3, Fraction(0))
+    assert (c.signal, c.d) == (-1, Fraction(-3))
 
 
 def test_crossover_is_exact_where_floats_are_not() -> None:
     # 0.1+0.2 style error: floats would see d_prev != 0 for an equal window.
-    marks = [Fraction("0.1"), Fraction("0.2"), Fraction("0.3"), Fraction("0.3")]
-    sig, d, _ = crossover(marks, 2, 3, Fraction(0))
+    marks = [0.1, 0.2, 0.3, 0.3]
+    c = crossover(marks, 2, 3, Fraction(0))
     # prev [0.1,0.2,0.3]: 3*0.5 - 2*0.6 = 0.3 ; cur [0.2,0.3,0.3]: 3*0.6 - 2*0.8 = 0.2
-    assert d == Fraction(1, 5) and sig == 0
+    assert c.d == Fraction(1, 5) and c.signal == 0
+    assert crossover([Fraction(repr(m)) for m in marks], 2, 3, Fraction(0)).d == Fraction(1, 5)
+
+
+def test_crossover_falls_back_to_fractions_for_fine_decimals() -> None:
+    fine = [1e-13, 1e-13, 1e-13, 3e-13]  # finer than the 1e-12 integer grid
+    c = crossover(fine, 2, 3, Fraction(0))
+    assert c.signal == 1 and c.d == 3 * Fraction("3e-13") + 3 * Fraction("1e-13") - 2 * (Fraction("5e-13"))
 
 
 def test_strategy_buys_on_bullish_cross_with_hand_computed_size_and_fee() -> None:

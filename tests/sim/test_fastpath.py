@@ -1,0 +1,86 @@
+"""The fast-forward engine is bit-identical to the reference engine (issue 7)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import perpsim
+from perpsim.core.events import Funding, Mark, Quote, Status, Trade
+from perpsim.tapes.memory import MemoryTape
+from tests.helpers import S, T0
+from tests.scripted import Scripted
+
+SAMPLES = Path(str(resources.files("perpsim.tapes") / "samples"))
+
+
+def both(tape, **kw):
+    ref = perpsim.replay(tape, engine="reference", **kw)
+    fast = perpsim.replay(tape, engine="fast", **kw)
+    return ref, fast
+
+
+@pytest.mark.parametrize("profile", ["backtest", "prod", "canary", "spot"])
+def test_fast_equals_reference_on_the_bundled_sample(profile: str) -> None:
+    ref, fast = both(SAMPLES / "sample.parquet", profile=profile)
+    assert ref.summary["fills"] > 0 or profile == "canary"
+    assert fast.digest == ref.digest
+    assert fast.summary["rows"] == ref.summary["rows"]
+
+
+def test_fast_equals_reference_on_the_real_btcusdt_tape() -> None:
+    ref, fast = both(SAMPLES / "btcusdt_20240808.parquet", interval_s=5.0, params={"short": 2, "long": 5})
+    assert ref.summary["cycles"] > 50
+    assert fast.digest == ref.digest
+
+
+def test_fast_equals_reference_with_resting_orders() -> None:
+    from tests.helpers import mark_tape
+
+    orders = [
+        [1, "BTC-PERP", "buy", 1.0, {"type": "limit", "price": 95.0}],
+        [2, "BTC-PERP", "sell", 1.0, {"type": "stop", "stop_price": 90.0}],
+        [3, "BTC-PERP", "buy", 2.0],
+    ]
+    tape = MemoryTape(mark_tape([100.0, 99.0, 94.0, 96.0, 89.0, 92.0], quotes=True))
+    ref, fast = both(tape, strategy=Scripted, params={"orders": orders})
+    assert fast.digest == ref.digest
+
+
+row = st.tuples(
+    st.integers(0, 400),  # seconds since T0
+    st.sampled_from(["trade", "quote", "mark", "funding", "status"]),
+    st.sampled_from(["BTC-PERP", "ETH-PERP"]),
+    st.integers(950, 1050),  # price in ticks of 0.1
+)
+
+
+def build(rows: list[tuple[int, str, str, int]]) -> list:
+    evs = []
+    for sec, kind, sym, ticks in sorted(rows, key=lambda r: r[0]):
+        t, px = T0 + sec * S, ticks / 10
+        if kind == "trade":
+            evs.append(Trade(ts=t, recv_ts=t, symbol=sym, price=px, size=0.5, side=1))
+        elif kind == "quote":
+            evs.append(Quote(ts=t, recv_ts=t, symbol=sym, bid=px, bid_size=1.0, ask=round(px + 0.1, 1), ask_size=2.0))
+        elif kind == "mark":
+            evs.append(Mark(ts=t, recv_ts=t, symbol=sym, price=px))
+        elif kind == "funding":
+            evs.append(Funding(ts=t, recv_ts=t, symbol=sym, rate=(ticks - 1000) / 1e5))
+        else:
+            evs.append(Status(ts=t, recv_ts=t, symbol=sym, text="heartbeat"))
+    return evs
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(row, min_size=1, max_size=120), interval=st.sampled_from([5.0, 10.0, 30.0]))
+def test_fast_equals_reference_on_generated_tapes(rows, interval: float) -> None:
+    tape = MemoryTape(build(rows), batch_rows=17)
+    params = {"short": 2, "long": 3}
+    ref, fast = both(tape, interval_s=interval, params=params, profile="prod")
+    assert fast.digest == ref.digest
+    assert fast.summary["rows"] == ref.summary["rows"] == len(rows)
