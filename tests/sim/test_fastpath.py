@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import perpsim
 from perpsim.core.events import Funding, Mark, Quote, Status, Trade
 from perpsim.tapes.memory import MemoryTape
-from tests.helpers import S, T0
+from tests.helpers import T0, S
 from tests.scripted import Scripted
 
 SAMPLES = Path(str(resources.files("perpsim.tapes") / "samples"))
