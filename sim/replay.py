@@ -27,7 +27,7 @@ from perpsim.core.fastpath import FastIndex
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy
 from perpsim.sim.profiles import resolve_config
-from perpsim.sim.runs import RunResult, RunWriter, summarize
+from perpsim.sim.runs import Drawdown, RunResult, RunWriter, summarize
 from perpsim.tapes.reader import open_tape
 
 __all__ = ["ReplayDriver", "load_strategy", "replay"]
@@ -65,6 +65,8 @@ class ReplayDriver:
         end_ns: int | None = None,
         ignore_timer_rows: bool = False,
         engine: str = "fast",
+        sink: RunWriter | None = None,
+        keep: bool = True,
     ) -> None:
         if engine not in ("fast", "reference"):
             raise ConfigError(f"engine must be 'fast' or 'reference', got {engine!r}")
@@ -79,13 +81,19 @@ class ReplayDriver:
         self.engine = Engine(
             clock=self.clock, strategy=self.strategy, config=config, instruments=dict(tape.instruments)
         )
+        if config.venue.funding == "schedule":
+            _load_funding_schedules(self.engine, config)
         self.start_ns = start_ns
         self.end_ns = end_ns
         self.digest = Digest()
         self.events: list[Any] = []
+        self.equity: list[Any] = []
         self.first_ns: int | None = None
         self.last_ns: int | None = None
         self._allowed = config.symbols
+        self.sink = sink
+        self.keep = keep
+        self.drawdown = Drawdown(self.engine.ledger.cash_start)
 
     def run(self, progress: Progress | None = None) -> None:
         eng, clock = self.engine, self.clock
@@ -209,10 +217,28 @@ class ReplayDriver:
         self._drain()
 
     def _drain(self) -> None:
-        out = self.engine.outbox.drain()
+        """Take the engine's outputs: digest them, stream them to the sink, keep them if asked."""
+        eng = self.engine
+        out = eng.outbox.drain()
+        rows, eng.equity_rows = eng.equity_rows, []
+        self.drawdown.update(rows)
         if out:
             self.digest.update(out)
+        if self.sink is not None:
+            self.sink.write_events(out)
+            self.sink.write_equity(rows)
+        if self.keep:
             self.events.extend(out)
+            self.equity.extend(rows)
+
+
+def _load_funding_schedules(engine: Engine, config: RunConfig) -> None:
+    """Read ``venue.funding_schedule`` CSVs (symbol = path) into the venue (core does no I/O)."""
+    from perpsim.tapes.formats.funding_csv import funding_schedule
+
+    for symbol, path in config.venue.funding_schedule.items():
+        ts, rates = funding_schedule(path, utc_offset_h=config.venue.funding_utc_offset_h, symbol=symbol)
+        engine.venue.funding.add_schedule(symbol, ts.tolist(), rates.tolist())
 
 
 def _select_symbols(batch: Batch, allowed: Sequence[str]) -> Batch:
@@ -245,6 +271,7 @@ def replay(
     progress: Progress | None = None,
     ignore_timer_rows: bool = False,
     engine: str = "fast",
+    keep_events: bool | None = None,
 ) -> RunResult:
     """Replay ``tapes`` with a strategy under a profile; returns digest, summary and events.
 
@@ -267,10 +294,18 @@ def replay(
     cfg = resolve_config(profile, config_file=config, overrides=over)
     tape = tapes if hasattr(tapes, "batches") else open_tape(tapes)
     cls = strategy if isinstance(strategy, type) else None
+    keep = keep_events if keep_events is not None else out is None
     driver = ReplayDriver(
-        tape, cfg, cls, start_ns=start_ns, end_ns=end_ns, ignore_timer_rows=ignore_timer_rows, engine=engine
+        tape,
+        cfg,
+        cls,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        ignore_timer_rows=ignore_timer_rows,
+        engine=engine,
+        keep=keep,
     )
-    writer = RunWriter(out, cfg, tape) if out is not None else None
+    writer = driver.sink = RunWriter(out, cfg, tape) if out is not None else None
     t0 = time.perf_counter()
     try:
         driver.run(progress)
@@ -289,8 +324,8 @@ def replay(
     return RunResult(
         digest=driver.digest.hexdigest(),
         summary=summary,
-        run_events=driver.events,
-        equity_rows=driver.engine.equity_rows,
+        run_events=driver.events if keep else None,
+        equity_rows=driver.equity if keep else None,
         config=msgspec.to_builtins(cfg),
         warnings=list(driver.engine.warnings),
         run_dir=None if writer is None else writer.path,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import polars as pl
+import pyarrow.parquet as pq
 
 from perpsim.core.engine import EquityRow
 from perpsim.core.events import RunEvent
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_SCHEMA",
+    "Drawdown",
     "RunResult",
     "RunWriter",
     "equity_frame",
@@ -91,31 +93,54 @@ def equity_frame(rows: list[EquityRow]) -> pl.DataFrame:
 
 
 class RunResult(msgspec.Struct, kw_only=True):
-    """What :func:`perpsim.replay` returns."""
+    """What :func:`perpsim.replay` returns.
+
+    ``run_events`` and ``equity_rows`` are None when the run streamed them to
+    ``run_dir`` instead of keeping them; ``events`` and ``equity`` then read the files.
+    """
 
     digest: str
     summary: dict[str, Any]
-    run_events: list[RunEvent]
-    equity_rows: list[EquityRow]
+    run_events: list[RunEvent] | None
+    equity_rows: list[EquityRow] | None
     config: dict[str, Any]
     warnings: list[str]
     run_dir: Path | None = None
 
     @property
     def events(self) -> pl.DataFrame:
-        return events_frame(self.run_events)
+        if self.run_events is None and self.run_dir is not None:
+            return pl.read_parquet(self.run_dir / "events.parquet")
+        return events_frame(self.run_events or [])
 
     @property
     def equity(self) -> pl.DataFrame:
-        return equity_frame(self.equity_rows)
+        if self.equity_rows is None and self.run_dir is not None:
+            return pl.read_parquet(self.run_dir / "equity.parquet")
+        return equity_frame(self.equity_rows or [])
 
 
-def _max_drawdown(rows: list[EquityRow], start: int) -> int:
-    peak, worst = start, 0
-    for r in rows:
-        peak = max(peak, r.equity)
-        worst = max(worst, peak - r.equity)
-    return worst
+class Drawdown:
+    """Running peak-to-trough of per-cycle equity, in ledger units (no history kept)."""
+
+    def __init__(self, start: int) -> None:
+        self.peak = start
+        self.worst = 0
+
+    def update(self, rows: list[EquityRow]) -> None:
+        for r in rows:
+            if r.equity > self.peak:
+                self.peak = r.equity
+            elif self.peak - r.equity > self.worst:
+                self.worst = self.peak - r.equity
+
+
+def _drawdown_of(driver: Any) -> int:
+    dd = getattr(driver, "drawdown", None)
+    if dd is None:
+        dd = Drawdown(driver.engine.ledger.cash_start)
+        dd.update(driver.engine.equity_rows)
+    return int(dd.worst)
 
 
 def summarize(driver: ReplayDriver, wall_s: float) -> dict[str, Any]:
@@ -144,7 +169,7 @@ def summarize(driver: ReplayDriver, wall_s: float) -> dict[str, Any]:
         "funding": units_to_float(led.funding),
         "unrealized": units_to_float(unreal_u),
         "final_equity": units_to_float(equity_u),
-        "max_drawdown": units_to_float(_max_drawdown(eng.equity_rows, led.cash_start)),
+        "max_drawdown": units_to_float(_drawdown_of(driver)),
         "units": {
             "cash_start": led.cash_start,
             "cash_end": led.cash,
@@ -194,7 +219,8 @@ class RunWriter:
 
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._created = True
+        self._events: pq.ParquetWriter | None = None
+        self._equity: pq.ParquetWriter | None = None
         self.manifest: dict[str, Any] = {
             "status": "running",
             "perpsim_version": __version__,
@@ -207,10 +233,36 @@ class RunWriter:
         }
         _write_json(self.path / "manifest.json", self.manifest)
 
+    def write_events(self, events: list[RunEvent]) -> None:
+        """Append run events as they are drained, so memory does not grow with the run."""
+        if events:
+            self._events = self._append(self._events, "events.parquet", events_frame(events))
+
+    def write_equity(self, rows: list[EquityRow]) -> None:
+        if rows:
+            self._equity = self._append(self._equity, "equity.parquet", equity_frame(rows))
+
+    def _append(self, writer: pq.ParquetWriter | None, name: str, frame: pl.DataFrame) -> pq.ParquetWriter:
+        table = frame.to_arrow()
+        if writer is None:
+            writer = pq.ParquetWriter(self.path / name, table.schema, compression="zstd")
+        writer.write_table(table)
+        return writer
+
     def finish(self, driver: ReplayDriver, wall_s: float, status: str) -> None:
         summary = summarize(driver, wall_s)
-        events_frame(driver.events).write_parquet(self.path / "events.parquet", compression="zstd")
-        equity_frame(driver.engine.equity_rows).write_parquet(self.path / "equity.parquet", compression="zstd")
+        if getattr(driver, "sink", None) is not self:  # a driver that did not stream to us
+            self.write_events(driver.events)
+            self.write_equity(driver.engine.equity_rows)
+        for writer, name, empty in (
+            (self._events, "events.parquet", events_frame([])),
+            (self._equity, "equity.parquet", equity_frame([])),
+        ):
+            if writer is None:
+                empty.write_parquet(self.path / name, compression="zstd")
+            else:
+                writer.close()
+        self._events = self._equity = None
         summary["status"] = status
         _write_json(self.path / "summary.json", summary)
         self.manifest["status"] = status
@@ -219,4 +271,7 @@ class RunWriter:
         _write_json(self.path / "manifest.json", self.manifest)
 
     def abort(self) -> None:
+        for w in (self._events, self._equity):
+            if w is not None:
+                w.close()
         shutil.rmtree(self.path, ignore_errors=True)
