@@ -20,7 +20,7 @@ import numpy as np
 from perpsim.core.batch import Batch
 from perpsim.core.clock import ReplayClock
 from perpsim.core.config import RunConfig
-from perpsim.core.engine import Engine
+from perpsim.core.engine import PSEUDO_SYMBOL, Engine
 from perpsim.core.errors import ConfigError
 from perpsim.core.events import Kind
 from perpsim.core.fastpath import FastIndex
@@ -242,7 +242,8 @@ def _load_funding_schedules(engine: Engine, config: RunConfig) -> None:
 
 
 def _select_symbols(batch: Batch, allowed: Sequence[str]) -> Batch:
-    keep_codes = [i for i, s in enumerate(batch.symbols) if s in allowed]
+    # Rows about no instrument (timer firings, feed status) are kept: a recorded timer row drives the replay.
+    keep_codes = [i for i, s in enumerate(batch.symbols) if s in allowed or s == PSEUDO_SYMBOL]
     mask = np.isin(batch.symbol, np.asarray(keep_codes, dtype=batch.symbol.dtype))
     if mask.all():
         return batch

@@ -4,7 +4,9 @@ One replay is single-threaded by design; a sweep runs many of them side by side.
 A **grid** (TOML) names tapes (paths or globs), profiles and parameter axes; it
 expands into :class:`Job` s, each one replay of one tape under one resolved
 config. Jobs run on a local process pool (``workers``) or on a Dask cluster
-(``scheduler``); each finished job becomes one row of ``results.parquet``.
+(``scheduler``) through :func:`perpsim.sim.fanout.fan_out`; each finished job
+becomes one row of ``results.parquet``, which DuckDB or polars query directly
+(``notebooks/sweep.ipynb`` draws PnL over two parameters).
 
 A grid file::
 
@@ -47,22 +49,19 @@ import hashlib
 import itertools
 import json
 import math
-import multiprocessing
 import os
-import socket
 import time
 import tomllib
-import traceback
-from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import polars as pl
-from perpsim.core.errors import ConfigError, InputError, PerpsimError
+
+from perpsim.core.errors import ConfigError, InputError
+from perpsim.sim.fanout import Outcome, ProgressBar, connect_scheduler, fan_out, worker_name
 from perpsim.sim.profiles import resolve_config
 from perpsim.sim.runs import file_sha256
 
@@ -71,10 +70,8 @@ __all__ = [
     "RESULT_SCHEMA",
     "Grid",
     "Job",
-    "Outcome",
     "SweepReport",
     "expand",
-    "fan_out",
     "job_key",
     "load_grid",
     "parse_grid",
@@ -178,15 +175,6 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     config_sha256: str
     version: str
     run_dir: str | None = None
-
-
-class Outcome(msgspec.Struct, kw_only=True):
-    """What one attempt of a fanned-out call gave: a value, or one line of error text."""
-
-    ok: bool
-    value: Any = None
-    error: str = ""
-    worker: str = ""
 
 
 class SweepReport(msgspec.Struct, kw_only=True):
@@ -532,22 +520,6 @@ def sharpe(equity: Sequence[int], interval_s: float) -> float | None:
     return mean / math.sqrt(var) * math.sqrt(_YEAR_S / interval_s)
 
 
-def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _error_text(exc: BaseException, *, where: bool = True) -> str:
-    """One line: the type and message, and for unexpected errors where they came from."""
-    msg = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-    if where and not isinstance(exc, PerpsimError):
-        frames = traceback.extract_tb(exc.__traceback__)
-        if frames:
-            f = frames[-1]
-            text += f" (at {Path(f.filename).name}:{f.lineno} in {f.name})"
-    return text
-
-
 def run_job(job: Job) -> dict[str, Any]:
     """Run one job (in any process) and return its figures as a results row.
 
@@ -559,18 +531,17 @@ def run_job(job: Job) -> dict[str, Any]:
             bad parameter (``ConfigError``); any strategy error passes through.
             :func:`fan_out` turns these into a failed :class:`Outcome`.
     """
+    from perpsim import __version__
     from perpsim.sim.replay import replay
 
-    from perpsim import __version__
-
     if __version__ != job.version:
-        raise InputError(f"worker {_worker_name()} has perpsim {__version__}, the sweep expects {job.version}")
+        raise InputError(f"worker {worker_name()} has perpsim {__version__}, the sweep expects {job.version}")
     if tape_hashes(job.tape) != job.tape_sha256:
-        raise InputError(f"{job.tape}: content on worker {_worker_name()} differs from when the sweep was planned")
+        raise InputError(f"{job.tape}: content on worker {worker_name()} differs from when the sweep was planned")
     over = _overrides(job.strategy, job.seed, job.interval_s, job.symbols, job.params, job.config)
     result = replay(job.tape, profile=job.profile, overrides=over, out=job.run_dir)
     if hashlib.sha256(_canonical(result.config)).hexdigest() != job.config_sha256:
-        raise InputError(f"profile {job.profile!r} resolves differently on worker {_worker_name()}")
+        raise InputError(f"profile {job.profile!r} resolves differently on worker {worker_name()}")
     s = result.summary
     u = s["units"]
     equity = [row.equity for row in result.equity_rows]
@@ -617,184 +588,6 @@ def _job_row(job: Job, out: Outcome, attempts: int) -> dict[str, Any]:
     return row
 
 
-# --- fan-out ---------------------------------------------------------------------------------------
-
-
-def _guarded(func: Callable[[Any], Any], item: Any) -> Outcome:
-    """Run ``func(item)`` in a worker; every exception becomes text, which always unpickles."""
-    try:
-        return Outcome(ok=True, value=func(item), worker=_worker_name())
-    except Exception as exc:
-        return Outcome(ok=False, error=_error_text(exc), worker=_worker_name())
-
-
-def _connect(scheduler: str, timeout: float) -> Any:
-    """A Dask client, or an InputError within ``timeout`` seconds naming the address."""
-    import distributed
-
-    new_client: Any = distributed.Client
-    try:
-        client: Any = new_client(scheduler, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise InputError(f"cannot reach Dask scheduler {scheduler} within {timeout:g} s: {reason}") from exc
-    try:
-        client.wait_for_workers(1, timeout=timeout)
-    except (OSError, TimeoutError) as exc:
-        client.close()
-        raise InputError(f"Dask scheduler {scheduler} has no workers (waited {timeout:g} s)") from exc
-    return client
-
-
-def fan_out(
-    func: Callable[[Any], Any],
-    items: Sequence[Any],
-    *,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    client: Any = None,
-    connect_timeout: float = 10.0,
-    retries: int = 1,
-) -> Generator[tuple[int, Outcome, int], None, None]:
-    """Call ``func`` on every item in parallel, yielding ``(index, outcome, attempts)`` as they finish.
-
-    ``func`` must be importable by name (a module-level function) and items
-    picklable, since both travel to other processes. A call that raises, or whose
-    worker dies, is retried up to ``retries`` times; the last failure is yielded
-    as ``Outcome(ok=False, error=...)``, never raised. Sweeps use this; so can any
-    many-tapes check (``drift --many``).
-
-    Args:
-        func: the work, ``func(item) -> value``.
-        items: the inputs.
-        workers: processes of the local pool (default ``os.cpu_count()``); 0 runs
-            the calls one by one in this process (debugging, notebooks).
-        scheduler: a Dask scheduler address (``tcp://host:port``); replaces the pool.
-        client: a connected ``distributed.Client`` to use instead (left open).
-        connect_timeout: seconds to reach the scheduler and see a worker.
-        retries: extra attempts for a failing call.
-
-    Raises:
-        InputError: the scheduler cannot be reached or has no workers.
-    """
-    if not items:
-        return
-    if client is not None:
-        yield from _fan_out_dask(func, items, client, retries)
-    elif scheduler is not None:
-        own = _connect(scheduler, connect_timeout)
-        try:
-            yield from _fan_out_dask(func, items, own, retries)
-        finally:
-            own.close()
-    elif workers == 0:
-        for i, item in enumerate(items):
-            attempt = 1
-            out = _guarded(func, item)
-            while not out.ok and attempt <= retries:
-                attempt += 1
-                out = _guarded(func, item)
-            yield i, out, attempt
-    else:
-        n = workers if workers is not None else (os.cpu_count() or 1)
-        if n < 0:
-            raise InputError(f"workers must be >= 0, not {n}")
-        yield from _fan_out_pool(func, items, min(n, len(items)), retries)
-
-
-def _fan_out_pool(
-    func: Callable[[Any], Any], items: Sequence[Any], n: int, retries: int
-) -> Generator[tuple[int, Outcome, int], None, None]:
-    # spawn, not fork: the parent may hold threads (polars, rich) that fork would copy mid-lock.
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
-    pending: dict[Future[Outcome], tuple[int, int]] = {}
-    served = 0  # calls the current pool finished
-    dead_streak = 0  # pools in a row that died before finishing any call
-
-    def submit(i: int, attempt: int) -> None:
-        pending[pool.submit(_guarded, func, items[i])] = (i, attempt)
-
-    try:
-        for i in range(len(items)):
-            submit(i, 1)
-        while pending:
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                # One dead process breaks the whole pool: every pending call fails with it.
-                done, _ = wait(list(pending))
-            served += sum(f.exception() is None for f in done)
-            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                dead_streak = dead_streak + 1 if served == 0 else 0
-                if dead_streak >= 2:
-                    raise InputError(
-                        "worker processes died before finishing any job, twice: a crash on start-up? "
-                        "(a script that calls run_sweep must do so under `if __name__ == '__main__':`)"
-                    )
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
-                served = 0
-            for fut in sorted(done, key=lambda f: pending[f]):
-                i, attempt = pending.pop(fut)
-                exc = fut.exception()
-                if exc is None:
-                    out = fut.result()
-                elif isinstance(exc, BrokenProcessPool):
-                    out = Outcome(
-                        ok=False, error="a worker process died (killed, out of memory or crashed) during this job"
-                    )
-                else:
-                    out = Outcome(ok=False, error=_error_text(exc, where=False))
-                if not out.ok and attempt <= retries:
-                    submit(i, attempt + 1)
-                else:
-                    yield i, out, attempt
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _fan_out_dask(
-    func: Callable[[Any], Any], items: Sequence[Any], client: Any, retries: int
-) -> Generator[tuple[int, Outcome, int], None, None]:
-    import distributed
-
-    as_completed: Any = distributed.as_completed
-
-    # Keys name the attempt, so a retry is a new task and not Dask's cached result.
-    token = hashlib.sha256(f"{_worker_name()}:{time.time_ns()}".encode()).hexdigest()[:12]
-    meta: dict[str, tuple[int, int]] = {}
-
-    def submit(i: int, attempt: int) -> Any:
-        key = f"perpsim-{token}-{i}-{attempt}"
-        meta[key] = (i, attempt)
-        return client.submit(_guarded, func, items[i], key=key, pure=False, retries=0)
-
-    live: dict[str, Any] = {}
-    for i in range(len(items)):
-        f = submit(i, 1)
-        live[f.key] = f
-    ac = as_completed(list(live.values()))
-    try:
-        for fut in ac:
-            live.pop(fut.key, None)
-            i, attempt = meta.pop(fut.key)
-            try:
-                out = fut.result()
-            except Exception as exc:  # KilledWorker, CancelledError, a lost connection
-                out = Outcome(ok=False, error=_error_text(exc, where=False))
-            fut.release()
-            if not out.ok and attempt <= retries:
-                f = submit(i, attempt + 1)
-                live[f.key] = f
-                ac.add(f)
-            else:
-                yield i, out, attempt
-    finally:
-        # Stopped early (Ctrl-C, an error): do not leave our tasks running on a shared cluster.
-        if live:
-            client.cancel(list(live.values()))
-
-
 # --- the results table -----------------------------------------------------------------------------
 
 
@@ -837,38 +630,6 @@ class _Results:
         self.frame().write_parquet(tmp, compression="zstd")
         os.replace(tmp, self.path)
         self._flushed = time.monotonic()
-
-
-class _Bar:
-    """A rich progress bar on stderr, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.bar: Any = None
-        if not enabled or total == 0:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            "{task.fields[failed]} failed",
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self.task = self.bar.add_task(label, total=total, failed=0)
-        self.bar.start()
-
-    def advance(self, failed: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, failed=failed)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def run_sweep(
@@ -916,8 +677,8 @@ def run_sweep(
     t0 = time.perf_counter()
     ok = failed = 0
     # Connect before the bar starts, so an unreachable scheduler is one clear error.
-    client = _connect(scheduler, connect_timeout) if scheduler is not None and todo else None
-    bar = _Bar(progress, len(todo), f"sweep {g.name}")
+    client = connect_scheduler(scheduler, connect_timeout) if scheduler is not None and todo else None
+    bar = ProgressBar(progress, len(todo), f"sweep {g.name}")
     results = fan_out(run_job, todo, workers=workers, client=client)
     try:
         with contextlib.closing(results):

@@ -1,0 +1,333 @@
+"""Characterization (golden) tests: pin a replay's behaviour, event by event.
+
+The origin guarded the PerpsBot with a 59-test characterization suite. Here one
+golden file pins everything a replay does: its digest, its counts per event kind,
+its key figures, and the event stream itself (msgpack, zlib, base64, inside the
+JSON), so a mismatch prints the **first differing event** on both sides instead
+of "digest differs". Because replay is deterministic, a golden file only changes
+when behaviour changes; update it on purpose with ``--update``.
+
+The pytest plugin in :mod:`perpsim.sim.testing` wraps :func:`check_golden` so a
+user's own strategy gets a golden test in three lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from perpsim.core.errors import CheckFailed, InputError
+from perpsim.core.events import RunEvent
+from perpsim.core.timefmt import fmt_ns
+from perpsim.sim.runs import RunResult, file_sha256
+
+__all__ = [
+    "FORMAT",
+    "GoldenResult",
+    "characterize",
+    "check_golden",
+    "compare_golden",
+    "decode_events",
+    "encode_events",
+    "golden_record",
+    "mismatch_line",
+    "read_golden",
+    "write_golden",
+]
+
+FORMAT: Final = "perpsim.golden/1"
+_FIGURES: Final = (
+    "rows",
+    "cycles",
+    "decisions",
+    "orders",
+    "fills",
+    "rejects",
+    "funding_payments",
+    "errors",
+    "reconciles",
+)
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[RunEvent])
+
+
+def encode_events(events: list[RunEvent]) -> str:
+    """Events as base64 of zlib-compressed msgpack (the digest's own encoding, DESIGN.md §6)."""
+    return base64.b64encode(zlib.compress(_encoder.encode(events), 9)).decode("ascii")
+
+
+def decode_events(data: str) -> list[RunEvent]:
+    """The inverse of :func:`encode_events`."""
+    return _decoder.decode(zlib.decompress(base64.b64decode(data)))
+
+
+def golden_record(result: RunResult, *, tape: str | Path | None = None) -> dict[str, Any]:
+    """The golden JSON of a replay: identity, digest, counts, figures and the events."""
+    if result.run_events is None:
+        raise InputError("characterize: the replay did not keep its events; replay with keep_events=True")
+    counts: dict[str, int] = {}
+    for ev in result.run_events:
+        counts[ev.kind] = counts.get(ev.kind, 0) + 1
+    s = result.summary
+    figures: dict[str, Any] = {k: s.get(k) for k in _FIGURES}
+    figures.update({f"{k}_units": v for k, v in (s.get("units") or {}).items()})
+    figures["positions"] = s.get("positions", {})
+    from perpsim import __version__
+
+    tape_info: dict[str, Any] | None = None
+    if tape is not None and Path(tape).is_file():
+        tape_info = {"name": Path(tape).name, "sha256": file_sha256(Path(tape))}
+    record = {
+        "format": FORMAT,
+        "perpsim_version": __version__,
+        "tape": tape_info,
+        "config": result.config,
+        "digest": result.digest,
+        "event_count": len(result.run_events),
+        "counts": dict(sorted(counts.items())),
+        "figures": figures,
+        "events": {"encoding": "msgpack+zlib+base64", "data": encode_events(result.run_events)},
+    }
+    # A JSON round trip, so a fresh record compares equal to one read back (tuples become lists).
+    out: dict[str, Any] = json.loads(json.dumps(record))
+    return out
+
+
+def write_golden(path: str | Path, record: dict[str, Any]) -> Path:
+    """Write a golden file (creating its folder); keys are stable so diffs stay small."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(record, indent=2) + "\n")
+    return p
+
+
+def read_golden(path: str | Path) -> dict[str, Any]:
+    """Read a golden file.
+
+    Raises:
+        InputError: missing (with the hint to create it), not JSON, or not a golden file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: golden file not found; run with --update to create it")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{p}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"{p}: not a perpsim golden file (expected format {FORMAT!r})")
+    return data
+
+
+class GoldenResult(msgspec.Struct, kw_only=True):
+    """The outcome of a comparison; ``lines`` explain a mismatch for people."""
+
+    path: str
+    ok: bool
+    updated: bool
+    digest: str
+    golden_digest: str | None
+    event_count: int
+    first_difference: dict[str, Any] | None
+    counts: dict[str, dict[str, int]]
+    figures: dict[str, dict[str, Any]]
+    config: list[dict[str, Any]]
+    notes: list[str]
+    lines: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        return out
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k in sorted(d):
+        out.update(_flat(d[k], f"{prefix}{k}."))
+    return out
+
+
+def _ev_dict(ev: RunEvent | None) -> dict[str, Any] | None:
+    if ev is None:
+        return None
+    return {k: v for k, v in msgspec.structs.asdict(ev).items() if v is not None}
+
+
+def _ev_line(ev: RunEvent | None) -> str:
+    if ev is None:
+        return "(no event: the stream ended)"
+    fields = " ".join(f"{k}={v}" for k, v in (_ev_dict(ev) or {}).items() if k not in ("ts", "recv_ts", "kind"))
+    return f"{fmt_ns(ev.ts)} {ev.kind} {fields}"
+
+
+def compare_golden(golden: dict[str, Any], now: dict[str, Any], path: str = "<golden>") -> GoldenResult:
+    """Compare a stored golden record with a fresh one; the first differing event wins.
+
+    Only fields that should be equal are compared: everything, since replay is
+    deterministic. Timing of the replay itself (wall time) is not in the record.
+    """
+    notes: list[str] = []
+    old_events = decode_events(golden["events"]["data"]) if golden.get("events") else []
+    new_events = decode_events(now["events"]["data"])
+    first: dict[str, Any] | None = None
+    n = min(len(old_events), len(new_events))
+    idx = next((i for i in range(n) if old_events[i] != new_events[i]), None)
+    if idx is None and len(old_events) != len(new_events):
+        idx = n
+    if idx is not None:
+        a = old_events[idx] if idx < len(old_events) else None
+        b = new_events[idx] if idx < len(new_events) else None
+        fields = (
+            [f for f in RunEvent.__struct_fields__ if getattr(a, f) != getattr(b, f)]
+            if a is not None and b is not None
+            else ["(event missing)"]
+        )
+        first = {
+            "index": idx,
+            "time": fmt_ns((a or b).ts) if (a or b) is not None else None,  # type: ignore[union-attr]
+            "kind_golden": None if a is None else a.kind,
+            "kind_now": None if b is None else b.kind,
+            "fields": fields,
+            "golden": _ev_dict(a),
+            "now": _ev_dict(b),
+        }
+    kinds = sorted(set(golden.get("counts", {})) | set(now["counts"]))
+    counts = {
+        k: {"golden": int(golden.get("counts", {}).get(k, 0)), "now": int(now["counts"].get(k, 0))}
+        for k in kinds
+        if golden.get("counts", {}).get(k, 0) != now["counts"].get(k, 0)
+    }
+    fg, fn = _flat(golden.get("figures", {})), _flat(now["figures"])
+    figures = {k: {"golden": fg.get(k), "now": fn.get(k)} for k in sorted(set(fg) | set(fn)) if fg.get(k) != fn.get(k)}
+    cg, cn = _flat(golden.get("config", {})), _flat(now["config"])
+    config = [
+        {"key": k, "golden": cg.get(k), "now": cn.get(k)} for k in sorted(set(cg) | set(cn)) if cg.get(k) != cn.get(k)
+    ]
+    if golden.get("tape") and now.get("tape") and golden["tape"].get("sha256") != now["tape"].get("sha256"):
+        notes.append(
+            f"the tape differs from the one the golden file was recorded on ({golden['tape'].get('name')} "
+            f"sha256 {str(golden['tape'].get('sha256'))[:12]} vs {str(now['tape'].get('sha256'))[:12]})"
+        )
+    if golden.get("perpsim_version") != now.get("perpsim_version"):
+        notes.append(f"recorded with perpsim {golden.get('perpsim_version')}, now {now.get('perpsim_version')}")
+    ok = golden.get("digest") == now["digest"] and first is None and not counts and not figures
+    lines: list[str] = []
+    if ok:
+        lines.append(f"golden match: {now['event_count']} events, digest {now['digest'][:16]}")
+    else:
+        lines.append(
+            f"golden mismatch: digest {str(golden.get('digest'))[:16]} (golden) vs {now['digest'][:16]} (now), "
+            f"{golden.get('event_count')} vs {now['event_count']} events"
+        )
+        if first is not None:
+            lines.append(f"first differing event #{first['index']} ({', '.join(first['fields'])}):")
+            lines.append(
+                f"  golden: {_ev_line(old_events[idx] if idx is not None and idx < len(old_events) else None)}"
+            )
+            lines.append(
+                f"  now:    {_ev_line(new_events[idx] if idx is not None and idx < len(new_events) else None)}"
+            )
+        for k, c in counts.items():
+            lines.append(f"count {k}: {c['golden']} (golden) vs {c['now']} (now)")
+        for k, f in list(figures.items())[:12]:
+            lines.append(f"figure {k}: {f['golden']} (golden) vs {f['now']} (now)")
+        for cf in config:
+            lines.append(f"config {cf['key']}: {cf['golden']} (golden) vs {cf['now']} (now)")
+    lines += [f"note: {x}" for x in notes]
+    return GoldenResult(
+        path=path,
+        ok=ok,
+        updated=False,
+        digest=now["digest"],
+        golden_digest=golden.get("digest"),
+        event_count=now["event_count"],
+        first_difference=first,
+        counts=counts,
+        figures=figures,
+        config=config,
+        notes=notes,
+        lines=lines,
+    )
+
+
+def check_golden(
+    result: RunResult, golden: str | Path, *, update: bool = False, tape: str | Path | None = None
+) -> GoldenResult:
+    """Compare a replay result with a golden file, or (``update``) write it.
+
+    Raises:
+        InputError: the golden file is missing (and ``update`` is False) or unreadable.
+    """
+    now = golden_record(result, tape=tape)
+    p = Path(golden)
+    if update:
+        old = read_golden(p) if p.is_file() else None
+        write_golden(p, now)
+        res = compare_golden(old, now, str(p)) if old is not None else None
+        changed = res is not None and not res.ok
+        verb = "updated" if changed else ("unchanged" if res is not None else "created")
+        lines = [f"golden {verb}: {p} ({now['event_count']} events, digest {now['digest'][:16]})"]
+        if res is not None and not res.ok:
+            lines += ["was:", *[f"  {x}" for x in res.lines]]
+        return GoldenResult(
+            path=str(p),
+            ok=True,
+            updated=True,
+            digest=now["digest"],
+            golden_digest=now["digest"],
+            event_count=now["event_count"],
+            first_difference=None if res is None else res.first_difference,
+            counts={} if res is None else res.counts,
+            figures={} if res is None else res.figures,
+            config=[] if res is None else res.config,
+            notes=[],
+            lines=lines,
+        )
+    return compare_golden(read_golden(p), now, str(p))
+
+
+def characterize(
+    tape: str | Path | Any,
+    golden: str | Path,
+    *,
+    update: bool = False,
+    raise_on_mismatch: bool = True,
+    **replay_kwargs: Any,
+) -> GoldenResult:
+    """Replay ``tape`` and compare with (or, with ``update``, write) the golden file.
+
+    ``replay_kwargs`` go to :func:`perpsim.replay` (``strategy``, ``params``,
+    ``profile``, ``seed``, ``symbols``, ``interval_s``, ``config``, ...).
+
+    Raises:
+        InputError: a bad tape, config or golden file.
+        CheckFailed: the replay differs from the golden file (when
+            ``raise_on_mismatch``); the message names the first differing event.
+    """
+    from perpsim.sim.replay import replay
+
+    replay_kwargs.setdefault("keep_events", True)
+    result = replay(tape, **replay_kwargs)
+    res = check_golden(result, golden, update=update, tape=tape if isinstance(tape, (str, Path)) else None)
+    if not res.ok and raise_on_mismatch:
+        raise CheckFailed(f"characterize: {mismatch_line(res)}")
+    return res
+
+
+def mismatch_line(res: GoldenResult) -> str:
+    """One line for a mismatch: the file, and the first differing event if there is one."""
+    fd = res.first_difference
+    if fd is None:
+        return f"{res.path}: {res.lines[0]}"
+    kind = fd["kind_golden"] or fd["kind_now"]
+    return (
+        f"{res.path}: replay differs from the golden file at event #{fd['index']} "
+        f"({kind} at {fd['time']}; {', '.join(fd['fields'])})"
+    )

@@ -1,0 +1,134 @@
+"""Soaks: days of clock time in seconds; a leaking strategy fails, the baseline bot passes."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from perpsim.core.baseline import MACrossover
+from perpsim.core.errors import CheckFailed
+from perpsim.core.strategy import Context
+from perpsim.sim.soak import LoopedTape, run_soak, soak
+from perpsim.tapes import open_tape, synth
+
+H = 3600 * 10**9
+
+
+class KeepsMarks(MACrossover):
+    """The baseline bot plus a leak: every cycle it keeps a copy of each symbol's mark window."""
+
+    defaults: ClassVar[dict[str, Any]] = MACrossover.defaults
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.kept: list[list[float]] = []
+
+    def on_cycle(self, ctx: Context) -> None:
+        super().on_cycle(ctx)
+        for sym in ctx.symbols:
+            self.kept.append(ctx.marks(sym))
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from perpsim.cli import main, perpsim_cli
+    from perpsim.cli_analysis import characterize, drift, runs, soak
+
+    for cmd in (characterize, drift, runs, soak):
+        if cmd.name not in perpsim_cli.commands:
+            perpsim_cli.add_command(cmd)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tape(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synth(hours=2, symbols=["BTC-PERP", "ETH-PERP"], seed=5, out=tmp_path_factory.mktemp("soak") / "t.parquet")
+
+
+def test_soak_baseline_bot_passes_every_criterion(tape: Path) -> None:
+    rep = soak(tape, duration_ns=6 * H)
+    assert rep.ok and rep.looped and rep.loops == 3
+    assert rep.cycles == 360 and rep.errors["total"] == 0
+    assert rep.clock_end_ns - rep.clock_start_ns >= 6 * H - 60 * 10**9
+    assert {c["name"] for c in rep.checks} >= {"heap growth", "RSS growth", "errors", "queue outbox bounded"}
+    assert rep.timers_ms["cycle"]["n"] == 360 and rep.timers_ms["cycle"]["p95"] > 0
+    assert len(rep.samples) == 6 and rep.memory["warm_sample"] == 2  # warm after the first loop (2h01m)
+    assert any("looped the 2h00m tape 3 times" in n for n in rep.notes)
+    assert any("mark window sees one large move" in n for n in rep.notes)
+
+
+def test_soak_catches_a_strategy_that_keeps_references(tape: Path) -> None:
+    rep = run_soak(tape, duration_ns=6 * H, strategy=KeepsMarks)
+    assert not rep.ok
+    assert [c["name"] for c in rep.failed] == ["heap growth"]
+    assert rep.memory["heap_growth"] > 0.2
+    assert rep.top_growth[0]["where"].startswith("core/strategy.py:")  # ctx.marks() copies, named
+    with pytest.raises(CheckFailed, match="heap growth"):
+        soak(tape, duration_ns=6 * H, strategy=KeepsMarks)
+
+
+def test_soak_is_deterministic_and_loops_keep_the_clock_running(tape: Path) -> None:
+    a = run_soak(tape, duration_ns=5 * H, trace_memory=False)
+    b = run_soak(tape, duration_ns=5 * H, trace_memory=False)
+    assert a.digest == b.digest and a.ok and a.memory["heap_growth"] is None
+    looped = LoopedTape(open_tape(tape), 5 * H, 60 * 10**9, boundary_ns=H)
+    assert looped.period_ns % (60 * 10**9) == 0 and looped.period_ns > looped.span_ns
+    last, n = -1, 0
+    seqs: dict[str, list[int]] = {}
+    for chunk in looped.batches():
+        assert int(chunk.clock[0]) >= last and bool(np.all(np.diff(chunk.clock) >= 0))
+        last = int(chunk.clock[-1])
+        for code, sym in enumerate(chunk.symbols):
+            seqs.setdefault(sym, []).extend(chunk.seq[(chunk.symbol == code) & (chunk.seq >= 0)].tolist())
+        n += len(chunk)
+    for sym, seq in seqs.items():  # each venue sequence keeps increasing across the seams
+        assert seq and bool(np.all(np.diff(seq) > 0)), sym
+    assert last < looped.start_ns + 5 * H and n > 2 * looped.rows_per_loop
+
+
+def test_soak_cli_passes_baseline_and_fails_a_leak(tape: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = _cli("soak", str(tape), "--duration", "6h", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["ok"] and data["cycles"] == 360
+    mod = tmp_path / "leaky_strategy_mod.py"
+    mod.write_text(
+        textwrap.dedent(
+            """
+            from perpsim.core.baseline import MACrossover
+
+            class Leaky(MACrossover):
+                kept = []
+
+                def on_cycle(self, ctx):
+                    super().on_cycle(ctx)
+                    for s in ctx.symbols:
+                        self.kept.append(ctx.marks(s))
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, err = _cli("soak", str(tape), "--duration", "6h", "--strategy", "leaky_strategy_mod:Leaky")
+    assert code == 1 and "soak: FAIL" in out and "looped the 2h00m tape" in out and "cycle p95" in out
+    assert err.startswith("perpsim: soak: 1 criteria failed: heap growth") and len(err.strip().splitlines()) == 1
+
+
+def test_soak_cli_bad_input_exits_2(tmp_path: Path) -> None:
+    code, _, err = _cli("soak", str(tmp_path / "nope.parquet"), "--duration", "1h")
+    assert code == 2 and "nope.parquet" in err
+    code, _, err = _cli("soak", str(tmp_path / "nope.parquet"), "--duration", "forever")
+    assert code == 2 and "--duration" in err
