@@ -6,14 +6,25 @@ refused by msgspec with the key named, and :func:`check` adds range checks.
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 import msgspec
+
 from perpsim.core.errors import ConfigError
 
 MAX_VENUE_LEVERAGE = 20.0
 
-__all__ = ["MAX_VENUE_LEVERAGE", "RiskConfig", "RunConfig", "VenueConfig", "check", "load_config"]
+__all__ = [
+    "MAX_VENUE_LEVERAGE",
+    "FeeTier",
+    "RiskConfig",
+    "RunConfig",
+    "VenueConfig",
+    "check",
+    "check_venue",
+    "load_config",
+]
 
 
 class FeeTier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -189,8 +200,10 @@ def check_venue(v: VenueConfig) -> VenueConfig:
     if v.funding == "schedule" and not v.funding_schedule:
         raise ConfigError("venue.funding = 'schedule' needs venue.funding_schedule (symbol = CSV path)")
     mins = [t.min_volume_30d for t in v.fee_tiers]
-    if any(b <= a for a, b in zip(mins, mins[1:])):
+    if any(b <= a for a, b in itertools.pairwise(mins)):
         raise ConfigError(f"venue.fee_tiers must have strictly ascending min_volume_30d, got {mins}")
     if v.fee_tier is not None and not 0 <= v.fee_tier < len(v.fee_tiers):
-        raise ConfigError(f"venue.fee_tier {v.fee_tier} is not an index into venue.fee_tiers ({len(v.fee_tiers)} tiers)")
+        raise ConfigError(
+            f"venue.fee_tier {v.fee_tier} is not an index into venue.fee_tiers ({len(v.fee_tiers)} tiers)"
+        )
     return v

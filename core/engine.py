@@ -136,7 +136,7 @@ class Engine:
         self.cycles = 0
         self.rows = 0
         self.errors = 0
-        self._pending: list[Fill | OrderUpdate] = []
+        self._pending: list[Fill | OrderUpdate | FundingPayment] = []
         self._order: list[str] = []
         self._seen: list[bool] = []
         self._next_order_id = 0
@@ -312,7 +312,7 @@ class Engine:
             if ev is not None and self._on_funding is not None:
                 assert ev.amount is not None and ev.price is not None
                 pay = FundingPayment(symbol=m.names[s], rate=rate, mark=ev.price, amount=ev.amount, ts=ts)
-                self._call(self._on_funding, pay)
+                self._call(self._on_funding, self.ctx, pay)
         elif k == Kind.MARK:
             m.mark_px[s] = price[i]
             m.mark_ts[s] = clk[i]
@@ -330,7 +330,7 @@ class Engine:
             ev: MarketEvent = Trade(
                 ts=ts[i], recv_ts=rts[i], symbol=m.names[s], price=price[i], size=size[i], side=side[i]
             )
-            self._call(self._on_trade, ev)
+            self._call(self._on_trade, self.ctx, ev)
         elif k == 1 and self._on_quote is not None:
             ev = Quote(
                 ts=ts[i],
@@ -341,7 +341,7 @@ class Engine:
                 ask=ask[i],
                 ask_size=asz[i],
             )
-            self._call(self._on_quote, ev)
+            self._call(self._on_quote, self.ctx, ev)
         else:
             return False
         due_after = getattr(self.clock, "next_due", None)
@@ -528,7 +528,7 @@ class Engine:
             self._seen[sid] = True
         return sid
 
-    def _pending_append(self, update: Fill | OrderUpdate) -> None:
+    def _pending_append(self, update: Fill | OrderUpdate | FundingPayment) -> None:
         self._pending.append(update)
 
     def _call(self, fn: Callable[..., object], *args: Any) -> None:
@@ -552,10 +552,10 @@ class Engine:
             update = self._pending.pop(0)
             if isinstance(update, FundingPayment):  # a scheduled settlement (venue.funding != "tape")
                 if self._on_funding is not None:
-                    self._call(self._on_funding, update)
+                    self._call(self._on_funding, self.ctx, update)
                 continue
             if self.bot is not None:
                 self.bot.on_update(update)
             hook = self._on_fill if isinstance(update, Fill) else self._on_order
             if hook is not None:
-                self._call(hook, update)
+                self._call(hook, self.ctx, update)

@@ -39,17 +39,36 @@ class FastIndex:
             (kind != Kind.TRADE) & (kind != Kind.QUOTE) & (kind != Kind.MARK)
         ).tolist()
         self.by_symbol: list[tuple[int, list[int], list[int], list[int]]] = []
+        # per engine symbol id: (row indices, the price that moves the venue mark) of its price rows
+        self.prices: dict[int, tuple[Any, Any]] = {}
         present = np.unique(code).tolist()
         for c in present:
             mine = code == c
-            self.by_symbol.append(
-                (
-                    sids[c],
-                    np.flatnonzero(mine & (kind == Kind.TRADE)).tolist(),
-                    np.flatnonzero(mine & (kind == Kind.QUOTE)).tolist(),
-                    np.flatnonzero(mine & (kind == Kind.MARK)).tolist(),
-                )
-            )
+            trades = np.flatnonzero(mine & (kind == Kind.TRADE))
+            quotes = np.flatnonzero(mine & (kind == Kind.QUOTE))
+            marks = np.flatnonzero(mine & (kind == Kind.MARK))
+            self.by_symbol.append((sids[c], trades.tolist(), quotes.tolist(), marks.tolist()))
+            rows = np.flatnonzero(mine & ((kind == Kind.TRADE) | (kind == Kind.QUOTE) | (kind == Kind.MARK)))
+            px = np.where(batch.kind[rows] == Kind.QUOTE, (batch.bid[rows] + batch.ask[rows]) / 2, batch.price[rows])
+            self.prices[sids[c]] = (rows, px)
+
+    def first_outside(self, sid: int, lo_row: int, hi_row: int, lo: float, hi: float) -> int:
+        """The first row in ``[lo_row, hi_row)`` where ``sid``'s price (trade, mark, or quote mid)
+        is not strictly inside ``(lo, hi)``; ``hi_row`` if none.
+
+        Conservative: any row that might move the venue mark out of the band is a stop,
+        and the reference loop dispatches it.
+        """
+        found = self.prices.get(sid)
+        if found is None:
+            return hi_row
+        rows, px = found
+        a, b = np.searchsorted(rows, (lo_row, hi_row))
+        if a == b:
+            return hi_row
+        seg = px[a:b]
+        out = np.flatnonzero((seg <= lo) | (seg >= hi) | (seg != seg))
+        return int(rows[a + out[0]]) if out.size else hi_row
 
     def sync(self, engine: Engine, p: int) -> None:
         """Make market state what the reference loop leaves after rows ``< p`` of this batch."""

@@ -102,13 +102,16 @@ class Ledger:
         contract_size: Fraction,
         ts: int,
         inverse: bool = False,
+        fee_cap: int | None = None,
     ) -> Booking:
         """Book a fill of ``signed_qty`` (+ buy, - sell) at ``price``.
 
         Realized PnL is on the closed part at ``(price - entry) * sign(position)``
         (inverse: ``(1/entry - 1/price)``, in coin); a fill that flips through zero
         closes the old position and opens the rest at ``price``. ``fee_rate`` may be
-        negative (a maker rebate).
+        negative (a maker rebate). ``fee_cap`` (units) limits a positive fee to what cash
+        holds after the realized PnL, never below zero (a liquidation fee takes at most the
+        remaining margin).
         """
         pos = self.position(symbol)
         pos.contract_size = contract_size
@@ -137,6 +140,8 @@ class Ledger:
         realized_u = to_units(realized)
         traded = abs(signed_qty) * contract_size
         fee_u = to_units((traded / price if inverse else traded * price) * fee_rate)
+        if fee_cap is not None and fee_u > 0:
+            fee_u = min(fee_u, max(fee_cap + realized_u, 0))
         self.realized += realized_u
         self.fees += fee_u
         self.cash += realized_u - fee_u

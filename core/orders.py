@@ -59,6 +59,7 @@ from fractions import Fraction
 from typing import Final, Literal
 
 import msgspec
+
 from perpsim.core.instruments import Instrument, exact
 
 __all__ = [

@@ -140,32 +140,43 @@ class ReplayDriver:
     def _run_fast(self, batch: Batch) -> None:
         """Jump between the rows where something can happen (core/fastpath.py).
 
-        Timers and rows other than trades, quotes and marks are stops; between stops
-        the market state is synced in bulk. While the venue holds an order that
-        could fill, rows up to the next timer go through the reference loop.
+        Stops: due timers, rows other than trades, quotes and marks, and, while
+        positions are open, the first price row of a position's symbol that leaves its
+        share of the margin slack (``Margin.skip_band``). Between stops market state is
+        synced in bulk and the stop row goes through the reference loop. While the
+        venue holds a resting order, rows up to the next timer go through the
+        reference loop; so does a batch dense with book rows.
         """
         eng, clock, col, n = self.engine, self.clock, batch.clock, len(batch)
         index = FastIndex(batch, eng.symbol_ids(batch))
         special, si, ns = index.special, 0, len(index.special)
-        active = eng.venue.active
+        if ns * 8 > n:
+            eng.load(batch)
+            self._run_reference(batch, 0, n)
+            return
+        venue = eng.venue
+        active = venue.active
         last = int(col[-1])
         i = 0
         while i < n:
             due = clock.next_due
             j = n if due > last else int(np.searchsorted(col, due, side="left"))
-            if any(active):
+            watched = [s for s, on in enumerate(active) if on] if any(active) else []
+            if any(venue.has_orders(s) for s in watched):
+                index.sync(eng, i)
                 if j > i:
-                    index.sync(eng, i)
                     eng.load(batch, i, j)
                     i = eng.run(i, j)
                     clock.set_now(int(col[i - 1]))
                 else:
-                    index.sync(eng, i)
                     clock.advance_to(int(col[i]))
                 continue
             while si < ns and special[si] < i:
                 si += 1
             p = min(j, special[si] if si < ns else n)
+            if watched:
+                index.sync(eng, i)
+                p = self._band_stop(index, watched, i, p)
             if p > i:
                 eng.rows += p - i
                 i = p
@@ -181,6 +192,22 @@ class ReplayDriver:
                 clock.set_now(int(col[i]))
                 i += 1
         index.sync(eng, n)
+
+    def _band_stop(self, index: FastIndex, watched: list[int], i: int, p: int) -> int:
+        """The first row before ``p`` where a watched symbol's price leaves its skip band."""
+        m, margin = self.engine.market, self.engine.venue.margin
+        for sid in watched:  # the reference loop leaves each contribution at its last price row
+            px = m.mark_px[sid]
+            if px != px:
+                px = m.last_px[sid]
+            if px != px and m.bid[sid] == m.bid[sid]:
+                px = (m.bid[sid] + m.ask[sid]) / 2
+            if px == px:
+                margin.resync(sid, px)
+        for sid in watched:
+            lo, hi = margin.skip_band(sid, len(watched))
+            p = index.first_outside(sid, i, p, lo, hi)
+        return p
 
     def _choose_timer_mode(self) -> None:
         """Take timer firings from the tape when it recorded the same timer set (DESIGN.md §3)."""
