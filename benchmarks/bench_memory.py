@@ -1,15 +1,14 @@
 """Peak RSS of a whole replay process against tape length (issue 7: flat, < 500 MB at 50M events).
 
 A tape of N million rows is a folder of 5M-row synthetic files (the clock continues
-across files). Each replay runs in a fresh process; its peak RSS comes from
-``resource.getrusage(RUSAGE_CHILDREN)``.
+across files), each made in its own process. Each replay runs in a fresh process that
+reports its own peak RSS (``getrusage(RUSAGE_SELF)``).
 
 Run: ``.venv/bin/pytest benchmarks/bench_memory.py -s`` (the 50M tape takes a few minutes to make).
 """
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from perpsim.tapes.synth import synth
 
 HOURS_PER_5M = 463  # 2 symbols x (30 trades + 60 quotes) per minute
 START = 1_704_067_200 * 10**9
@@ -30,17 +28,21 @@ def make_folder(root: Path, millions: int) -> Path:
         out = folder / f"{k:03d}.parquet"
         if not out.exists():
             hours = HOURS_PER_5M if millions >= 5 else HOURS_PER_5M * millions / 5
-            synth(
-                hours=hours,
-                symbols=["BTC-PERP", "ETH-PERP"],
-                seed=k,
-                out=out,
-                start_ns=START + k * HOURS_PER_5M * 3600 * 10**9,
+            # in a child process: a fat parent would inflate the children's peak RSS after fork
+            code = (
+                "import sys; from perpsim.tapes.synth import synth; "
+                "synth(hours=float(sys.argv[1]), symbols=['BTC-PERP', 'ETH-PERP'], seed=int(sys.argv[2]), "
+                "out=sys.argv[3], start_ns=int(sys.argv[4]))"
             )
+            start = START + k * HOURS_PER_5M * 3600 * 10**9
+            subprocess.run([sys.executable, "-c", code, str(hours), str(k), str(out), str(start)], check=True)
     return folder
 
 
-_CODE = "import sys, perpsim; r = perpsim.replay(sys.argv[1], out=sys.argv[2]); print(r.summary['rows'])"
+_CODE = (
+    "import resource, sys, perpsim; r = perpsim.replay(sys.argv[1], out=sys.argv[2]); "
+    "print(r.summary['rows'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+)
 
 
 @pytest.mark.parametrize("millions", [1, 10, 50])
@@ -48,7 +50,6 @@ def test_bench_peak_rss(tmp_path_factory: pytest.TempPathFactory, millions: int)
     root = tmp_path_factory.getbasetemp() / "mem-tapes"
     root.mkdir(exist_ok=True)
     folder = make_folder(root, millions)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", _CODE, str(folder), str(root / f"run-{millions}")],
@@ -57,7 +58,7 @@ def test_bench_peak_rss(tmp_path_factory: pytest.TempPathFactory, millions: int)
         check=True,
     )
     wall = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    rows = int(out.stdout.strip())
-    print(f"\n{millions}M: rows {rows:,}, wall {wall:.1f} s, peak RSS {peak_mb:.0f} MB (previous max {before / 1024:.0f})")
+    rows_text, peak_kb = out.stdout.split()
+    rows, peak_mb = int(rows_text), int(peak_kb) / 1024
+    print(f"\n{millions}M: rows {rows:,}, wall {wall:.1f} s, peak RSS {peak_mb:.0f} MB")
     assert rows > 0
