@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-
 HOURS_PER_5M = 463  # 2 symbols x (30 trades + 60 quotes) per minute
 START = 1_704_067_200 * 10**9
 

@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any, Final
 
 import msgspec
+import numpy as np
 
 from perpsim.core.batch import Batch, batch_from_events
 from perpsim.core.book import Book
@@ -61,6 +62,18 @@ def _bad_price(ev: MarketEvent) -> str | None:
         if not px > 0:
             return f"{type(ev).__name__.lower()} price {px!r}"
     return None
+
+
+class _Lazy:
+    """A numpy column read one element at a time, as a Python scalar."""
+
+    __slots__ = ("arr",)
+
+    def __init__(self, arr: Any) -> None:
+        self.arr = arr
+
+    def __getitem__(self, i: int) -> Any:
+        return self.arr[i].item()
 
 
 def _slice(batch: Batch, lo: int, hi: int) -> Batch:
@@ -151,7 +164,7 @@ class Engine:
         self._on_fill = getattr(strategy, "on_fill", None)
         self._on_order = getattr(strategy, "on_order", None)
         self._on_funding = getattr(strategy, "on_funding", None)
-        self._loaded: tuple[list[Any], ...] = ()
+        self._loaded: tuple[Any, ...] = ()
         self._base = 0
         self._text: list[str | None] = []
         self.started = False
@@ -196,10 +209,12 @@ class Engine:
         self._base = lo
         if lo != 0 or hi is not None:
             batch = _slice(batch, lo, len(batch) if hi is None else hi)
+        # Columns every trade or quote row reads become lists; the rest are read rarely
+        # and convert one element at a time.
         self._loaded = (
             batch.clock.tolist(),
             batch.kind.tolist(),
-            [sid_of[c] for c in batch.symbol.tolist()],
+            np.asarray(sid_of, dtype=np.int64)[batch.symbol].tolist(),
             batch.price.tolist(),
             batch.size.tolist(),
             batch.side.tolist(),
@@ -207,12 +222,12 @@ class Engine:
             batch.bid_size.tolist(),
             batch.ask.tolist(),
             batch.ask_size.tolist(),
-            batch.rate.tolist(),
-            batch.next_ts.tolist(),
-            batch.ts.tolist(),
-            batch.recv_ts.tolist(),
-            batch.flags.tolist(),
-            batch.seq.tolist(),
+            _Lazy(batch.rate),
+            _Lazy(batch.next_ts),
+            _Lazy(batch.ts),
+            _Lazy(batch.recv_ts),
+            _Lazy(batch.flags),
+            _Lazy(batch.seq),
         )
         self._text = batch.text
 
