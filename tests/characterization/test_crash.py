@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from perpsim.core.events import Trade
-from tests.helpers import MIN, S, T0, kinds, run
+from tests.helpers import MIN, T0, S, kinds, run
 
 
 def crash_tape() -> list[Trade]:
