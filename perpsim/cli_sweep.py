@@ -1,4 +1,4 @@
-"""``perpsim sweep GRID.toml``: a parameter grid fanned out to a process pool or a Dask cluster.
+"""``perpsim sweep GRID.toml`` (and the body of ``drift --many``): work fanned out to a pool or Dask.
 
 The work is :func:`perpsim.sim.sweep.run_sweep` (DESIGN.md §8); this module only
 parses options and prints. Bad grids and unreachable schedulers raise
@@ -12,17 +12,21 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+import msgspec
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from perpsim.core.errors import CheckFailed, ConfigError
-from perpsim.sim.sweep import SweepReport
 
-__all__ = ["print_sweep", "sweep"]
+if TYPE_CHECKING:  # the CLI imports this module at start-up; polars and the sweep load on use
+    from perpsim.sim.drift_many import DriftManyReport
+    from perpsim.sim.sweep import SweepReport
+
+__all__ = ["drift_many_cli", "print_drift_many", "print_sweep", "sweep"]
 
 _SHOWN_FAILURES = 10
 
@@ -198,3 +202,72 @@ def sweep(
             click.echo(f"failed: ... and {len(failures) - _SHOWN_FAILURES} more (status/error columns)", err=True)
     if failures:
         raise CheckFailed(f"sweep {report.name}: {len(failures)} of {report.ran} jobs failed; see {report.results}")
+
+
+def print_drift_many(report: DriftManyReport, console: Console) -> None:
+    """The human summary of ``drift --many``: one line per pair that is not ok, then counts."""
+    t = Table(title="drift over many runs", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    for col in ("status", "run A", "run B", "why"):
+        t.add_column(col, no_wrap=col != "why")
+    for r in report.rows:
+        if r["status"] != "ok":
+            why = r["failed_checks"] or r["error"] or ""
+            t.add_row(r["status"], Path(r["run_a"] or "-").name, Path(r["run_b"] or "-").name, why)
+    if t.row_count:
+        console.print(t)
+    console.print(
+        f"{report.pairs} pairs: {report.ok} ok, {report.drift} drifted, {report.errors} could not be compared; "
+        f"{report.unpaired} unpaired; {report.wall_s:.2f} s" + (f" → {report.results}" if report.results else ""),
+        soft_wrap=True,
+    )
+
+
+def drift_many_cli(
+    a: Path,
+    b: Path,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    connect_timeout: float = 10.0,
+    thresholds: Any = None,
+    force: bool = False,
+    timing_tolerance_ns: int = 0,
+    out: Path | None = None,
+    as_json: bool = False,
+) -> None:
+    """The body of ``perpsim drift --many A B``: run, print, and fail when any pair is not ok.
+
+    For the ``drift`` command to call with its own parsed options.
+
+    Raises:
+        InputError: no runs under A or B, an unreachable scheduler (exit 2).
+        CheckFailed: a pair drifted, could not be compared, or had no partner (exit 1).
+    """
+    from perpsim.sim.drift_many import drift_many
+
+    if scheduler is not None and workers is not None:
+        raise ConfigError("--workers and --scheduler exclude each other (a cluster brings its own workers)")
+    console = Console(stderr=True)
+    report = drift_many(
+        a,
+        b,
+        workers=workers,
+        scheduler=scheduler,
+        connect_timeout=connect_timeout,
+        thresholds=thresholds,
+        force=force,
+        timing_tolerance_ns=timing_tolerance_ns,
+        out=out,
+        progress=console.is_terminal and not as_json,
+    )
+    if as_json:
+        data = {k: v for k, v in msgspec.to_builtins(report).items() if k != "rows"}
+        click.echo(json.dumps({**data, "pairs_table": report.rows}, indent=2, default=str))
+    else:
+        print_drift_many(report, Console())
+    bad = report.drift + report.errors + report.unpaired
+    if bad:
+        raise CheckFailed(
+            f"drift --many: {report.drift} drifted, {report.errors} not compared, {report.unpaired} unpaired "
+            f"of {report.pairs + report.unpaired} runs"
+        )

@@ -539,12 +539,13 @@ def run_job(job: Job) -> dict[str, Any]:
     if tape_hashes(job.tape) != job.tape_sha256:
         raise InputError(f"{job.tape}: content on worker {worker_name()} differs from when the sweep was planned")
     over = _overrides(job.strategy, job.seed, job.interval_s, job.symbols, job.params, job.config)
-    result = replay(job.tape, profile=job.profile, overrides=over, out=job.run_dir)
+    # Events stay in memory only when there is no run directory to stream them to (memory stays flat).
+    result = replay(job.tape, profile=job.profile, overrides=over, out=job.run_dir, keep_events=job.run_dir is None)
     if hashlib.sha256(_canonical(result.config)).hexdigest() != job.config_sha256:
         raise InputError(f"profile {job.profile!r} resolves differently on worker {worker_name()}")
     s = result.summary
     u = s["units"]
-    equity = [row.equity for row in result.equity_rows]
+    equity = result.equity["equity"].to_list()
     return {
         "digest": result.digest,
         "pnl": (u["realized"] + u["unrealized"]) / 1e8,

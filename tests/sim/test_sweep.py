@@ -42,8 +42,8 @@ from perpsim.tapes import synth
 # Columns that say where and how fast a job ran; everything else must match exactly.
 TIMING = ["wall_s", "events_per_s", "worker"]
 # distributed's own chatter at cluster start and shutdown is not ours to fail on: unclosed sockets,
-# deprecations in its dependencies, and "Port 8787 is already in use" (the scheduler's HTTP server
-# warns even with dashboard_address=None when another cluster on the machine holds the port).
+# deprecations in its dependencies, and "Port 8787 is already in use" (should a cluster ever ask for
+# the default port while another holds it; the fixture below asks for a free one).
 DASK_WARNINGS = [
     pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWarning"),
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
@@ -267,8 +267,12 @@ def cluster() -> Iterator[Any]:
     """A 2-worker, 2-process LocalCluster on loopback, shared by the Dask tests."""
     from distributed import LocalCluster
 
+    # dashboard_address=None still binds the scheduler's HTTP server to 127.0.0.1:8787, which collides
+    # with any other cluster on the machine (parallel test sessions); port 0 takes a free port.
     with quiet_dask():
-        c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1")
+        c = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", host="127.0.0.1"
+        )
     try:
         yield c
     finally:
