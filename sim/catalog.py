@@ -172,7 +172,8 @@ class Catalog:
         }
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with the views ``runs``, ``events`` and ``equity``.
+        """An in-memory DuckDB connection with the views ``runs``, ``events`` and ``equity``,
+        and ``sweeps`` (every sweep's results table) when the root holds sweeps.
 
         The Parquet files are read in place by DuckDB; nothing is copied.
         """
@@ -196,6 +197,13 @@ class Catalog:
                 empty = _empty_frame(name)
                 con.register(f"_{name}_empty", empty.to_arrow())
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_empty")
+        sweeps = sorted(str(p) for p in self.root.glob("*/results.parquet"))
+        if sweeps:  # perpsim sweep writes <root>/sweep-<name>/results.parquet
+            file_list = "[" + ", ".join(_sql_str(f) for f in sweeps) + "]"
+            con.execute(
+                "CREATE VIEW sweeps AS SELECT regexp_extract(filename, '([^/]+)/results.parquet$', 1) AS sweep, "
+                f"* EXCLUDE (filename) FROM read_parquet({file_list}, filename = true, union_by_name = true)"
+            )
         return con
 
     def query(self, sql: str) -> pl.DataFrame:

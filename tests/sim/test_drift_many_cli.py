@@ -38,3 +38,34 @@ def test_drift_many_pairs_runs_and_reports_the_changed_one(tmp_path: Path) -> No
     table = json.loads(out.stdout)["pairs_table"]
     by_tape = {Path(str(r["tape"])).name if r.get("tape") else r["run_a"]: r["status"] for r in table}
     assert sorted(by_tape.values()) == ["drift", "ok"]
+
+
+def test_sweep_results_are_queryable_in_the_catalog(tmp_path: Path) -> None:
+    from perpsim.sim.catalog import Catalog
+
+    tape = synth(hours=3, symbols=["BTC-PERP"], seed=1, out=tmp_path / "t.parquet")
+    grid = tmp_path / "grid.toml"
+    grid.write_text('name = "g"\ntapes = ["t.parquet"]\n[params]\nshort = [3, 4]\nlong = [8]\n')
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "perpsim",
+            "sweep",
+            str(grid),
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "runs" / "sweep-g"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert tape.exists()
+    rows = Catalog(tmp_path / "runs").query('SELECT sweep, "param.short", status FROM sweeps ORDER BY 2').to_dicts()
+    assert rows == [
+        {"sweep": "sweep-g", "param.short": 3, "status": "ok"},
+        {"sweep": "sweep-g", "param.short": 4, "status": "ok"},
+    ]
