@@ -53,7 +53,6 @@ __all__ = ["Margin"]
 
 _ZERO: Final = Fraction(0)
 _TOL: Final = 1e-6
-_MISSING: Final = object()
 
 
 class Margin:
@@ -81,7 +80,7 @@ class Margin:
         self.watch: list[bool] = []  # per sid: a position is open and liquidation is on
         self._cash = 0.0
         self._tol = _TOL
-        self._liq_cache: dict[object, Fraction | None] = {}
+        self._liq_cache: dict[str, tuple[object, Fraction | None]] = {}
 
     # -- exact quantities --------------------------------------------------------
 
@@ -161,13 +160,12 @@ class Margin:
             for o, p in self.ledger.positions.items()
             if o != symbol and p.qty != 0
         )
-        key = (symbol, self.ledger.cash, pos.qty, pos.entry, others)
-        cached = self._liq_cache.get(key, _MISSING)
-        if cached is not _MISSING:
-            return cached  # type: ignore[return-value]
-        if len(self._liq_cache) > 4096:
-            self._liq_cache.clear()
-        self._liq_cache[key] = found = self._liq_price(symbol, pos)
+        key = (self.ledger.cash, pos.qty, pos.entry, others)
+        last = self._liq_cache.get(symbol)
+        if last is not None and last[0] == key:
+            return last[1]
+        found = self._liq_price(symbol, pos)
+        self._liq_cache[symbol] = (key, found)  # one entry per symbol: repeated cycles hit it
         return found
 
     def _liq_price(self, symbol: str, pos: Position) -> Fraction | None:
