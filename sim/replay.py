@@ -30,7 +30,7 @@ from perpsim.sim.profiles import resolve_config
 from perpsim.sim.runs import Drawdown, RunResult, RunWriter, summarize
 from perpsim.tapes.reader import open_tape
 
-__all__ = ["ReplayDriver", "load_strategy", "replay"]
+__all__ = ["ReplayDriver", "build_config", "load_strategy", "replay"]
 
 Progress = Callable[[int], None]
 
@@ -282,6 +282,34 @@ def _select_symbols(batch: Batch, allowed: Sequence[str]) -> Batch:
     return Batch(**fields)
 
 
+def build_config(
+    profile: str = "backtest",
+    *,
+    config: str | Path | None = None,
+    strategy: type[Strategy] | str | None = None,
+    params: dict[str, Any] | None = None,
+    seed: int | None = None,
+    symbols: Sequence[str] | None = None,
+    interval_s: float | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """The run's config: the profile, then the user's file, then these arguments (checked once)."""
+    over: dict[str, Any] = dict(overrides or {})
+    if params:
+        over["params"] = params
+    if seed is not None:
+        over["seed"] = seed
+    if symbols:
+        over["symbols"] = list(symbols)
+    if interval_s is not None:
+        over["interval_s"] = interval_s
+    if isinstance(strategy, str):
+        over["strategy"] = strategy
+    elif strategy is not None:
+        over["strategy"] = f"{strategy.__module__}:{strategy.__qualname__}"
+    return resolve_config(profile, config_file=config, overrides=over)
+
+
 def replay(
     tapes: str | Path | Sequence[str | Path] | Any,
     *,
@@ -306,20 +334,16 @@ def replay(
     With ``out`` the run directory is written there (``manifest.json``,
     ``events.parquet``, ``equity.parquet``, ``summary.json``).
     """
-    over: dict[str, Any] = dict(overrides or {})
-    if params:
-        over["params"] = params
-    if seed is not None:
-        over["seed"] = seed
-    if symbols:
-        over["symbols"] = list(symbols)
-    if interval_s is not None:
-        over["interval_s"] = interval_s
-    if isinstance(strategy, str):
-        over["strategy"] = strategy
-    elif strategy is not None:
-        over["strategy"] = f"{strategy.__module__}:{strategy.__qualname__}"
-    cfg = resolve_config(profile, config_file=config, overrides=over)
+    cfg = build_config(
+        profile,
+        config=config,
+        strategy=strategy,
+        params=params,
+        seed=seed,
+        symbols=symbols,
+        interval_s=interval_s,
+        overrides=overrides,
+    )
     tape = tapes if hasattr(tapes, "batches") else open_tape(tapes)
     cls = strategy if isinstance(strategy, type) else None
     keep = keep_events if keep_events is not None else out is None

@@ -52,8 +52,7 @@ from perpsim.core.errors import CheckFailed, InputError
 from perpsim.core.events import RunEvent
 from perpsim.core.strategy import Strategy
 from perpsim.core.timefmt import fmt_ns
-from perpsim.sim.profiles import resolve_config
-from perpsim.sim.replay import ReplayDriver
+from perpsim.sim.replay import ReplayDriver, build_config
 from perpsim.tapes.reader import open_tape
 
 __all__ = [
@@ -448,20 +447,15 @@ def run_soak(
     if duration_ns <= 0:
         raise InputError(f"--duration must be positive, got {duration_ns} ns")
     crit = criteria or SoakCriteria()
-    over: dict[str, Any] = {}
-    if params:
-        over["params"] = params
-    if seed is not None:
-        over["seed"] = seed
-    if symbols:
-        over["symbols"] = list(symbols)
-    if interval_s is not None:
-        over["interval_s"] = interval_s
-    if isinstance(strategy, str):
-        over["strategy"] = strategy
-    elif strategy is not None:
-        over["strategy"] = f"{strategy.__module__}:{strategy.__qualname__}"
-    cfg = resolve_config(profile, config_file=config, overrides=over)
+    cfg = build_config(
+        profile,
+        config=config,
+        strategy=strategy,
+        params=params,
+        seed=seed,
+        symbols=symbols,
+        interval_s=interval_s,
+    )
     opened = tape if hasattr(tape, "batches") else open_tape(tape)
     interval_ns = round(cfg.interval_s * _S)
     looped = LoopedTape(opened, duration_ns, interval_ns, boundary_ns=sample_every_ns)
