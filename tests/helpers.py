@@ -9,7 +9,7 @@ from perpsim.sim.replay import replay
 from perpsim.sim.runs import RunResult
 from perpsim.tapes.memory import MemoryTape
 
-__all__ = ["MIN", "T0", "S", "cycle_ts", "mark_tape", "run"]
+__all__ = ["MIN", "T0", "S", "cli", "cycle_ts", "mark_tape", "run"]
 
 S = 10**9
 MIN = 60 * S
@@ -58,3 +58,20 @@ def run(events: list[MarketEvent] | MemoryTape, **kw: Any) -> RunResult:
 
 def kinds(result: RunResult, kind: str) -> list[dict[str, Any]]:
     return result.events.filter(kind=kind).to_dicts()
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """Run ``perpsim ARGS`` in this process: (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from perpsim.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()

@@ -23,26 +23,7 @@ from perpsim.sim.characterize import (
     read_golden,
 )
 from perpsim.tapes import synth
-
-
-def _cli(*args: str) -> tuple[int, str, str]:
-    import contextlib
-    import io
-
-    from perpsim.cli import main, perpsim_cli
-    from perpsim.cli_analysis import characterize, drift, runs, soak
-
-    for cmd in (characterize, drift, runs, soak):
-        if cmd.name not in perpsim_cli.commands:
-            perpsim_cli.add_command(cmd)
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
+from tests.helpers import cli as _cli
 
 
 @pytest.fixture(scope="module")

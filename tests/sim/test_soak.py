@@ -15,6 +15,7 @@ from perpsim.core.errors import CheckFailed
 from perpsim.core.strategy import Context
 from perpsim.sim.soak import LoopedTape, run_soak, soak
 from perpsim.tapes import open_tape, synth
+from tests.helpers import cli as _cli
 
 H = 3600 * 10**9
 
@@ -32,26 +33,6 @@ class KeepsMarks(MACrossover):
         super().on_cycle(ctx)
         for sym in ctx.symbols:
             self.kept.append(ctx.marks(sym))
-
-
-def _cli(*args: str) -> tuple[int, str, str]:
-    import contextlib
-    import io
-
-    from perpsim.cli import main, perpsim_cli
-    from perpsim.cli_analysis import characterize, drift, runs, soak
-
-    for cmd in (characterize, drift, runs, soak):
-        if cmd.name not in perpsim_cli.commands:
-            perpsim_cli.add_command(cmd)
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
