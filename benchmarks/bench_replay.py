@@ -1,39 +1,57 @@
-"""Replay throughput of the baseline bot (events/s, one core, whole replay incl. Parquet decode).
+"""Replay throughput of the baseline bot, reference and fast engines (events/s, one core).
 
-Run: ``.venv/bin/pytest benchmarks/bench_replay.py --benchmark-only -s``
+Whole replay in process: Parquet decode, engine, digest. Run:
+``.venv/bin/pytest benchmarks/bench_replay.py --benchmark-only -s``
 """
 
 from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
 
 import pytest
 
 import perpsim
 from perpsim.tapes.reader import open_tape
+from perpsim.tapes.synth import synth
+
+REAL = Path(str(resources.files("perpsim.tapes") / "samples" / "btcusdt_20240808.parquet"))
 
 
-def _replay(path, **kw):
-    return perpsim.replay(path, **kw)
+def _tape(bench_tape, name: str) -> Path:
+    return REAL if name == "btcusdt_real_l2" else bench_tape(name)
 
 
-@pytest.mark.parametrize("name", ["tq_1m", "l2_1m"])
-def test_bench_replay_baseline(benchmark, bench_tape, name: str) -> None:
-    path = bench_tape(name)
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+@pytest.mark.parametrize("name", ["tq_1m", "tq_10m", "l2_1m", "btcusdt_real_l2"])
+def test_bench_replay_baseline(benchmark, bench_tape, name: str, engine: str) -> None:
+    path = _tape(bench_tape, name)
     rows = open_tape(path).num_rows
-    result = benchmark.pedantic(_replay, args=(path,), rounds=3, iterations=1, warmup_rounds=1)
-    assert result.summary["rows"] == rows
-    benchmark.extra_info["rows"] = rows
-    benchmark.extra_info["events_per_s"] = round(rows / benchmark.stats["min"])
-    print(
-        f"\n{name}: {rows:,} rows, best {benchmark.stats['min']:.3f} s, {rows / benchmark.stats['min']:,.0f} events/s"
+    kw = {"interval_s": 5.0} if name == "btcusdt_real_l2" else {}
+    rounds = 1 if name == "tq_10m" else 3
+    result = benchmark.pedantic(
+        perpsim.replay, args=(path,), kwargs={"engine": engine, **kw}, rounds=rounds, iterations=1, warmup_rounds=0
     )
+    assert result.summary["rows"] == rows
+    rate = rows / benchmark.stats["min"]
+    benchmark.extra_info.update(rows=rows, events_per_s=round(rate))
+    print(f"\n{name} {engine}: {rows:,} rows, best {benchmark.stats['min']:.3f} s, {rate:,.0f} events/s")
 
 
 def test_bench_tape_read(benchmark, bench_tape) -> None:
-    path = bench_tape("tq_1m")
-    tape = open_tape(path)
+    tape = open_tape(bench_tape("tq_1m"))
 
     def read() -> int:
         return sum(len(b) for b in tape.batches())
 
     n = benchmark.pedantic(read, rounds=3, iterations=1, warmup_rounds=1)
-    print(f"\nread tq_1m: {n / benchmark.stats['min']:,.0f} rows/s")
+    print(f"\nread tq_1m (decode + validate): {n / benchmark.stats['min']:,.0f} rows/s")
+
+
+def test_bench_tape_write(benchmark, tmp_path: Path) -> None:
+    def write() -> int:
+        out = synth(hours=93, symbols=["BTC-PERP", "ETH-PERP"], seed=1, out=tmp_path / "w.parquet")
+        return open_tape(out).num_rows
+
+    n = benchmark.pedantic(write, rounds=2, iterations=1)
+    print(f"\nsynth + write tq_1m: {n / benchmark.stats['min']:,.0f} rows/s")
