@@ -47,9 +47,7 @@ from perpsim.tapes.synth import synth
 @pytest.fixture(scope="module")
 def l2_tape(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("live-bench") / "l2.parquet"
-    return synth(
-        hours=1.5, symbols=["BTC-PERP"], seed=11, out=out, l2=True, trades_per_min=600, quotes_per_min=1200
-    )
+    return synth(hours=1.5, symbols=["BTC-PERP"], seed=11, out=out, l2=True, trades_per_min=600, quotes_per_min=1200)
 
 
 def _events(path: Path) -> list[MarketEvent]:
@@ -156,8 +154,12 @@ def test_bench_socket_to_engine_latency(l2_tape: Path, tmp_path: Path) -> None:
             handle_signals=False,
         )
         driver = _TimedDriver(cfg, opts)
+        sys.setswitchinterval(0.0005)  # as `perpsim live` does
         driver.lat, driver.proc = [], []
-        result = asyncio.run(driver.run())
+        try:
+            result = asyncio.run(driver.run())
+        finally:
+            sys.setswitchinterval(0.005)
     finally:
         server.terminate()
         server.communicate(timeout=10)
@@ -168,7 +170,8 @@ def test_bench_socket_to_engine_latency(l2_tape: Path, tmp_path: Path) -> None:
     p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
     q50, q99 = np.percentile(proc, [50, 99])
     print(
-        f"\nlatency at {rate:,.0f} messages/s ({speed:.0f}x, {len(lat):,} tickers): send→engine p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
+        f"\nlatency at {rate:,.0f} messages/s ({speed:.0f}x, {len(lat):,} tickers): "
+        f"send→engine p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
         f"p99.9 {p999:.3f} ms; stamp→engine p50 {q50:.3f} ms, p99 {q99:.3f} ms; "
         f"{result.summary['rows']:,} rows, recorder {result.summary['recorder']['rows_written']:,} rows"
     )

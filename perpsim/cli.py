@@ -192,11 +192,12 @@ def profiles(name: str | None, as_json: bool) -> None:
 
 def _attach_subcommands() -> None:
     from perpsim.cli_analysis import characterize, drift, runs, soak
+    from perpsim.cli_live import live, serve
     from perpsim.cli_sweep import sweep
     from perpsim.cli_tapes import tapes
 
     perpsim_cli.add_command(tapes)
-    for cmd in (drift, soak, characterize, runs, sweep):
+    for cmd in (live, serve, drift, soak, characterize, runs, sweep):
         perpsim_cli.add_command(cmd)
     try:
         from perpsim.cli_convert import convert

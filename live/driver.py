@@ -1,0 +1,683 @@
+"""The live driver: a websocket feed through the same engine, bot and venue as replay.
+
+::
+
+    CoinbaseFeed ──(events, recv_ts)──► LiveDriver._on_events ──► Engine (paper venue)
+         │ stamps once on arrival              │  ├─► Recorder (the tape, as it happens)
+    LiveClock ──timer firings──────────────────┘  └─► outbox → digest, run outputs, metrics
+
+One message is handled start to finish in one synchronous call: stamp; fire the timers
+due at or before the stamp (each recorded as a ``timer`` row); dispatch the message's
+rows with the clock at the stamp; record them; drain the engine's outbox. Nothing else
+runs in between, so the recording holds exactly what the engine saw, in the order it
+saw it, and ``perpsim replay`` of the recording reproduces the run's digest
+(DESIGN.md §3). The engine is started at the first row's stamp, as replay starts it at
+the first row's clock value.
+
+Shutdown (SIGINT/SIGTERM, ``--duration``, or :meth:`LiveDriver.request_stop`) is
+bounded by ``shutdown_timeout_s``: the feed is cancelled, the engine stopped (its jobs
+cancelled), the recorder flushed and closed, the run outputs written with
+:mod:`perpsim.sim.runs`, and the engine state saved to ``snapshot.msgpack`` for a warm
+restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+
+from perpsim.core import snapshot as snap_mod
+from perpsim.core.batch import Batch, batch_from_events
+from perpsim.core.config import RunConfig
+from perpsim.core.engine import PSEUDO_SYMBOL, Engine
+from perpsim.core.errors import ConfigError, InputError
+from perpsim.core.events import (
+    BookLevel,
+    BookReset,
+    Flags,
+    Funding,
+    Kind,
+    Mark,
+    MarketEvent,
+    Quote,
+    Status,
+    TimerFired,
+    Trade,
+)
+from perpsim.core.instruments import Instrument
+from perpsim.core.ledger import units_to_float
+from perpsim.core.outbox import Digest
+from perpsim.core.strategy import Strategy
+from perpsim.live.clock import LiveClock
+from perpsim.live.feed import CoinbaseFeed, FeedConfig, FeedState
+from perpsim.live.metrics import LiveMetrics, MetricsServer
+from perpsim.live.recorder import Recorder
+from perpsim.sim.runs import RunWriter, file_sha256, summarize
+from perpsim.tapes.reader import open_tape
+from perpsim.tapes.schema import TapeMeta, TimerSpec
+
+__all__ = ["SESSION_FILE", "SNAPSHOT_FILE", "LiveDriver", "LiveOptions", "LiveResult", "find_latest_recording"]
+
+log = logging.getLogger("perpsim.live")
+
+SNAPSHOT_FILE: Final = "snapshot.msgpack"
+SESSION_FILE: Final = "session.json"
+"""Written into the recording folder: which run directory holds the session's snapshot."""
+
+_KIND_OF: Final[dict[type, str]] = {
+    Trade: "trade",
+    Quote: "quote",
+    BookLevel: "book",
+    BookReset: "book_reset",
+    Funding: "funding",
+    Mark: "mark",
+    Status: "status",
+    TimerFired: "timer",
+}
+
+
+_HASH_LIMIT = 256 * 2**20  # hash the recording into the manifest only up to this size
+
+
+def _utc_stamp(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+class LiveOptions(msgspec.Struct, kw_only=True):
+    """How to run live, besides the bot's :class:`~perpsim.core.config.RunConfig`.
+
+    ``record_dir`` None records to ``./recordings/<UTC start time>/``; ``run_dir`` None
+    writes ``./runs/<UTC start time>-live-<profile>/``.
+    """
+
+    feed: FeedConfig = msgspec.field(default_factory=FeedConfig)
+    record_dir: Path | None = None
+    record_root: Path = Path("recordings")
+    run_dir: Path | None = None
+    runs_root: Path = Path("runs")
+    warm_from: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    duration_s: float | None = None
+    shutdown_timeout_s: float = 5.0
+    flush_s: float = 0.5
+    rotate_rows: int = 20_000
+    rotate_s: float = 300.0
+    fsync: bool = True
+    handle_signals: bool = True
+
+
+class LiveResult(msgspec.Struct, kw_only=True):
+    """What a finished live session reports."""
+
+    digest: str
+    summary: dict[str, Any]
+    run_dir: Path
+    record_dir: Path
+    status: str
+    warnings: list[str]
+
+
+class _RecordingRef:
+    """The tape-like object :class:`~perpsim.sim.runs.RunWriter` wants: files and a clock."""
+
+    def __init__(self) -> None:
+        self.files: tuple[Path, ...] = ()
+        self.meta = TapeMeta(clock="recv_ts", source="live")
+
+
+def find_latest_recording(root: Path) -> Path:
+    """The newest recording folder under ``root`` (names are UTC start times: name order).
+
+    Raises:
+        InputError: ``root`` holds no recording.
+    """
+    if root.is_dir():
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("[0-9]*.parquet")))
+        if folders:
+            return folders[-1]
+    raise InputError(f"--warm-from auto: no recording under {root}")
+
+
+class LiveDriver:
+    """Run one live session; build, then ``await run()`` (or :meth:`run_sync`).
+
+    Args:
+        config: the bot's configuration (a resolved profile).
+        options: feed, recording, metrics and shutdown options.
+        strategy: the strategy class (default: ``config.strategy``).
+        instruments: instrument overrides (default: the built-in table).
+        on_status: called about once a second with :meth:`status` (the CLI's status line).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        options: LiveOptions,
+        *,
+        strategy: type[Strategy] | None = None,
+        instruments: dict[str, Instrument] | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.on_status = on_status
+        self.clock = LiveClock()
+        cls = strategy or _load_strategy(config.strategy)
+        self.strategy = cls(**config.params)
+        self.engine = Engine(clock=self.clock, strategy=self.strategy, config=config, instruments=instruments)
+        symbols = tuple(config.symbols or options.feed.symbols)
+        self.feed_config = msgspec.structs.replace(options.feed, symbols=symbols)
+        self.feed = CoinbaseFeed(
+            self.feed_config, clock=self.clock, on_events=self._on_events, instruments=self.engine.instruments
+        )
+        self.started_ns = self.clock.stamp()
+        stamp = _utc_stamp(self.started_ns)
+        self.record_dir = options.record_dir or options.record_root / stamp
+        self.run_dir = options.run_dir or _fresh(options.runs_root / f"{stamp}-live-{config.profile}")
+        self.recorder: Recorder | None = None
+        self.metrics = LiveMetrics()
+        self.metrics_server: MetricsServer | None = None
+        self.digest = Digest()
+        self.events: list[Any] = []
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+        self.warm_rows = 0
+        self.warm_events = 0
+        self.restored = False
+        self.status = "starting"
+        self._stop = asyncio.Event()
+        self._stop_reason = ""
+        self._cycle_t0: float | None = None
+        self._rows_window: list[tuple[float, int]] = []
+        self._rows = 0
+        self._kind_counts: dict[str, int] = {}  # rows by kind, synced to Prometheus once a second
+        self._error: BaseException | None = None
+        self._t0 = time.monotonic()
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def _on_events(self, events: list[MarketEvent], recv_ts: int) -> None:
+        """Dispatch one message's rows at its stamp (see the module docstring)."""
+        if self._error is not None or (self._stop.is_set() and self.status == "stopping"):
+            return
+        try:
+            self._dispatch(events, recv_ts)
+        except Exception as e:  # an engine bug must stop the session cleanly, not silently
+            log.exception("live: dispatch failed")
+            self._error = e
+            self.request_stop(f"error: {type(e).__name__}: {e}")
+
+    def _dispatch(self, events: list[MarketEvent], recv_ts: int) -> None:
+        eng, clock, rec = self.engine, self.clock, self.recorder
+        assert rec is not None
+        if not eng.started:
+            self._start_engine(recv_ts)
+        if recv_ts >= clock.next_due:
+            clock.advance_to(recv_ts)
+            self._end_timers()
+        clock.set_now(recv_ts)
+        n = len(events)
+        eng.load(batch_from_events(events, clock="recv_ts"))
+        i = 0
+        while i < n:
+            j = eng.run(i, n)
+            rec.add(events if i == 0 and j == n else events[i:j])
+            i = j
+            if i < n:  # a strategy hook scheduled a timer that is due now (as in replay)
+                clock.advance_to(recv_ts)
+                self._end_timers()
+                clock.set_now(recv_ts)
+        self.last_ns = recv_ts
+        self._rows += n
+        counts = self._kind_counts
+        for ev in events:
+            k = _KIND_OF[type(ev)]
+            counts[k] = counts.get(k, 0) + 1
+        m = self.metrics
+        last = events[-1]
+        if last.symbol != PSEUDO_SYMBOL and last.ts != last.recv_ts:
+            m.lag.observe(max(0.0, (recv_ts - last.ts) / 1e9))
+        self._drain()
+
+    def _on_fire(self, name: str, deadline: int, fired_at: int) -> None:
+        """A timer fires: record its row (DESIGN.md §3) and time the cycle."""
+        rec = self.recorder
+        if rec is not None:
+            rec.add(
+                [
+                    TimerFired(
+                        ts=fired_at,
+                        recv_ts=fired_at,
+                        symbol=PSEUDO_SYMBOL,
+                        text=name,
+                        next_ts=deadline,
+                        flags=int(Flags.END_OF_MESSAGE),
+                    )
+                ]
+            )
+        self.engine.rows += 1  # replay counts timer rows too
+        self.last_ns = fired_at
+        self._kind_counts["timer"] = self._kind_counts.get("timer", 0) + 1
+        self._end_timers()
+        if name == "cycle":
+            self._cycle_t0 = time.perf_counter()
+
+    def _end_timers(self) -> None:
+        if self._cycle_t0 is not None:
+            self.metrics.cycle.observe(time.perf_counter() - self._cycle_t0)
+            self._cycle_t0 = None
+
+    def _wake(self) -> None:
+        """The clock's idle wake-up: a timer is due and no message came to fire it."""
+        if self._error is not None or not self.engine.started or self.engine.stopped:
+            return
+        try:
+            t = self.clock.stamp()
+            self.clock.advance_to(t)
+            self._end_timers()
+            self._drain()
+        except Exception as e:
+            log.exception("live: timer failed")
+            self._error = e
+            self.request_stop(f"error: {type(e).__name__}: {e}")
+
+    def _drain(self) -> None:
+        out = self.engine.outbox.drain()
+        if out:
+            self.digest.update(out)
+            self.events.extend(out)
+            self.metrics.count_run_events(out)
+
+    def _start_engine(self, t: int) -> None:
+        self.clock.set_now(t)
+        self.first_ns = t
+        self.engine.start()
+        self._set_timer_meta()
+
+    def _set_timer_meta(self) -> None:
+        assert self.recorder is not None
+        self.recorder.set_timers([TimerSpec(name=h.name, interval_ns=h.interval) for h in self.clock.timers()])
+
+    # -- warm start ---------------------------------------------------------------------
+
+    def warm_start(self, source: str) -> Path:
+        """Replay the tail of a recording through the engine, then restore its snapshot.
+
+        The tail is long enough to refill the mark windows (``window + 2`` cycles).
+        The replay's own run events are discarded (they happened in the earlier
+        session); the snapshot saved by that session, if any, then puts back the
+        ledger, the guards' state (the day's PnL) and the strategy's state exactly.
+
+        Returns:
+            The recording used.
+
+        Raises:
+            InputError: no recording, or a snapshot of another bot.
+        """
+        path = find_latest_recording(self.options.record_root) if source == "auto" else Path(source)
+        tape = open_tape(path)
+        eng, clock = self.engine, self.clock
+        window = max((w.maxlen or 0) for w in eng.market.windows) if eng.market.windows else 1
+        end = tape.meta.end_ns
+        start = None if end is None else end - round((window + 2) * self.config.interval_s * 1e9)
+        allowed = set(self.feed_config.symbols) | {PSEUDO_SYMBOL}
+        clock.on_fire = None  # the past is not recorded again
+        for batch in tape.batches(start_ns=start):
+            b = _select(batch, allowed)
+            n = len(b)
+            if n == 0:
+                continue
+            col = b.clock
+            if not eng.started:
+                clock.set_now(int(col[0]))
+                eng.start()
+            eng.load(b)
+            last = int(col[-1])
+            i = 0
+            while i < n:
+                due = clock.next_due
+                j = n if due > last else int(np.searchsorted(col, due, side="left"))
+                if j > i:
+                    i = eng.run(i, j)
+                    clock.set_now(int(col[i - 1]))
+                else:
+                    clock.advance_to(int(col[i]))
+            self.warm_rows += n
+        out = eng.outbox.drain()
+        self.warm_events = len(out)
+        eng.equity_rows.clear()
+        snap_file = _snapshot_for(path)
+        if snap_file is not None:
+            snap_mod.restore(eng, snap_mod.decode(snap_file.read_bytes()))
+            self.restored = True
+            log.info("live: restored %s", snap_file)
+        self.engine.warnings.append(
+            f"warm start from {path}: {self.warm_rows} rows replayed"
+            + (f", state restored from {snap_file}" if snap_file is not None else ", no snapshot found")
+        )
+        return path
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Ask the session to end (thread-unsafe; call on the loop, or from a signal handler)."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    def run_sync(self) -> LiveResult:
+        """:meth:`run` in a fresh event loop."""
+        return asyncio.run(self.run())
+
+    async def run(self) -> LiveResult:
+        """Warm up, go live until stopped, shut down within the timeout; returns the result."""
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        if opts.warm_from:
+            self.warm_start(opts.warm_from)
+        self.recorder = Recorder(
+            self.record_dir,
+            TapeMeta(
+                clock="recv_ts",
+                source=f"coinbase-live:{self.feed_config.url}",
+                instruments={k: v for k, v in self.engine.instruments.items() if k != PSEUDO_SYMBOL},
+            ),
+            flush_s=opts.flush_s,
+            rotate_rows=opts.rotate_rows,
+            rotate_s=opts.rotate_s,
+            fsync=opts.fsync,
+        )
+        writer = RunWriter(self.run_dir, self.config, _RecordingRef())
+        _write_json(
+            self.record_dir / SESSION_FILE, {"run_dir": str(self.run_dir.resolve()), "profile": self.config.profile}
+        )
+        if self.engine.started:  # warm: skip the cycles missed while we were away
+            self.clock.realign(self.clock.stamp())
+            self._set_timer_meta()
+        self.clock.on_fire = self._on_fire
+        if opts.metrics_port is not None:
+            self.metrics_server = MetricsServer(self.metrics, opts.metrics_host, opts.metrics_port)
+            port = self.metrics_server.start()
+            log.info("live: metrics on http://%s:%d/metrics", opts.metrics_host, port)
+        if opts.handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+        self.clock.attach(loop, self._wake)
+        self.status = "running"
+        feed_task = loop.create_task(self.feed.run(), name="perpsim-feed")
+        tick_task = loop.create_task(self._ticker(), name="perpsim-tick")
+        wall0 = time.monotonic()
+        try:
+            timeout = opts.duration_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_or_feed_death(feed_task), timeout)
+            if not self._stop.is_set():
+                self._stop_reason = "duration"
+        finally:
+            status = await self._shutdown(feed_task, tick_task, writer, time.monotonic() - wall0)
+            if opts.handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        loop.remove_signal_handler(sig)
+        summary = summarize(self, time.monotonic() - wall0)
+        return LiveResult(
+            digest=self.digest.hexdigest(),
+            summary={**summary, **self._live_summary(status)},
+            run_dir=self.run_dir,
+            record_dir=self.record_dir,
+            status=status,
+            warnings=list(self.engine.warnings),
+        )
+
+    async def _stop_or_feed_death(self, feed_task: asyncio.Task[None]) -> None:
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({stop, feed_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if feed_task.done() and not feed_task.cancelled() and feed_task.exception() is not None:
+            exc = feed_task.exception()
+            self._error = exc
+            self._stop_reason = f"feed failed: {exc}"
+
+    async def _ticker(self) -> None:
+        """Once per flush interval: flush the recorder; once a second: metrics and status."""
+        opts = self.options
+        last_status = 0.0
+        while True:
+            await asyncio.sleep(opts.flush_s)
+            if self.recorder is not None:
+                self.recorder.flush()
+            now = time.monotonic()
+            if now - last_status >= 1.0:
+                last_status = now
+                self._refresh_metrics()
+                if self.on_status is not None:
+                    with contextlib.suppress(Exception):
+                        self.on_status(self.status_doc())
+
+    async def _shutdown(
+        self, feed_task: asyncio.Task[None], tick_task: asyncio.Task[None], writer: RunWriter, wall_s: float
+    ) -> str:
+        """Everything bounded by ``shutdown_timeout_s``; returns the run status."""
+        self.status = "stopping"
+        deadline = time.monotonic() + self.options.shutdown_timeout_s
+        log.info("live: stopping (%s)", self._stop_reason or "stop")
+        await _cancel(feed_task, tick_task, deadline=deadline - 1.0)
+        self.clock.detach()
+        self.engine.stop()
+        self._drain()
+        rec = self.recorder
+        assert rec is not None
+        loop = asyncio.get_running_loop()
+        flushed = await loop.run_in_executor(None, rec.close, max(0.1, deadline - time.monotonic() - 0.5))
+        status = "complete" if self._error is None else "error"
+        if not flushed:
+            status = "incomplete"
+            self.engine.warnings.append("the recorder did not finish writing within the shutdown timeout")
+        self._refresh_metrics()
+        try:
+            self._write_outputs(writer, wall_s, status)
+        except Exception:
+            log.exception("live: writing run outputs failed")
+            status = "incomplete"
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self.status = "stopped"
+        return status
+
+    def _write_outputs(self, writer: RunWriter, wall_s: float, status: str) -> None:
+        files = self.recorder.files() if self.recorder is not None else []
+        total = sum(f.stat().st_size for f in files)
+        writer.manifest["tapes"] = [
+            {"path": str(f), "sha256": file_sha256(f) if total <= _HASH_LIMIT else None} for f in files
+        ]
+        writer.manifest["clock"] = "recv_ts"
+        writer.manifest["live"] = self._live_summary(status)
+        writer.finish(self, wall_s, status=status)
+        (self.run_dir / SNAPSHOT_FILE).write_bytes(snap_mod.encode(snap_mod.snapshot(self.engine)))
+
+    # -- observability --------------------------------------------------------------------
+
+    def _live_summary(self, status: str) -> dict[str, Any]:
+        fs = self.feed.stats
+        rs = self.recorder.stats if self.recorder is not None else None
+        return {
+            "status": status,
+            "stop_reason": self._stop_reason,
+            "url": self.feed_config.url,
+            "record_dir": str(self.record_dir),
+            "warm_rows": self.warm_rows,
+            "restored": self.restored,
+            "feed": msgspec.to_builtins(fs),
+            "recorder": None if rs is None else msgspec.to_builtins(rs),
+        }
+
+    def _refresh_metrics(self) -> None:
+        m, fs = self.metrics, self.feed.stats
+        m.uptime.set(time.monotonic() - self._t0)
+        m.sync_counter(m.messages, "messages", fs.messages)
+        m.sync_counter(m.feed_bytes, "bytes", fs.bytes)
+        m.sync_counter(m.reconnects, "reconnects", fs.reconnects)
+        m.sync_counter(m.disconnects, "disconnects", fs.disconnects)
+        m.sync_counter(m.gaps, "gaps", fs.gaps)
+        m.sync_counter(m.resyncs, "resyncs", fs.resyncs)
+        m.sync_counter(m.malformed, "malformed", fs.malformed)
+        m.sync_counter(m.stale, "stale", fs.stale)
+        for kind, count in list(self._kind_counts.items()):
+            m.sync_counter(m.events.labels(kind), f"rows:{kind}", count)
+        if self.recorder is not None:
+            rs = self.recorder.stats
+            m.sync_counter(m.recorder_rows, "rec_rows", rs.rows_written)
+            m.sync_counter(m.recorder_bytes, "rec_bytes", rs.bytes_written)
+            m.sync_counter(m.recorder_flushes, "rec_flushes", rs.flushes)
+            m.sync_counter(m.recorder_errors, "rec_errors", rs.write_errors)
+        eng = self.engine
+        m.feed_up.set(1 if self.feed.state == FeedState.LIVE else 0)
+        m.equity.set(float(eng.equity_exact()))
+        m.cash.set(units_to_float(eng.ledger.cash))
+        for sym in eng.market.names:
+            if sym != PSEUDO_SYMBOL:
+                m.position.labels(sym).set(float(eng.ledger.qty(sym)))
+        for name, on in self._guards().items():
+            m.guard.labels(name).set(1 if on else 0)
+        doc = self.status_doc()
+        m.publish_health(doc, healthy=doc["status"] == "ok")
+
+    def _guards(self) -> dict[str, bool]:
+        bot = self.engine.bot
+        if bot is None:
+            return {}
+        st = bot.guards.state
+        return {
+            "kill_switch": st.kill_switch,
+            "reduce_only": st.reduce_only,
+            "daily_loss": st.daily_loss_tripped,
+            "error_breaker": st.paused_until is not None,
+            "symbol_reduce_only": bool(st.reduce_only_symbols),
+        }
+
+    def status_doc(self) -> dict[str, Any]:
+        """The ``/health`` document and the status line's data."""
+        fs = self.feed.stats
+        now = time.monotonic()
+        self._rows_window.append((now, self._rows))
+        while len(self._rows_window) > 2 and now - self._rows_window[0][0] > 10:
+            self._rows_window.pop(0)
+        t0, r0 = self._rows_window[0]
+        rate = (self._rows - r0) / (now - t0) if now > t0 else 0.0
+        eng = self.engine
+        cycle_ts = eng.equity_rows[-1].ts if eng.equity_rows else None
+        feed_state = str(self.feed.state)
+        if self.status != "running":
+            status = self.status
+        elif feed_state == FeedState.LIVE:
+            status = "ok"
+        else:
+            status = "degraded"
+        return {
+            "status": status,
+            "uptime_s": round(now - self._t0, 3),
+            "feed": feed_state,
+            "url": self.feed_config.url,
+            "lag_ms": None if fs.last_lag_ns is None else round(fs.last_lag_ns / 1e6, 3),
+            "events_per_s": round(rate, 1),
+            "messages": fs.messages,
+            "reconnects": fs.reconnects,
+            "disconnects": fs.disconnects,
+            "gaps": fs.gaps,
+            "malformed": fs.malformed,
+            "guards": self._guards(),
+            "last_cycle": None if cycle_ts is None else datetime.fromtimestamp(cycle_ts / 1e9, tz=UTC).isoformat(),
+            "last_cycle_age_s": None if cycle_ts is None else round((self.clock.stamp() - cycle_ts) / 1e9, 3),
+            "cycles": eng.cycles,
+            "positions": {s: float(p.qty) for s, p in sorted(eng.ledger.positions.items()) if p.qty != 0},
+            "pnl": units_to_float(eng.ledger.realized - eng.ledger.fees + eng.ledger.funding),
+            "equity": float(eng.equity_exact()),
+            "recorder_rows": 0 if self.recorder is None else self.recorder.stats.rows_written,
+        }
+
+
+def _load_strategy(spec: str) -> type[Strategy]:
+    """``module:Class`` → the class (live may not import the replay driver that has one)."""
+    import importlib
+
+    mod_name, _, cls_name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name, None) if mod_name and cls_name else None
+    except ImportError as e:
+        raise ConfigError(f"strategy {spec!r}: cannot import module {mod_name!r}: {e}") from e
+    if not isinstance(cls, type) or not issubclass(cls, Strategy):
+        raise ConfigError(f"strategy {spec!r}: not a perpsim.Strategy subclass as module:Class")
+    return cls
+
+
+async def _cancel(*tasks: asyncio.Task[None], deadline: float) -> None:
+    """Cancel ``tasks`` and wait for them until ``deadline`` (monotonic), cancelling again
+    every 0.1 s: a cancel that races with a completing await can be lost (Python 3.11)."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(0.1, left))
+
+
+def _fresh(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _snapshot_for(recording: Path) -> Path | None:
+    """The snapshot the session that made ``recording`` saved, if any."""
+    folder = recording if recording.is_dir() else recording.parent
+    session = folder / SESSION_FILE
+    if not session.is_file():
+        return None
+    try:
+        run_dir = Path(json.loads(session.read_text())["run_dir"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    snap = run_dir / SNAPSHOT_FILE
+    return snap if snap.is_file() else None
+
+
+def _select(b: Batch, allowed: set[str]) -> Batch:
+    """Rows of ``allowed`` symbols, without ``timer`` rows (the warm-up fires its own timers)."""
+    keep_codes = [i for i, s in enumerate(b.symbols) if s in allowed]
+    mask = np.isin(b.symbol, np.asarray(keep_codes, dtype=b.symbol.dtype)) & (b.kind != Kind.TIMER)
+    if mask.all():
+        return b
+    fields: dict[str, Any] = {}
+    for f in b.__struct_fields__:
+        v = getattr(b, f)
+        if f == "symbols":
+            fields[f] = v
+        elif f == "text":
+            fields[f] = [t for t, k in zip(v, mask.tolist()) if k]
+        else:
+            fields[f] = v[mask]
+    return Batch(**fields)

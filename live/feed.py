@@ -1,0 +1,408 @@
+"""The Coinbase Advanced Trade feed client: connect, subscribe, stamp, normalize, survive.
+
+The client owns the socket, the subscriptions, the backoff and the deadlines (STYLE.md,
+"Drivers hold the engine"); it hands each message's market events to the driver through
+one callback, synchronously, right after stamping it, so nothing runs between a
+message's arrival stamp and its dispatch (DESIGN.md §3: the stamp is the clock value of
+every row normalized from the message).
+
+Faults, and what the engine sees of them (all as rows, so a replay sees the same):
+
+- **sequence gap** (``sequence_num`` jumps): the normalizer's ``status`` ``gap`` rows,
+  then a ``book_reset`` per symbol, and a level2 resubscribe; the symbol's ``book`` rows
+  are dropped until the new snapshot arrives, so the book is never used stale.
+- **stale** (no message for ``stale_after_s``): the connection is closed and reopened.
+- **disconnect** (closed, refused, stale, too-large message): ``status`` ``disconnect``
+  and ``book_reset`` rows per symbol; then reconnect with exponential backoff and
+  jitter (base 0.25 s, cap 30 s, seeded), resubscribe, ``status`` ``reconnect`` rows.
+- **malformed message** (bad JSON, wrong types, bad numbers): counted, logged with a
+  sample (rate-limited), skipped. Unknown channels are counted as ignored.
+- **crossed quote** (bid > ask, which a tape may not hold): counted as invalid, skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any, Final
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from perpsim.core.events import BookLevel, BookReset, Flags, MarketEvent, Quote, Status
+from perpsim.core.instruments import BUILTIN, Instrument
+from perpsim.live.clock import LiveClock
+from perpsim.tapes.formats.coinbase import MalformedMessage, Normalizer, VenueError
+
+__all__ = [
+    "CHANNELS",
+    "DEFAULT_URL",
+    "Backoff",
+    "CoinbaseFeed",
+    "FeedConfig",
+    "FeedState",
+    "FeedStats",
+    "product_ids",
+]
+
+log = logging.getLogger("perpsim.live.feed")
+
+DEFAULT_URL: Final = "wss://advanced-trade-ws.coinbase.com"
+CHANNELS: Final = ("heartbeats", "ticker", "market_trades", "level2")
+"""Subscribed channels, one per subscribe message as Coinbase requires."""
+
+_EOM: Final = int(Flags.END_OF_MESSAGE)
+_SNAP: Final = int(Flags.SNAPSHOT)
+
+EventSink = Callable[[list[MarketEvent], int], None]
+"""``on_events(events, recv_ts)``: the driver's dispatch, called once per message."""
+
+
+class FeedState(StrEnum):
+    """Where the connection is; exported in ``/health`` and the status line."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    LIVE = "live"
+    STALE = "stale"
+    BACKOFF = "backoff"
+    CLOSED = "closed"
+
+
+class FeedConfig(msgspec.Struct, kw_only=True, frozen=True):
+    """How to reach and watch the feed.
+
+    ``stale_after_s``: Coinbase sends a heartbeat every second, so silence this long
+    means the connection is dead even if TCP has not noticed. ``max_size``: the largest
+    message accepted (level2 snapshots are the big ones); a larger one closes the
+    connection (code 1009) and counts as a disconnect.
+    """
+
+    url: str = DEFAULT_URL
+    symbols: tuple[str, ...] = ("BTC-PERP",)
+    stale_after_s: float = 10.0
+    open_timeout_s: float = 10.0
+    max_size: int = 16 * 2**20
+    backoff_base_s: float = 0.25
+    backoff_cap_s: float = 30.0
+    resync_timeout_s: float = 10.0
+    seed: int = 0
+    jwt: str | None = None
+
+
+class FeedStats(msgspec.Struct, kw_only=True):
+    """Counters the driver exports as metrics; read them, never reset them."""
+
+    messages: int = 0
+    bytes: int = 0
+    events: int = 0
+    malformed: int = 0
+    venue_errors: int = 0
+    invalid: int = 0
+    gaps: int = 0
+    resyncs: int = 0
+    book_dropped: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    disconnects: int = 0
+    stale: int = 0
+    last_recv_ns: int = 0
+    last_lag_ns: int | None = None
+    last_error: str = ""
+
+
+class Backoff:
+    """Exponential backoff with jitter: attempt k waits ``min(cap, base * 2**k)`` x U(0.5, 1).
+
+    Seeded, so a test's delays are reproducible; :meth:`reset` after a healthy connection.
+    """
+
+    def __init__(self, base_s: float = 0.25, cap_s: float = 30.0, seed: int = 0) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.attempt = 0
+        self._rng = random.Random(seed)
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt; advances the attempt count."""
+        ceiling = min(self.cap_s, self.base_s * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return float(ceiling * (0.5 + 0.5 * self._rng.random()))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def product_ids(symbols: Sequence[str], instruments: Mapping[str, Instrument] | None = None) -> dict[str, str]:
+    """Tape symbol → Coinbase product id through the instrument table (``BTC-PERP`` → ``BTC-PERP-INTX``).
+
+    A symbol with no ``product_id`` is sent as it is (a spot product such as ``BTC-USD``).
+    """
+    table = {**BUILTIN, **(instruments or {})}
+    out: dict[str, str] = {}
+    for s in symbols:
+        ins = table.get(s)
+        out[s] = ins.product_id if ins is not None and ins.product_id else s
+    return out
+
+
+class CoinbaseFeed:
+    """One logical feed over as many connections as it takes; :meth:`run` until cancelled.
+
+    Args:
+        config: the URL, symbols and limits.
+        clock: stamps each message once on arrival.
+        on_events: called with each message's events (possibly with gap, reset or
+            status rows added) and its stamp; must not block.
+        instruments: the instrument table used to name products.
+    """
+
+    def __init__(
+        self,
+        config: FeedConfig,
+        *,
+        clock: LiveClock,
+        on_events: EventSink,
+        instruments: Mapping[str, Instrument] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.on_events = on_events
+        self.products = product_ids(config.symbols, instruments)
+        self.normalizer = Normalizer({p: s for s, p in self.products.items()}, instruments=instruments)
+        self.state = FeedState.IDLE
+        self.stats = FeedStats()
+        self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s, config.seed)
+        self._ws: ClientConnection | None = None
+        self._awaiting: dict[str, None] = {}  # symbols whose book waits for a snapshot
+        self._resync_sent_ns = 0
+        self._ever_connected = False
+        self._malformed_logged = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, subscribe and pump messages forever, reconnecting on every failure."""
+        try:
+            while True:
+                try:
+                    await self._session()
+                except asyncio.CancelledError:
+                    raise
+                except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as e:
+                    self._lost(f"{type(e).__name__}: {e}")
+                except InvalidURI:
+                    raise
+                except Exception as e:  # keep the feed alive; the error is in the log
+                    log.exception("feed: unexpected error")
+                    self._lost(f"{type(e).__name__}: {e}")
+                self.state = FeedState.BACKOFF
+                await asyncio.sleep(self.backoff.next_delay())
+        finally:
+            self.state = FeedState.CLOSED
+            ws, self._ws = self._ws, None
+            if ws is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 1.0)
+
+    async def _session(self) -> None:
+        cfg = self.config
+        self.state = FeedState.CONNECTING
+        ws = await connect(
+            cfg.url,
+            open_timeout=cfg.open_timeout_s,
+            max_size=cfg.max_size,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=1,
+            compression=None,
+        )
+        self._ws = ws
+        try:
+            self.normalizer.reset()
+            # Coinbase closes a connection that has not subscribed within 5 s: do it now.
+            for channel in CHANNELS:
+                await ws.send(self._subscribe_msg("subscribe", channel))
+            self.stats.connects += 1
+            if self._ever_connected:
+                self.stats.reconnects += 1
+                self._status("reconnect")
+            self._ever_connected = True
+            self._awaiting = dict.fromkeys(self.products)
+            self._resync_sent_ns = self.clock.stamp()
+            self.state = FeedState.LIVE
+            self.stats.last_recv_ns = self.clock.stamp()
+            watchdog = asyncio.get_running_loop().create_task(self._watchdog(ws))
+            healthy = 0
+            try:
+                while True:
+                    raw = await ws.recv(decode=False)
+                    self._on_message(raw)
+                    healthy += 1
+                    if healthy == 10:
+                        self.backoff.reset()  # a connection that works resets the backoff
+                    if self._awaiting and self.stats.last_recv_ns - self._resync_sent_ns > cfg.resync_timeout_s * 1e9:
+                        await self._resync()
+            except ConnectionClosed:
+                if self.state is FeedState.STALE:
+                    raise TimeoutError(f"no message for {cfg.stale_after_s:g} s (stale)") from None
+                raise
+            finally:
+                watchdog.cancel()
+        finally:
+            self._ws = None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
+
+    async def _watchdog(self, ws: ClientConnection) -> None:
+        """Close a connection that has been silent for ``stale_after_s`` (it is dead).
+
+        A separate task rather than a timeout around every ``recv``: arming a timer per
+        message costs more than the rest of the receive path.
+        """
+        limit = int(self.config.stale_after_s * 1e9)
+        period = min(1.0, self.config.stale_after_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            if self.clock.stamp() - self.stats.last_recv_ns > limit:
+                self.stats.stale += 1
+                self.state = FeedState.STALE
+                await ws.close(1001, "stale")
+                return
+
+    def _subscribe_msg(self, kind: str, channel: str) -> bytes:
+        msg: dict[str, Any] = {"type": kind, "channel": channel}
+        if channel != "heartbeats":
+            msg["product_ids"] = list(self.products.values())
+        if self.config.jwt:
+            msg["jwt"] = self.config.jwt
+        return msgspec.json.encode(msg)
+
+    # -- messages ---------------------------------------------------------------------
+
+    def _on_message(self, raw: bytes | str) -> None:
+        recv_ts = self.clock.stamp()
+        st = self.stats
+        st.messages += 1
+        st.bytes += len(raw)
+        st.last_recv_ns = recv_ts
+        gaps_before = self.normalizer.gaps
+        try:
+            events = self.normalizer.feed(raw, recv_ts)
+        except VenueError as e:
+            st.venue_errors += 1
+            st.last_error = str(e)
+            log.warning("feed: %s", e)
+            return
+        except MalformedMessage as e:
+            st.malformed += 1
+            if self._malformed_logged < 20 or st.malformed % 1000 == 0:
+                self._malformed_logged += 1
+                sample = bytes(raw[:200]) if isinstance(raw, bytes | bytearray) else raw[:200].encode()
+                log.warning("feed: malformed message #%d skipped: %s; sample %r", st.malformed, e, sample)
+            return
+        if not events:
+            return
+        if self.normalizer.gaps != gaps_before:
+            st.gaps += 1
+            events = self._after_gap(events, recv_ts)
+        events = self._filter(events)
+        if events:
+            last = events[-1]
+            if type(last) is not Status:
+                st.last_lag_ns = recv_ts - last.ts
+            st.events += len(events)
+            self.on_events(events, recv_ts)
+
+    def _after_gap(self, events: list[MarketEvent], recv_ts: int) -> list[MarketEvent]:
+        """Gap rows first, then a book reset per symbol; the book waits for a new snapshot."""
+        n_gap = 0
+        while n_gap < len(events) and type(events[n_gap]) is Status and events[n_gap].text == "gap":
+            n_gap += 1
+        resets = [BookReset(ts=recv_ts, recv_ts=recv_ts, symbol=s, flags=0) for s in self.products]
+        self._awaiting.update(dict.fromkeys(self.products))
+        self._schedule_resync()
+        return [*events[:n_gap], *resets, *events[n_gap:]]
+
+    def _filter(self, events: list[MarketEvent]) -> list[MarketEvent]:
+        """Drop book rows of symbols awaiting a snapshot, and crossed quotes."""
+        awaiting = self._awaiting
+        out = events
+        for i, ev in enumerate(events):
+            t = type(ev)
+            drop = False
+            if t is BookLevel:
+                drop = ev.symbol in awaiting and not ev.flags & _SNAP
+            elif t is BookReset and ev.flags & _SNAP:
+                awaiting.pop(ev.symbol, None)
+            elif t is Quote and ev.bid > ev.ask:
+                self.stats.invalid += 1
+                drop = True
+            if drop:
+                if out is events:
+                    out = events[:i]
+                if t is BookLevel:
+                    self.stats.book_dropped += 1
+            elif out is not events:
+                out.append(ev)
+        return out
+
+    def _schedule_resync(self) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._resync())
+        self._tasks.add(task)  # a reference, so the task is not collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resync(self) -> None:
+        """Resubscribe level2 so Coinbase sends a fresh snapshot (DESIGN: book resync)."""
+        ws = self._ws
+        if ws is None:
+            return
+        now = self.clock.stamp()
+        if now - self._resync_sent_ns < 0.5e9 and self.stats.resyncs:
+            return  # one resync in flight is enough
+        self._resync_sent_ns = now
+        self.stats.resyncs += 1
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(self._subscribe_msg("unsubscribe", "level2"))
+            await ws.send(self._subscribe_msg("subscribe", "level2"))
+
+    # -- faults -----------------------------------------------------------------------
+
+    def _lost(self, why: str) -> None:
+        """The connection is gone: tell the engine (status rows) and forget the books."""
+        st = self.stats
+        st.last_error = why
+        if not self._ever_connected:
+            log.warning("feed: cannot connect to %s: %s", self.config.url, why)
+            return
+        if self.state in (FeedState.LIVE, FeedState.STALE):
+            st.disconnects += 1
+            log.warning("feed: disconnected: %s", why)
+            t = self.clock.stamp()
+            rows: list[MarketEvent] = []
+            syms = list(self.products)
+            for i, s in enumerate(syms):
+                rows.append(BookReset(ts=t, recv_ts=t, symbol=s, flags=0))
+                rows.append(
+                    Status(ts=t, recv_ts=t, symbol=s, text="disconnect", flags=_EOM if i == len(syms) - 1 else 0)
+                )
+            self._awaiting = dict.fromkeys(self.products)
+            self.on_events(rows, t)
+
+    def _status(self, text: str) -> None:
+        t = self.clock.stamp()
+        syms = list(self.products)
+        rows: list[MarketEvent] = [
+            Status(ts=t, recv_ts=t, symbol=s, text=text, flags=_EOM if i == len(syms) - 1 else 0)
+            for i, s in enumerate(syms)
+        ]
+        self.on_events(rows, t)
