@@ -62,6 +62,9 @@ class ReplayClock:
 
     def __init__(self, start_ns: int = 0) -> None:
         self.scripted = False
+        # told of every firing before its callback: (name, deadline, firing time); the live
+        # driver records a ``timer`` row from it
+        self.on_fire: Callable[[str, int, int], None] | None = None
         self._now = start_ns
         self._heap: list[tuple[int, int, int, TimerHandle]] = []
         self._names: dict[str, TimerHandle] = {}
@@ -116,13 +119,17 @@ class ReplayClock:
         self.fired += 1
         h.callback(deadline)
 
-    def advance_to(self, t_ns: int) -> None:
+    def advance_to(self, t_ns: int) -> int:
         """Fire every timer due at or before ``t_ns`` in order, then set now to ``t_ns``.
 
         During a callback ``now_ns()`` is the timer's deadline; timers scheduled by a
         callback at or before ``t_ns`` fire in the same call.
+
+        Returns:
+            How many timers fired.
         """
         heap = self._heap
+        n = 0
         while heap and heap[0][0] <= t_ns:
             deadline, _, _, h = heapq.heappop(heap)
             if h.cancelled:
@@ -134,9 +141,13 @@ class ReplayClock:
             else:
                 self._names.pop(h.name, None)
             self.fired += 1
+            n += 1
+            if self.on_fire is not None:
+                self.on_fire(h.name, deadline, t_ns)
             h.callback(deadline)
         self._now = max(self._now, t_ns)
         self._refresh()
+        return n
 
     def _add(self, name: str, deadline: int, interval: int, cb: TimerCallback, priority: int) -> TimerHandle:
         if name in self._names:

@@ -27,8 +27,7 @@ import heapq
 import time
 from collections.abc import Callable
 
-from perpsim.core.clock import TimerCallback, TimerHandle, align_up
-from perpsim.core.errors import ConfigError
+from perpsim.core.clock import ReplayClock, align_up
 
 __all__ = ["FireListener", "LiveClock"]
 
@@ -38,8 +37,11 @@ FireListener = Callable[[str, int, int], None]
 _NEVER = 1 << 62
 
 
-class LiveClock:
+class LiveClock(ReplayClock):
     """A clock read from the wall, with timers fired by the driver and by asyncio wake-ups.
+
+    The timer queue is :class:`ReplayClock`'s; this adds the wall clock, the asyncio
+    wake-up and :meth:`realign`.
 
     Args:
         wall: the wall clock in ns since the epoch (tests pass a fake one).
@@ -51,18 +53,13 @@ class LiveClock:
 
     def __init__(self, *, wall: Callable[[], int] = time.time_ns, on_fire: FireListener | None = None) -> None:
         self._wall = wall
-        self.on_fire = on_fire
         self._last_stamp = 0
-        self._now = self.stamp()
-        self._heap: list[tuple[int, int, int, TimerHandle]] = []
-        self._names: dict[str, TimerHandle] = {}
-        self._order = 0
-        self.next_due = _NEVER
-        self.fired = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: Callable[[], None] | None = None
         self._armed: asyncio.TimerHandle | None = None
         self._armed_for = _NEVER
+        super().__init__(start_ns=self.stamp())
+        self.on_fire = on_fire
 
     # -- time -------------------------------------------------------------------
 
@@ -73,65 +70,6 @@ class LiveClock:
             t = self._last_stamp
         self._last_stamp = t
         return t
-
-    def now_ns(self) -> int:
-        """The clock value of the dispatch or timer callback in progress (else the last one)."""
-        return self._now
-
-    def set_now(self, ns: int) -> None:
-        """Set the clock value for a dispatch (the driver does it once per message)."""
-        self._now = ns
-
-    # -- timers -----------------------------------------------------------------
-
-    def call_at(self, ns: int, name: str, cb: TimerCallback, priority: int = 100) -> TimerHandle:
-        return self._add(name, ns, 0, cb, priority)
-
-    def every(self, interval_ns: int, name: str, cb: TimerCallback, priority: int = 100) -> TimerHandle:
-        if interval_ns <= 0:
-            raise ConfigError(f"timer {name!r}: interval must be positive, got {interval_ns} ns")
-        return self._add(name, align_up(self._now, interval_ns), interval_ns, cb, priority)
-
-    def cancel(self, handle: TimerHandle) -> None:
-        handle.cancelled = True
-        if self._names.get(handle.name) is handle:
-            del self._names[handle.name]
-        self._refresh()
-
-    def timers(self) -> list[TimerHandle]:
-        """Live timers in registration order (the recorder stores their names and periods)."""
-        return sorted((h for h in self._names.values() if not h.cancelled), key=lambda h: h.order)
-
-    def advance_to(self, t_ns: int) -> int:
-        """Fire every timer due at or before ``t_ns`` (a stamp), in order; then now is ``t_ns``.
-
-        Each firing is reported to ``on_fire`` with ``t_ns`` as its firing time; during
-        the callback ``now_ns()`` is the deadline. Timers a callback schedules at or
-        before ``t_ns`` fire in the same call.
-
-        Returns:
-            How many timers fired.
-        """
-        heap = self._heap
-        n = 0
-        while heap and heap[0][0] <= t_ns:
-            deadline, _, _, h = heapq.heappop(heap)
-            if h.cancelled:
-                continue
-            if h.interval:
-                h.deadline = deadline + h.interval
-                heapq.heappush(heap, (h.deadline, h.priority, h.order, h))
-            else:
-                self._names.pop(h.name, None)
-            self._now = deadline
-            self.fired += 1
-            n += 1
-            if self.on_fire is not None:
-                self.on_fire(h.name, deadline, t_ns)
-            h.callback(deadline)
-        self._now = max(self._now, t_ns)
-        self._refresh()
-        return n
 
     def realign(self, now_ns: int) -> None:
         """Skip missed periodic firings: each periodic timer is next due at or after ``now_ns``.
@@ -198,21 +136,6 @@ class LiveClock:
 
     # -- internals ----------------------------------------------------------------
 
-    def _add(self, name: str, deadline: int, interval: int, cb: TimerCallback, priority: int) -> TimerHandle:
-        if name in self._names:
-            raise ConfigError(f"timer {name!r} is already scheduled")
-        self._order += 1
-        h = TimerHandle(
-            name=name, deadline=deadline, interval=interval, priority=priority, order=self._order, callback=cb
-        )
-        self._names[name] = h
-        heapq.heappush(self._heap, (deadline, priority, self._order, h))
-        self._refresh()
-        return h
-
     def _refresh(self) -> None:
-        heap = self._heap
-        while heap and heap[0][3].cancelled:
-            heapq.heappop(heap)
-        self.next_due = heap[0][0] if heap else _NEVER
+        super()._refresh()
         self._arm()
