@@ -8,6 +8,7 @@ tapes in tests/core/test_guards.py and tests/core/test_risk.py.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, ClassVar
 
@@ -103,6 +104,25 @@ def test_trading_window_enforced_with_overnight_wrap() -> None:
     # overnight: 22:17 → 00:00 admits 22:17 onward
     r2 = run(mark_tape([100.0] * 5), overrides={"trading_start": "22:17", "trading_end": "00:00"})
     assert sorted({d["ts"] for d in kinds(r2, "decision")}) == [cycle_ts(k) for k in (3, 4, 5)]
+
+
+def test_trading_days_are_utc_weekdays() -> None:
+    # T0 (2023-11-14 22:14 UTC) is a Tuesday: weekday 1
+    on = run(mark_tape([100.0] * 3), overrides={"trading_days": [1]})
+    off = run(mark_tape([100.0] * 3), overrides={"trading_days": [0, 2, 3, 4]})
+    assert len(kinds(on, "decision")) == 3 and kinds(on, "status") == []
+    assert kinds(off, "decision") == [] and len(kinds(off, "status")) == 3
+
+
+def test_profiles_command_lists_and_resolves() -> None:
+    from tests.helpers import cli
+
+    code, out, _ = cli("profiles", "--json")
+    assert code == 0 and set(json.loads(out)) == set(available())
+    code, out, _ = cli("profiles", "canary")
+    assert code == 0 and json.loads(out)["risk"]["max_trade_value"] == 100.0
+    code, _, err = cli("profiles", "nope")
+    assert code == 2 and "unknown profile 'nope'" in err
 
 
 def test_background_jobs_started_in_order_and_cancelled_on_shutdown() -> None:
