@@ -215,13 +215,19 @@ class SoakSink:
             self.last_equity = rows[-1]
 
 
-class _TimerStats:
-    """Wall time of timer callbacks by timer name, in preallocated-style arrays."""
+class TimerStats:
+    """Wall time of timer callbacks by timer name (``strategy:*`` pooled), in ms.
+
+    Filled by the wrappers :func:`instrument_clock` puts around the callbacks; read
+    by the report as percentiles. Stored in flat ``array('d')`` so that timing a
+    callback allocates no Python objects the heap measurement would see.
+    """
 
     def __init__(self) -> None:
         self.ms: dict[str, array[float]] = {}
 
     def wrap(self, name: str, cb: Callable[[int], None]) -> Callable[[int], None]:
+        """``cb`` timed into this table under ``name``; call the result as you would ``cb``."""
         key = "strategy" if name.startswith("strategy:") else name
         store = self.ms.setdefault(key, array("d"))
         clock = time.perf_counter_ns
@@ -236,11 +242,13 @@ class _TimerStats:
         return timed
 
 
-def _instrument_clock(clock: Any, stats: _TimerStats) -> None:
+def instrument_clock(clock: Any, stats: TimerStats) -> None:
     """Time every timer callback the engine and the bot register, without touching core.
 
     The clock's ``every``/``call_at`` are replaced on this one instance by versions
-    that wrap the callback; names, priorities and deadlines are unchanged.
+    that wrap the callback; names, priorities and deadlines are unchanged. Call it
+    before the engine starts (replay: on the driver's clock; live: before ``run``),
+    since only timers registered afterwards are timed.
     """
     every, call_at = clock.every, clock.call_at
 
@@ -270,26 +278,22 @@ def _rss_bytes() -> int:
 
 
 _TRACEMALLOC_FILE: Final = tracemalloc.__file__
-_HEAP_FILTERS: Final[list[tracemalloc.DomainFilter | tracemalloc.Filter]] = [
-    tracemalloc.DomainFilter(False, _NUMPY_DOMAIN),
-    tracemalloc.Filter(False, _THIS_FILE),
-    tracemalloc.Filter(False, tracemalloc.__file__),
-]
+
+_PerLine = dict[tuple[str, int], tuple[int, int]]
 
 
-def _heap(snapshot: tracemalloc.Snapshot) -> tuple[int, dict[tuple[str, int], tuple[int, int]]]:
+def _heap(snapshot: tracemalloc.Snapshot, skip: tuple[str, ...]) -> tuple[int, _PerLine]:
     """Total bytes and per-line (size, count) of the run's Python heap in a snapshot.
 
-    Left out: numpy's array data (the batches in flight, not state) and what this
-    module and ``tracemalloc`` allocate for the soak's own bookkeeping. The raw
-    trace tuples are read directly when available: the public ``filter_traces``
-    and ``statistics`` cost a third of a second per sample.
+    Left out: numpy's array data (the batches in flight, not state) and what the
+    ``skip`` files (the soak's own modules, ``tracemalloc``) allocate for the soak's
+    bookkeeping. The raw trace tuples are read directly when available: the public
+    ``filter_traces`` and ``statistics`` cost a third of a second per sample.
     """
     raw = getattr(snapshot.traces, "_traces", None)
-    per_line: dict[tuple[str, int], tuple[int, int]] = {}
+    per_line: _PerLine = {}
     total = 0
     if isinstance(raw, list) and (not raw or (isinstance(raw[0], tuple) and len(raw[0]) >= 3)):
-        skip = (_THIS_FILE, _TRACEMALLOC_FILE)
         get = per_line.get
         for tr in raw:
             if tr[0] == _NUMPY_DOMAIN or not tr[2]:
@@ -302,7 +306,9 @@ def _heap(snapshot: tracemalloc.Snapshot) -> tuple[int, dict[tuple[str, int], tu
             s, c = get(key, (0, 0))
             per_line[key] = (s + size, c + 1)
         return total, per_line
-    snap = snapshot.filter_traces(_HEAP_FILTERS)
+    filters: list[tracemalloc.DomainFilter | tracemalloc.Filter] = [tracemalloc.DomainFilter(False, _NUMPY_DOMAIN)]
+    filters += [tracemalloc.Filter(False, f) for f in skip]
+    snap = snapshot.filter_traces(filters)
     for st in snap.statistics("lineno"):
         fr = st.traceback[0]
         per_line[(fr.filename, fr.lineno)] = (st.size, st.count)
@@ -311,7 +317,12 @@ def _heap(snapshot: tracemalloc.Snapshot) -> tuple[int, dict[tuple[str, int], tu
 
 
 class SoakSample(msgspec.Struct, kw_only=True):
-    """One sample; memory in bytes, times in seconds unless named ``_ms``."""
+    """One sample; memory in bytes, times in seconds unless named ``_ms``.
+
+    ``clock_ns`` is the run's clock: replayed time in a replay soak, the wall clock
+    in a live soak (whose samples are :class:`perpsim.live.soak.LiveSoakSample`,
+    this plus the feed's counters).
+    """
 
     clock_ns: int
     loop: int
@@ -329,6 +340,80 @@ class SoakSample(msgspec.Struct, kw_only=True):
     cycles: int
 
 
+_Sample = TypeVar("_Sample", bound=SoakSample)
+
+
+class SoakSampler:
+    """Takes one soak's samples and keeps the heap snapshots its report compares.
+
+    Shared by the replay soak and the live soak (:mod:`perpsim.live.soak`) so both
+    measure the same things the same way. Each :meth:`take` collects garbage, then
+    measures the traced Python heap (when ``tracemalloc`` is on), the RSS, the open
+    objects and the gc counters. Of the heap snapshots only the first, the warm one
+    and the newest are kept: growth is the newest minus the warm.
+
+    Args:
+        skip_files: more source files whose allocations are the soak's bookkeeping
+            (this module and ``tracemalloc`` always are).
+    """
+
+    def __init__(self, *, skip_files: Sequence[str] = ()) -> None:
+        self.samples: list[SoakSample] = []
+        self.snaps: dict[int, _PerLine] = {}
+        self.warm: int | None = None
+        self._skip = (_THIS_FILE, _TRACEMALLOC_FILE, *skip_files)
+        self.t0 = time.perf_counter()
+        self.c0 = time.process_time()
+
+    def restart(self) -> None:
+        """Count ``wall_s`` and ``cpu_s`` from now (call when the run itself starts)."""
+        self.t0 = time.perf_counter()
+        self.c0 = time.process_time()
+
+    def take(
+        self, cls: type[_Sample], *, warm: bool, release: Callable[[], None] | None = None, **fields: Any
+    ) -> _Sample:
+        """Measure and append one sample of type ``cls``; the caller gives the run's own fields.
+
+        Args:
+            cls: :class:`SoakSample` or a subclass with more fields.
+            warm: the run is past its warm-up; the first such sample's heap snapshot is
+                the one growth is measured from.
+            release: called after ``gc.collect()`` and before the heap snapshot, to drop
+                transient references (the replay releases the engine's current batch,
+                so that equal states give equal numbers).
+            fields: every field of ``cls`` except the measured ones (``wall_s``,
+                ``cpu_s``, ``rss``, ``heap``, ``objects``, ``gc_collections``).
+
+        Returns:
+            The sample, also appended to :attr:`samples`.
+        """
+        gc.collect()
+        heap: int | None = None
+        if tracemalloc.is_tracing():
+            if release is not None:
+                release()
+            heap, per_line = _heap(tracemalloc.take_snapshot(), self._skip)
+            i = len(self.samples)
+            if self.warm is None and warm:
+                self.warm = i
+            # keep the first, the warm and the newest snapshot; drop the rest
+            for k in [k for k in self.snaps if k not in (0, self.warm)]:
+                del self.snaps[k]
+            self.snaps[i] = per_line
+        sample = cls(
+            wall_s=round(time.perf_counter() - self.t0, 6),
+            cpu_s=round(time.process_time() - self.c0, 6),
+            rss=_rss_bytes(),
+            heap=heap,
+            objects=len(gc.get_objects()),
+            gc_collections=[s["collections"] for s in gc.get_stats()],
+            **fields,
+        )
+        self.samples.append(sample)
+        return sample
+
+
 class SoakCriteria(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Pass/fail limits; the defaults are the origin's 2-hour soak criteria.
 
@@ -343,7 +428,13 @@ class SoakCriteria(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class SoakReport(msgspec.Struct, kw_only=True):
-    """What a soak measured and decided; ``to_dict()`` is the ``--json`` output."""
+    """What a soak measured and decided; ``to_dict()`` is the ``--json`` output.
+
+    A live soak (:func:`perpsim.live.soak.run_live_soak`) fills the same report:
+    ``tape`` is the feed URL, ``duration_ns`` the wall time asked for, the clock the
+    wall clock, and ``live`` holds what only a live session has (the feed's
+    counters, the session's status and stop reason); it is None for a replay.
+    """
 
     tape: str
     profile: str
@@ -371,6 +462,7 @@ class SoakReport(msgspec.Struct, kw_only=True):
     samples: list[SoakSample]
     checks: list[dict[str, Any]]
     ok: bool
+    live: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = msgspec.to_builtins(self)
@@ -387,7 +479,7 @@ def _pct(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.frombuffer(values, dtype="d") if isinstance(values, array) else values, q))
 
 
-def _timer_stats(stats: _TimerStats) -> dict[str, dict[str, Any]]:
+def _timer_stats(stats: TimerStats) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(stats.ms, key=lambda n: (n != "cycle", n)):
         v = stats.ms[name]
@@ -401,12 +493,134 @@ def _timer_stats(stats: _TimerStats) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _queue_check(samples: list[SoakSample], field: str) -> dict[str, Any]:
+def _queue_check(samples: Sequence[SoakSample], field: str) -> dict[str, Any]:
     vals = [getattr(s, field) for s in samples]
     half = max(1, len(vals) // 2)
     first, second = max(vals[:half]), max(vals[half:], default=0)
     limit = max(2 * first, first + 16)
     return {"first_half_peak": first, "second_half_peak": second, "limit": limit, "bounded": second <= limit}
+
+
+QUEUES: Final[dict[str, str]] = {"outbox": "outbox_peak", "open_orders": "open_orders", "timers": "timers"}
+"""The queues every soak checks for boundedness: report name → :class:`SoakSample` field."""
+
+
+class SoakFindings(msgspec.Struct, kw_only=True):
+    """The measured part of a :class:`SoakReport`, the same for a replay and a live soak."""
+
+    memory: dict[str, Any]
+    top_growth: list[dict[str, Any]]
+    queues: dict[str, dict[str, Any]]
+    timers_ms: dict[str, dict[str, Any]]
+    errors: dict[str, Any]
+    checks: list[dict[str, Any]]
+    notes: list[str]
+
+
+def assess(
+    sampler: SoakSampler,
+    *,
+    start_ns: int,
+    warm_at_ns: int,
+    timers: TimerStats,
+    sink: SoakSink,
+    criteria: SoakCriteria,
+    queues: dict[str, str] | None = None,
+) -> SoakFindings:
+    """Turn a finished soak's samples into the report's findings and apply the criteria.
+
+    Memory growth is measured from the first sample at least ``warm_at_ns`` after
+    ``start_ns`` (and not the last) to the last sample; a soak too short for that
+    measures from the first sample and says so in ``notes``.
+
+    Args:
+        sampler: the soak's samples (at least one) and heap snapshots.
+        start_ns: the run's clock at its start (the samples' ``clock_ns`` scale).
+        warm_at_ns: clock time after ``start_ns`` that counts as warm.
+        timers: the timer callbacks' wall times.
+        sink: the run events counted during the soak.
+        criteria: the limits.
+        queues: report name → sample field of each queue to check (default
+            :data:`QUEUES`).
+
+    Returns:
+        Memory, top growth, queues, timer percentiles, errors, the checks (in the
+        report's order) and notes about how they were measured.
+    """
+    samples, snaps = sampler.samples, sampler.snaps
+    notes: list[str] = []
+    warm_idx = next(
+        (i for i, s in enumerate(samples) if s.clock_ns - start_ns >= warm_at_ns and i < len(samples) - 1), None
+    )
+    if warm_idx is None:
+        warm_idx = 0
+        notes.append(
+            f"too short to warm up ({fmt_duration(warm_at_ns)} needed before the last sample): "
+            "memory growth is measured from the first sample"
+        )
+    warm_s, end = samples[warm_idx], samples[-1]
+    memory: dict[str, Any] = {
+        "warm_sample": warm_idx,
+        "warm_clock": fmt_ns(warm_s.clock_ns),
+        "rss_warm": warm_s.rss,
+        "rss_end": end.rss,
+        "rss_growth": (end.rss - warm_s.rss) / warm_s.rss if warm_s.rss else None,
+        "heap_warm": warm_s.heap,
+        "heap_end": end.heap,
+        "heap_growth": None,
+        "objects_warm": warm_s.objects,
+        "objects_end": end.objects,
+    }
+    top: list[dict[str, Any]] = []
+    if warm_s.heap is not None and end.heap is not None:
+        memory["heap_growth"] = (end.heap - warm_s.heap) / warm_s.heap if warm_s.heap else None
+        first = snaps.get(warm_idx) or {}
+        last = snaps.get(len(samples) - 1) or {}
+        diffs = []
+        for key in set(first) | set(last):
+            s1, c1 = first.get(key, (0, 0))
+            s2, c2 = last.get(key, (0, 0))
+            if s2 - s1 > 0:
+                diffs.append((s2 - s1, c2 - c1, key))
+        for size, count, (fname, line) in sorted(diffs, reverse=True)[:10]:
+            top.append({"where": f"{_short(fname)}:{line}", "size_diff": size, "count_diff": count})
+        if warm_idx not in snaps:
+            notes.append("the warm snapshot was not kept; top growth is unavailable")
+
+    measured = samples[warm_idx:]
+    queue_checks = {name: _queue_check(measured, field) for name, field in (queues or QUEUES).items()}
+    timers_ms = _timer_stats(timers)
+    n_err = sink.counts.get("error", 0)
+    errors = {
+        "total": n_err,
+        "by_reason": dict(sorted(sink.error_reasons.items())),
+        "first": [
+            {"time": fmt_ns(e.ts), "reason": e.reason, "symbol": e.symbol, "text": e.text} for e in sink.first_errors
+        ],
+        "over_time": [{"clock": fmt_ns(s.clock_ns), "errors": s.errors} for s in samples],
+    }
+    checks: list[dict[str, Any]] = []
+    if memory["heap_growth"] is not None:
+        checks.append(_chk("heap growth", memory["heap_growth"], criteria.max_memory_growth))
+    if memory["rss_growth"] is not None:
+        checks.append(_chk("RSS growth", memory["rss_growth"], criteria.max_memory_growth))
+    checks.append(_chk("errors", n_err, criteria.max_errors))
+    for name, q in queue_checks.items():
+        checks.append(
+            {"name": f"queue {name} bounded", "value": q["second_half_peak"], "limit": q["limit"], "ok": q["bounded"]}
+        )
+    cyc = timers_ms.get("cycle", {})
+    if criteria.max_cycle_p95_ms is not None:
+        checks.append(_chk("cycle p95 ms", cyc.get("p95"), criteria.max_cycle_p95_ms))
+    return SoakFindings(
+        memory=memory,
+        top_growth=top,
+        queues=queue_checks,
+        timers_ms=timers_ms,
+        errors=errors,
+        checks=checks,
+        notes=notes,
+    )
 
 
 def run_soak(
@@ -461,7 +675,7 @@ def run_soak(
     looped = LoopedTape(opened, duration_ns, interval_ns, boundary_ns=sample_every_ns)
     empty = looped._shifted(looped._src[0], 0, 0, 0, 0)
     cls = strategy if isinstance(strategy, type) else None
-    stats = _TimerStats()
+    stats = TimerStats()
     gc.collect()
     started_tracing = False
     if trace_memory and not tracemalloc.is_tracing():
@@ -470,49 +684,29 @@ def run_soak(
     try:
         sink = SoakSink()
         driver = ReplayDriver(looped, cfg, cls, ignore_timer_rows=True, sink=sink, keep=False)  # type: ignore[arg-type, unused-ignore]
-        _instrument_clock(driver.clock, stats)
-        samples: list[SoakSample] = []
+        instrument_clock(driver.clock, stats)
         warm_at = max(warmup_ns if warmup_ns is not None else sample_every_ns, looped.period_ns if looped.looped else 0)
-        warm: list[int | None] = [None]
-        snaps: dict[int, dict[tuple[str, int], tuple[int, int]]] = {}
-        t0 = time.perf_counter()
-        c0 = time.process_time()
+        sampler = SoakSampler()
 
         def sample() -> None:
             eng = driver.engine
-            gc.collect()
-            heap: int | None = None
-            if tracemalloc.is_tracing():
-                eng.load(empty)  # release the last batch's row lists: equal states, equal numbers
-                heap, per_line = _heap(tracemalloc.take_snapshot())
-                i = len(samples)
-                if warm[0] is None and int(driver.last_ns or 0) - looped.start_ns >= warm_at:
-                    warm[0] = i
-                # keep the first, the warm and the newest snapshot; drop the rest
-                for k in [k for k in snaps if k not in (0, warm[0])]:
-                    del snaps[k]
-                snaps[i] = per_line
-            samples.append(
-                SoakSample(
-                    clock_ns=int(driver.last_ns or looped.start_ns),
-                    loop=looped.loop,
-                    wall_s=round(time.perf_counter() - t0, 6),
-                    cpu_s=round(time.process_time() - c0, 6),
-                    rss=_rss_bytes(),
-                    heap=heap,
-                    objects=len(gc.get_objects()),
-                    gc_collections=[s["collections"] for s in gc.get_stats()],
-                    outbox_peak=sink.outbox_peak,
-                    open_orders=len(eng.venue.open_orders()),
-                    timers=len(driver.clock.timers()),
-                    events=sink.event_count,
-                    errors=sink.counts.get("error", 0),
-                    cycles=eng.cycles,
-                )
+            now = int(driver.last_ns or looped.start_ns)
+            sampler.take(
+                SoakSample,
+                warm=int(driver.last_ns or 0) - looped.start_ns >= warm_at,
+                release=lambda: eng.load(empty),  # release the last batch's row lists
+                clock_ns=now,
+                loop=looped.loop,
+                outbox_peak=sink.outbox_peak,
+                open_orders=len(eng.venue.open_orders()),
+                timers=len(driver.clock.timers()),
+                events=sink.event_count,
+                errors=sink.counts.get("error", 0),
+                cycles=eng.cycles,
             )
             sink.outbox_peak = 0
             if progress is not None:
-                progress(int(driver.last_ns or looped.start_ns) - looped.start_ns, duration_ns)
+                progress(now - looped.start_ns, duration_ns)
 
         next_sample = [looped.start_ns + sample_every_ns]
 
@@ -523,8 +717,10 @@ def run_soak(
                 while next_sample[0] <= nc:
                     next_sample[0] += sample_every_ns
 
+        sampler.restart()
         driver.run(on_batch)
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - sampler.t0
+        samples = sampler.samples
         if not samples or samples[-1].clock_ns != driver.last_ns:
             sample()
     finally:
@@ -547,79 +743,12 @@ def run_soak(
     if trace_memory:
         notes.append("cycle times were measured with tracemalloc on (a few times slower than a plain replay)")
     notes.append("events and equity rows were streamed to the digest and counters, not kept")
-
-    warm_idx = next(
-        (i for i, s in enumerate(samples) if s.clock_ns - looped.start_ns >= warm_at and i < len(samples) - 1), None
-    )
-    if warm_idx is None:
-        warm_idx = 0
-        notes.append(
-            f"too short to warm up ({fmt_duration(warm_at)} needed before the last sample): "
-            "memory growth is measured from the first sample"
-        )
-    warm_s, end = samples[warm_idx], samples[-1]
-    memory: dict[str, Any] = {
-        "warm_sample": warm_idx,
-        "warm_clock": fmt_ns(warm_s.clock_ns),
-        "rss_warm": warm_s.rss,
-        "rss_end": end.rss,
-        "rss_growth": (end.rss - warm_s.rss) / warm_s.rss if warm_s.rss else None,
-        "heap_warm": warm_s.heap,
-        "heap_end": end.heap,
-        "heap_growth": None,
-        "objects_warm": warm_s.objects,
-        "objects_end": end.objects,
-    }
-    top: list[dict[str, Any]] = []
-    if warm_s.heap is not None and end.heap is not None:
-        memory["heap_growth"] = (end.heap - warm_s.heap) / warm_s.heap if warm_s.heap else None
-        first = snaps.get(warm_idx) or {}
-        last = snaps.get(len(samples) - 1) or {}
-        diffs = []
-        for key in set(first) | set(last):
-            s1, c1 = first.get(key, (0, 0))
-            s2, c2 = last.get(key, (0, 0))
-            if s2 - s1 > 0:
-                diffs.append((s2 - s1, c2 - c1, key))
-        for size, count, (fname, line) in sorted(diffs, reverse=True)[:10]:
-            top.append({"where": f"{_short(fname)}:{line}", "size_diff": size, "count_diff": count})
-        if warm_idx not in snaps:
-            notes.append("the warm snapshot was not kept; top growth is unavailable")
-
-    measured = samples[warm_idx:]
-    queues = {
-        "outbox": _queue_check(measured, "outbox_peak"),
-        "open_orders": _queue_check(measured, "open_orders"),
-        "timers": _queue_check(measured, "timers"),
-    }
-    timers = _timer_stats(stats)
-    n_err = sink.counts.get("error", 0)
-    errors = {
-        "total": n_err,
-        "by_reason": dict(sorted(sink.error_reasons.items())),
-        "first": [
-            {"time": fmt_ns(e.ts), "reason": e.reason, "symbol": e.symbol, "text": e.text} for e in sink.first_errors
-        ],
-        "over_time": [{"clock": fmt_ns(s.clock_ns), "errors": s.errors} for s in samples],
-    }
-    checks: list[dict[str, Any]] = []
-    if memory["heap_growth"] is not None:
-        checks.append(_chk("heap growth", memory["heap_growth"], crit.max_memory_growth))
-    if memory["rss_growth"] is not None:
-        checks.append(_chk("RSS growth", memory["rss_growth"], crit.max_memory_growth))
-    checks.append(_chk("errors", n_err, crit.max_errors))
-    for name, q in queues.items():
-        checks.append(
-            {"name": f"queue {name} bounded", "value": q["second_half_peak"], "limit": q["limit"], "ok": q["bounded"]}
-        )
-    cyc = timers.get("cycle", {})
-    if crit.max_cycle_p95_ms is not None:
-        checks.append(_chk("cycle p95 ms", cyc.get("p95"), crit.max_cycle_p95_ms))
-    strat = str(cfg.strategy)
+    found = assess(sampler, start_ns=looped.start_ns, warm_at_ns=warm_at, timers=stats, sink=sink, criteria=crit)
+    notes += found.notes
     return SoakReport(
         tape=_tape_name(opened),
         profile=cfg.profile,
-        strategy=strat,
+        strategy=str(cfg.strategy),
         duration_ns=duration_ns,
         interval_s=cfg.interval_s,
         looped=looped.looped,
@@ -635,14 +764,14 @@ def run_soak(
         events=sink.event_count,
         counts=dict(sorted(sink.counts.items())),
         digest=driver.digest.hexdigest(),
-        timers_ms=timers,
-        memory=memory,
-        top_growth=top,
-        queues=queues,
-        errors=errors,
+        timers_ms=found.timers_ms,
+        memory=found.memory,
+        top_growth=found.top_growth,
+        queues=found.queues,
+        errors=found.errors,
         samples=samples,
-        checks=checks,
-        ok=all(c["ok"] for c in checks),
+        checks=found.checks,
+        ok=all(c["ok"] for c in found.checks),
     )
 
 

@@ -23,13 +23,18 @@ print(r.digest)
 
 
 @pytest.mark.parametrize("profile", ["backtest", "prod"])
-def test_same_digest_in_three_processes_with_different_hash_seeds(profile: str) -> None:
+def test_same_digest_in_three_processes_with_different_hash_seeds(profile: str, tmp_path: Path) -> None:
     sample = str(resources.files("perpsim.tapes") / "samples" / "sample.parquet")
     digests = set()
     for seed in ("0", "1", "4242"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         out = subprocess.run(
-            [sys.executable, "-c", _SCRIPT, sample, profile], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", _SCRIPT, sample, profile],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert out.returncode == 0, out.stderr
         digests.add(out.stdout.strip())
