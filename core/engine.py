@@ -259,6 +259,26 @@ class Engine:
         active = venue.active
         self.rows += hi - lo
         base = self._base
+        if not hooks and self._on_funding is None and not any(active):
+            # Nothing wants single rows (no tick hook, no order or position to watch): state only.
+            # Rows cannot change that: only strategy code places orders, and none runs here.
+            for i in range(lo - base, hi - base):
+                k = kind[i]
+                if k == 0:
+                    s = sid[i]
+                    last_px[s] = price[i]
+                    last_size[s] = size[i]
+                    last_ts[s] = clk[i]
+                elif k == 1:
+                    s = sid[i]
+                    q_bid[s] = bid[i]
+                    q_bsz[s] = bsz[i]
+                    q_ask[s] = ask[i]
+                    q_asz[s] = asz[i]
+                    q_ts[s] = clk[i]
+                else:
+                    self._other_row(i, k, sid[i])
+            return hi
         for i in range(lo - base, hi - base):
             k = kind[i]
             s = sid[i]
