@@ -227,7 +227,7 @@ class Engine:
             _Lazy(batch.ts),
             _Lazy(batch.recv_ts),
             _Lazy(batch.flags),
-            _Lazy(batch.seq),
+            batch.seq.tolist(),  # read by the venue on every row of a watched symbol
         )
         self._text = batch.text
 
