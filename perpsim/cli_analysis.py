@@ -228,54 +228,81 @@ def _print_drift(rep: Any, con: Console, report: Path | None) -> None:
 
 @click.command()
 @click.argument("tape", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--duration", default="48h", show_default=True, help="Clock time to soak, e.g. 2h, 48h.")
+@click.option("--duration", help="Clock time to soak, e.g. 2h, 48h (default 48h; a replay soak only).")
+@click.option(
+    "--live", "live_url", metavar="URL", help="Soak the live path against this feed, e.g. ws://127.0.0.1:8765."
+)
+@click.option("--wall", help="--live: wall time to run the session, e.g. 60s, 2h (required with --live).")
 @click.option("--interval", help="Cycle interval, e.g. 60s (default: the profile's).")
-@click.option("--profile", default="backtest", show_default=True, help="Profile name.")
+@click.option("--profile", help="Profile name (default backtest; canary with --live).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="A TOML file merged over the profile.")
 @click.option("--strategy", help="A strategy class as module:Class.")
-@click.option("--symbols", help="Comma-separated symbols (default: all on the tape).")
+@click.option("--symbols", help="Comma-separated symbols (default: all on the tape; the profile's with --live).")
 @click.option("--seed", type=int, help="Seed for the run's random models.")
-@click.option("--sample-every", default="1h", show_default=True, help="Clock time between samples.")
-@click.option("--warmup", help="Measure memory growth from this clock time on (default: one sample, or one loop).")
+@click.option("--sample-every", help="Time between samples (default 1h of clock; --live: a twelfth of --wall, ≥ 1s).")
+@click.option("--warmup", help="Measure memory growth from this time on (default: one sample, or one loop).")
 @click.option("--max-memory-growth", type=float, default=0.2, show_default=True, help="Heap and RSS growth limit.")
 @click.option("--max-errors", type=int, default=0, show_default=True, help="Most error events allowed.")
 @click.option("--max-cycle-p95", help="Fail when the cycle callback's p95 wall time exceeds this, e.g. 50ms.")
 @click.option("--no-trace-memory", is_flag=True, help="Skip tracemalloc (faster; RSS only).")
+@click.option(
+    "--check-heap",
+    is_flag=True,
+    help="--live: apply --max-memory-growth to the Python heap too (a replay soak always does; live, it is reported).",
+)
+@click.option("--connect-timeout", help="--live: give up (exit 2) when the feed has not connected by then (30s).")
+@click.option(
+    "--record",
+    "record_dir",
+    type=click.Path(path_type=Path),
+    help="--live: keep the session's recording and run directory here (default: a temporary folder, removed).",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="--live: log the feed and the driver to stderr.")
 def soak(
     tape: tuple[Path, ...],
-    duration: str,
+    duration: str | None,
+    live_url: str | None,
+    wall: str | None,
     interval: str | None,
-    profile: str,
+    profile: str | None,
     config_file: Path | None,
     strategy: str | None,
     symbols: str | None,
     seed: int | None,
-    sample_every: str,
+    sample_every: str | None,
     warmup: str | None,
     max_memory_growth: float,
     max_errors: int,
     max_cycle_p95: str | None,
     no_trace_memory: bool,
+    check_heap: bool,
+    connect_timeout: str | None,
+    record_dir: Path | None,
     out: Path | None,
     as_json: bool,
+    verbose: bool,
 ) -> None:
-    """Run the bot for --duration of clock time as fast as it can, looping TAPE.
+    """Run the bot for --duration of clock time as fast as it can, looping TAPE; or live for --wall.
 
     Samples memory (RSS, Python heap, top growth), objects, queue depths, timer
-    callback wall times and errors every --sample-every of clock time; exit 1 when
-    a criterion fails (memory growth, errors, unbounded queues, cycle p95).
-    TAPE defaults to the bundled sample.
+    callback wall times and errors every --sample-every; exit 1 when a criterion
+    fails (memory growth, errors, unbounded queues, cycle p95). TAPE defaults to
+    the bundled sample. With --live URL (e.g. a `perpsim serve`), the live driver
+    runs against the feed for --wall of wall time instead, sampled the same way
+    over wall time, with the feed's messages, reconnects and gaps; a feed that
+    never connects exits 2.
     """
     from perpsim.sim import soak as s
 
-    paths = list(tape) or [_sample_tape()]
     crit = s.SoakCriteria(
         max_memory_growth=max_memory_growth,
         max_errors=max_errors,
         max_cycle_p95_ms=_dur_ms(max_cycle_p95, "--max-cycle-p95"),
     )
+    interval_s = parse_duration_ns(interval, what="--interval") / 1e9 if interval else None
+    symbol_list = [x.strip() for x in symbols.split(",") if x.strip()] if symbols else None
     err = Console(stderr=True)
     show = err.is_terminal and not as_json
 
@@ -283,21 +310,54 @@ def soak(
         if show:
             err.print(f"  soaked {s.fmt_duration(done)} of {s.fmt_duration(total)}", end="\r")
 
-    rep = s.run_soak(
-        paths if len(paths) > 1 else paths[0],
-        duration_ns=parse_duration_ns(duration, what="--duration"),
-        interval_s=parse_duration_ns(interval, what="--interval") / 1e9 if interval else None,
-        profile=profile,
-        config=config_file,
-        strategy=strategy,
-        symbols=symbols.split(",") if symbols else None,
-        seed=seed,
-        sample_every_ns=parse_duration_ns(sample_every, what="--sample-every"),
-        warmup_ns=parse_duration_ns(warmup, what="--warmup") if warmup else None,
-        criteria=crit,
-        trace_memory=not no_trace_memory,
-        progress=progress,
-    )
+    if live_url is None:
+        live_only = (
+            (wall, "--wall"),
+            (connect_timeout, "--connect-timeout"),
+            (record_dir, "--record"),
+            (check_heap or None, "--check-heap"),
+        )
+        for given, opt in live_only:
+            if given is not None:
+                raise InputError(f"soak: {opt} is for a live soak (--live URL); a replay soak runs for --duration")
+        paths = list(tape) or [_sample_tape()]
+        rep = s.run_soak(
+            paths if len(paths) > 1 else paths[0],
+            duration_ns=parse_duration_ns(duration or "48h", what="--duration"),
+            interval_s=interval_s,
+            profile=profile or "backtest",
+            config=config_file,
+            strategy=strategy,
+            symbols=symbol_list,
+            seed=seed,
+            sample_every_ns=parse_duration_ns(sample_every or "1h", what="--sample-every"),
+            warmup_ns=parse_duration_ns(warmup, what="--warmup") if warmup else None,
+            criteria=crit,
+            trace_memory=not no_trace_memory,
+            progress=progress,
+        )
+    else:
+        rep = _live_soak(
+            live_url,
+            tape=tape,
+            duration=duration,
+            wall=wall,
+            connect_timeout=connect_timeout,
+            sample_every=sample_every,
+            warmup=warmup,
+            record_dir=record_dir,
+            verbose=verbose,
+            progress=progress,
+            interval_s=interval_s,
+            profile=profile or "canary",
+            config=config_file,
+            strategy=strategy,
+            symbols=symbol_list,
+            seed=seed,
+            criteria=crit,
+            trace_memory=not no_trace_memory,
+            check_heap=check_heap,
+        )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(_dumps(rep.to_dict()) + "\n")
@@ -306,38 +366,117 @@ def soak(
     else:
         _print_soak(rep, _console())
     if not rep.ok:
-        raise CheckFailed(f"soak: {s.failure_line(rep)}")
+        raise CheckFailed(f"soak{' --live' if rep.live else ''}: {s.failure_line(rep)}")
+
+
+def _live_soak(
+    url: str,
+    *,
+    tape: tuple[Path, ...],
+    duration: str | None,
+    wall: str | None,
+    connect_timeout: str | None,
+    sample_every: str | None,
+    warmup: str | None,
+    record_dir: Path | None,
+    verbose: bool,
+    **kwargs: Any,
+) -> Any:
+    """``soak --live``: check the options that only make sense together, then run the session."""
+    import logging
+    import sys
+
+    from perpsim.live.soak import run_live_soak
+
+    if tape:
+        raise InputError(f"soak: give TAPE or --live URL, not both (got {tape[0]} and --live {url})")
+    if duration is not None:
+        raise InputError("soak --live: --duration is a replay soak's clock time; a live soak runs for --wall")
+    if wall is None:
+        raise InputError("soak --live: --wall is required (the session's wall time, e.g. --wall 60s)")
+
+    def seconds(text: str | None, what: str) -> float | None:
+        return None if text is None else parse_duration_ns(text, what=what) / 1e9
+
+    wall_s = seconds(wall, "--wall")
+    assert wall_s is not None
+    log = logging.getLogger("perpsim")
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.handlers[:] = [handler]
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    else:
+        # The feed logs every failed connect and disconnect; the report counts them instead,
+        # and a feed that never connects is one line on stderr (exit 2), not a screenful.
+        log.setLevel(logging.ERROR)
+    # As `perpsim live` does: the recorder's writer thread holds the GIL in switch-interval
+    # slices, each a stall of the feed; 0.5 ms slices keep socket-to-engine latency low.
+    sys.setswitchinterval(0.0005)
+    return run_live_soak(
+        url,
+        wall_s=wall_s,
+        sample_every_s=seconds(sample_every, "--sample-every"),
+        warmup_s=seconds(warmup, "--warmup"),
+        connect_timeout_s=seconds(connect_timeout, "--connect-timeout") or 30.0,
+        keep_dir=record_dir,
+        **kwargs,
+    )
 
 
 def _print_soak(rep: Any, con: Console) -> None:
     from perpsim.sim.soak import fmt_duration
 
+    live = rep.live
     span = rep.clock_end_ns - rep.clock_start_ns
-    con.print(
-        f"[bold]soak[/bold] {rep.tape} · profile {rep.profile} · {fmt_duration(rep.duration_ns)} of clock "
-        f"at {rep.interval_s:g}s cycles · wall {rep.wall_s:.1f}s ({span / 1e9 / max(rep.wall_s, 1e-9):,.0f}x real time)"
-    )
+    if live is None:
+        con.print(
+            f"[bold]soak[/bold] {rep.tape} · profile {rep.profile} · {fmt_duration(rep.duration_ns)} of clock "
+            f"at {rep.interval_s:g}s cycles · wall {rep.wall_s:.1f}s "
+            f"({span / 1e9 / max(rep.wall_s, 1e-9):,.0f}x real time)"
+        )
+    else:
+        con.print(
+            f"[bold]soak (live)[/bold] {live['url']} · profile {rep.profile} · {rep.interval_s:g}s cycles · "
+            f"wall {fmt_duration(rep.duration_ns)} (ran {live['ran_s']:.1f}s, sampled every "
+            f"{fmt_duration(round(live['sample_every_s'] * 1e9))})",
+            highlight=False,
+        )
     for n in rep.notes:
         con.print(f"  note: {n}", highlight=False)
     samples = rep.samples
     step = max(1, -(-len(samples) // 12))
     shown = [x for i, x in enumerate(samples) if i % step == 0 or i == len(samples) - 1]
     t = Table(title="samples" + (f" (every {step}th; --json for all)" if step > 1 else ""), title_justify="left")
-    for col in ("clock", "loop", "RSS MB", "heap KB", "objects", "outbox", "orders", "timers", "cycles", "errors"):
+    cols = ["clock", "loop", "RSS MB", "heap KB", "objects", "outbox", "orders", "timers", "cycles", "errors"]
+    if live is not None:  # tasks and threads are in the criteria table; the timers are the bot's, as in replay
+        cols = ["wall", "RSS MB", "heap KB", "objects", "outbox", "orders", "kept", "msgs", "reconn", "gaps"]
+        cols += ["cycles", "errors"]
+    for col in cols:
         t.add_column(col, justify="right")
     for x in shown:
-        t.add_row(
-            "+" + fmt_duration(x.clock_ns - rep.clock_start_ns),
-            str(x.loop + 1),
+        head = ["+" + fmt_duration(x.clock_ns - rep.clock_start_ns)]
+        mem = [
             f"{x.rss / _MB:.1f}",
             "-" if x.heap is None else f"{x.heap / 1024:.1f}",
             f"{x.objects:,}",
             str(x.outbox_peak),
             str(x.open_orders),
-            str(x.timers),
-            f"{x.cycles:,}",
-            str(x.errors),
-        )
+        ]
+        if live is None:
+            t.add_row(*head, str(x.loop + 1), *mem, str(x.timers), f"{x.cycles:,}", str(x.errors))
+        else:
+            t.add_row(
+                *head,
+                *mem,
+                f"{x.kept:,}",
+                f"{x.messages:,}",
+                str(x.reconnects),
+                str(x.gaps),
+                f"{x.cycles:,}",
+                str(x.errors),
+            )
     con.print(t)
     tm = Table(title="timer callbacks (wall ms)", title_justify="left")
     for col in ("timer", "n", "p50", "p95", "p99", "max"):
@@ -370,6 +509,22 @@ def _print_soak(rep: Any, con: Console) -> None:
         + f", digest {rep.digest[:16]}",
         highlight=False,
     )
+    if live is not None:
+        f, dc = live["feed"], live["driver_cycle"]
+        lag = "-" if f["last_lag_ns"] is None else f"{f['last_lag_ns'] / 1e6:.1f} ms"
+        con.print(
+            f"feed: {f['messages']:,} messages, {f['connects']} connects, {f['reconnects']} reconnects, "
+            f"{f['disconnects']} disconnects, {f['gaps']} gaps, {f['malformed']} malformed, last lag {lag}; "
+            f"session {live['status']} (stop: {live['stop_reason'] or '-'}); "
+            f"{live['orders']} orders, {live['fills']} fills",
+            highlight=False,
+        )
+        if dc["n"]:
+            p95 = "-" if dc["p95_le_ms"] is None else f"≤ {dc['p95_le_ms']:g} ms"
+            con.print(
+                f"the live driver's cycle histogram: n {dc['n']:,}, mean {dc['mean_ms']:.3f} ms, p95 {p95}",
+                highlight=False,
+            )
     tc = Table(title="criteria", title_justify="left")
     for col in ("criterion", "value", "limit", "result"):
         tc.add_column(col)
@@ -382,11 +537,15 @@ def _print_soak(rep: Any, con: Console) -> None:
             f"< {lim:.0%}" if pct else f"≤ {lim}",
             "ok" if c["ok"] else "[red]FAIL[/red]",
         )
+    heap = rep.memory["heap_growth"]
+    if heap is not None and not any(c["name"] == "heap growth" for c in rep.checks):
+        tc.add_row("heap growth (reported)", f"{heap:+.1%}", "", "")
     cyc = rep.timers_ms.get("cycle")
     if cyc:
         tc.add_row("cycle p95 ms (reported)", f"{cyc['p95']:.3f}" if cyc["p95"] is not None else "-", "", "")
     con.print(tc)
-    con.print("[green]soak: PASS[/green]" if rep.ok else "[red]soak: FAIL[/red]")
+    name = "soak --live" if live is not None else "soak"
+    con.print(f"[green]{name}: PASS[/green]" if rep.ok else f"[red]{name}: FAIL[/red]")
 
 
 # -- characterize -----------------------------------------------------------------
