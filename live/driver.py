@@ -56,14 +56,14 @@ from perpsim.core.events import (
     Trade,
 )
 from perpsim.core.instruments import Instrument
-from perpsim.core.ledger import units_to_float
+from perpsim.core.ledger import to_units, units_to_float
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy
 from perpsim.live.clock import LiveClock
 from perpsim.live.feed import CoinbaseFeed, FeedConfig, FeedState
 from perpsim.live.metrics import LiveMetrics, MetricsServer
 from perpsim.live.recorder import Recorder
-from perpsim.sim.runs import RunWriter, file_sha256, summarize
+from perpsim.sim.runs import Drawdown, RunWriter, file_sha256, summarize
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.schema import TapeMeta, TimerSpec
 
@@ -190,7 +190,13 @@ class LiveDriver:
         self.metrics = LiveMetrics()
         self.metrics_server: MetricsServer | None = None
         self.digest = Digest()
+        # run events and equity rows go to the run directory as they drain (``sink``), as in
+        # replay, so a long session does not hold them; ``events`` keeps only what came
+        # before the writer exists
         self.events: list[Any] = []
+        self.sink: RunWriter | None = None
+        self.drawdown: Drawdown | None = None
+        self.last_cycle_ts: int | None = None
         self.first_ns: int | None = None
         self.last_ns: int | None = None
         self.warm_rows = 0
@@ -294,11 +300,21 @@ class LiveDriver:
             self.request_stop(f"error: {type(e).__name__}: {e}")
 
     def _drain(self) -> None:
-        out = self.engine.outbox.drain()
+        eng = self.engine
+        out = eng.outbox.drain()
         if out:
             self.digest.update(out)
-            self.events.extend(out)
             self.metrics.count_run_events(out)
+        if self.sink is None:
+            self.events.extend(out)
+            return
+        rows, eng.equity_rows = eng.equity_rows, []
+        if rows:
+            self.last_cycle_ts = rows[-1].ts
+            assert self.drawdown is not None
+            self.drawdown.update(rows)
+        self.sink.write_events(out)
+        self.sink.write_equity(rows)
 
     def _start_engine(self, t: int) -> None:
         self.clock.set_now(t)
@@ -400,6 +416,10 @@ class LiveDriver:
             fsync=opts.fsync,
         )
         writer = RunWriter(self.run_dir, self.config, _RecordingRef())
+        self.drawdown = Drawdown(to_units(self.engine.equity_exact()))
+        writer.write_events(self.events)
+        self.events = []
+        self.sink = writer
         _write_json(
             self.record_dir / SESSION_FILE, {"run_dir": str(self.run_dir.resolve()), "profile": self.config.profile}
         )
@@ -580,7 +600,7 @@ class LiveDriver:
         t0, r0 = self._rows_window[0]
         rate = (self._rows - r0) / (now - t0) if now > t0 else 0.0
         eng = self.engine
-        cycle_ts = eng.equity_rows[-1].ts if eng.equity_rows else None
+        cycle_ts = eng.equity_rows[-1].ts if eng.equity_rows else self.last_cycle_ts
         feed_state = str(self.feed.state)
         if self.status != "running":
             status = self.status

@@ -298,8 +298,9 @@ class _LiveSoak:
                     "300 s; RSS growth is checked, as in the origin's soak"
                 )
         notes.append(
-            "the live driver keeps the session's run events and equity rows for its run outputs "
-            f"({len(driver.events):,} events, {len(eng.equity_rows):,} equity rows at the end; 'kept' in the samples)"
+            "the live driver streams run events and equity rows to its run directory as they drain; "
+            f"'kept' in the samples is what it held between drains "
+            f"({len(driver.events) + len(eng.equity_rows):,} at the end)"
         )
         if result.status == "incomplete":
             notes.append(

@@ -76,9 +76,10 @@ def test_soak_live_against_serve_passes_and_reports_samples_and_cycles(
     samples = rep["samples"]
     assert len(samples) >= 5  # one a second; a stalled loop merges samples, it never adds any
     assert samples[-1]["clock_ns"] - rep["clock_start_ns"] >= WALL_S * 10**9
-    for key in ("messages", "cycles", "kept"):
+    for key in ("messages", "cycles"):
         values = [s[key] for s in samples]
         assert values == sorted(values) and values[-1] > values[0], key
+    assert max(s["kept"] for s in samples) < 50  # run events stream to the run directory, not memory
     assert all(s["heap"] is not None and s["threads"] >= 2 for s in samples)
     assert rep["cycles"] >= 10 and rep["timers_ms"]["cycle"]["n"] >= rep["cycles"]
     assert rep["timers_ms"]["cycle"]["p95"] > 0 and live["driver_cycle"]["n"] >= 10
