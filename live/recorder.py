@@ -283,6 +283,9 @@ class Recorder:
                 self._validator.last_clock = None
             seg.tables.append(table)
             whole = pa.concat_tables(seg.tables) if len(seg.tables) > 1 else table
+            if len(seg.tables) > 1:  # keep one contiguous table, not one small table per flush
+                whole = whole.combine_chunks()
+                seg.tables = [whole]
             size = self._replace(self.folder / segment_name(job.segment), whole)
             with self._lock:
                 st = self.stats
