@@ -39,9 +39,17 @@ class TimerHandle(msgspec.Struct, kw_only=True):
 
 
 class Clock(Protocol):
-    """What core asks for the time and for timers; nothing in core reads any other clock."""
+    """What core asks for the time and for timers; nothing in core reads any other clock.
+
+    ``set_now`` is the driver's: it sets the clock value of the row being dispatched.
+    ``next_due`` is the earliest live deadline.
+    """
+
+    next_due: int
 
     def now_ns(self) -> int: ...
+
+    def set_now(self, ns: int) -> None: ...
 
     def call_at(self, ns: int, name: str, cb: TimerCallback, priority: int = 100) -> TimerHandle: ...
 

@@ -359,8 +359,8 @@ class Engine:
         """Call a tick hook for row ``i``; True if a timer became due before the next row."""
         clk, _, _, price, size, side, bid, bsz, ask, asz, _, _, ts, rts, _flags, _seq = self._loaded
         m = self.market
-        due_before = getattr(self.clock, "next_due", None)
-        self.clock_set(clk[i])
+        due_before = self.clock.next_due
+        self.clock.set_now(clk[i])
         if k == 0 and self._on_trade is not None:
             ev: MarketEvent = Trade(
                 ts=ts[i], recv_ts=rts[i], symbol=m.names[s], price=price[i], size=size[i], side=side[i]
@@ -379,13 +379,7 @@ class Engine:
             self._call(self._on_quote, self.ctx, ev)
         else:
             return False
-        due_after = getattr(self.clock, "next_due", None)
-        return due_after is not None and due_after != due_before
-
-    def clock_set(self, ns: int) -> None:
-        setter = getattr(self.clock, "set_now", None)
-        if setter is not None:
-            setter(ns)
+        return self.clock.next_due != due_before
 
     # -- the cycle --------------------------------------------------------------
 

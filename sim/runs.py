@@ -14,7 +14,7 @@ import shutil
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import polars as pl
@@ -25,12 +25,27 @@ from perpsim.core.events import RunEvent
 from perpsim.core.ledger import to_units, units_to_float
 
 if TYPE_CHECKING:
-    from perpsim.sim.replay import ReplayDriver
+    from perpsim.core.engine import Engine
+    from perpsim.core.outbox import Digest
+
+
+class RunSource(Protocol):
+    """What run outputs read from a driver: the replay driver and the live driver both are one."""
+
+    engine: Engine
+    digest: Digest
+    events: list[RunEvent]
+    sink: RunWriter | None
+    drawdown: Drawdown | None
+    first_ns: int | None
+    last_ns: int | None
+
 
 __all__ = [
     "EVENT_SCHEMA",
     "Drawdown",
     "RunResult",
+    "RunSource",
     "RunWriter",
     "equity_frame",
     "events_frame",
@@ -135,15 +150,15 @@ class Drawdown:
                 self.worst = self.peak - r.equity
 
 
-def _drawdown_of(driver: Any) -> int:
-    dd = getattr(driver, "drawdown", None)
+def _drawdown_of(driver: RunSource) -> int:
+    dd = driver.drawdown
     if dd is None:
         dd = Drawdown(driver.engine.ledger.cash_start)
         dd.update(driver.engine.equity_rows)
     return int(dd.worst)
 
 
-def summarize(driver: ReplayDriver, wall_s: float) -> dict[str, Any]:
+def summarize(driver: RunSource, wall_s: float) -> dict[str, Any]:
     eng = driver.engine
     led = eng.ledger
     counts = eng.outbox.counts
@@ -249,9 +264,9 @@ class RunWriter:
         writer.write_table(table)
         return writer
 
-    def finish(self, driver: ReplayDriver, wall_s: float, status: str) -> None:
+    def finish(self, driver: RunSource, wall_s: float, status: str) -> None:
         summary = summarize(driver, wall_s)
-        if getattr(driver, "sink", None) is not self:  # a driver that did not stream to us
+        if driver.sink is not self:  # a driver that did not stream to us
             self.write_events(driver.events)
             self.write_equity(driver.engine.equity_rows)
         for writer, name, empty in (
