@@ -5,7 +5,7 @@ test:
 	.venv/bin/pytest
 
 bench:
-	.venv/bin/pytest benchmarks --benchmark-only -s -p no:cacheprovider
+	.venv/bin/pytest benchmarks -s -p no:cacheprovider
 
 bench-quick:
 	.venv/bin/pytest benchmarks/bench_replay.py --benchmark-only -s -p no:cacheprovider
