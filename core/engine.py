@@ -194,10 +194,6 @@ class Engine:
         self._timers.clear()
         self._call(self.strategy.on_stop, self.ctx)
 
-    def add_timer(self, handle: TimerHandle) -> None:
-        """Own a timer started by a bot component so :meth:`stop` cancels it."""
-        self._timers.append(handle)
-
     # -- input ------------------------------------------------------------------
 
     def load(self, batch: Batch, lo: int = 0, hi: int | None = None) -> None:

@@ -15,7 +15,7 @@ import msgspec
 
 from perpsim.core.events import RunEvent
 
-__all__ = ["Digest", "Outbox", "digest"]
+__all__ = ["Digest", "Outbox"]
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -35,12 +35,6 @@ class Digest:
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
-
-
-def digest(events: Iterable[RunEvent]) -> str:
-    d = Digest()
-    d.update(events)
-    return d.hexdigest()
 
 
 class Outbox:

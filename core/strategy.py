@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from perpsim.core.instruments import Instrument, exact
+from perpsim.core.instruments import Instrument
 
 if TYPE_CHECKING:
     from perpsim.core.engine import Engine
@@ -95,10 +95,6 @@ class Context:
         window = self._e.market.windows[sid]
         keep = self._e.strategy_window
         return list(window)[-keep:] if len(window) > keep else list(window)
-
-    def exact_marks(self, symbol: str) -> list[Fraction]:
-        """The mark window as exact decimals, for decisions that compare prices."""
-        return [exact(m) for m in self.marks(symbol)]
 
     def quote(self, symbol: str) -> QuoteView | None:
         m = self._e.market
