@@ -6,11 +6,17 @@ no test reaches the internet, and every session is bounded in time.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from perpsim.tapes.synth import synth
+
+PY = [sys.executable, "-m", "perpsim"]
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +32,27 @@ def fast_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p = tmp_path_factory.mktemp("cfg") / "fast.toml"
     p.write_text("[params]\nshort = 2\nlong = 4\n")
     return p
+
+
+@pytest.fixture
+def server(tape: Path, tmp_path: Path) -> Iterator[str]:
+    """``perpsim serve`` at 20x on an ephemeral port (the 20-minute tape lasts a minute); yields its URL."""
+    proc = subprocess.Popen(
+        [*PY, "serve", str(tape), "--port", "0", "--speed", "20x", "--seed", "1"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("ws://127.0.0.1:"), url
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()

@@ -14,44 +14,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from perpsim.cli import perpsim_cli
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.validate import validate_tape
+from tests.live.conftest import PY
 
-# The main group registers live/serve; until it does, the module runs them itself.
-_ENTRY = "perpsim" if "live" in perpsim_cli.commands else "perpsim.cli_live"
-PY = [sys.executable, "-m", _ENTRY]
 BOT = ["--profile", "backtest", "--symbols", "BTC-PERP", "--interval", "0.25s"]
-
-
-@pytest.fixture
-def server(tape: Path, tmp_path: Path) -> Iterator[str]:
-    """``perpsim serve`` at 20x on an ephemeral port; yields its ws:// URL."""
-    proc = subprocess.Popen(
-        [*PY, "serve", str(tape), "--port", "0", "--speed", "20x", "--seed", "1"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("ws://127.0.0.1:"), url
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def _start_live(url: str, tmp_path: Path, config: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:

@@ -7,43 +7,14 @@ and its logging and switch-interval settings must not leak into the test process
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import cli
+from tests.live.conftest import PY
 
-PY = [sys.executable, "-m", "perpsim"]
 WALL_S = 10
-
-
-@pytest.fixture
-def server(tape: Path, tmp_path: Path) -> Iterator[str]:
-    """``perpsim serve`` at 20x on an ephemeral port (the 20-minute tape lasts a minute); yields its URL."""
-    proc = subprocess.Popen(
-        [*PY, "serve", str(tape), "--port", "0", "--speed", "20x", "--seed", "1"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("ws://127.0.0.1:"), url
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def _free_port() -> int:
