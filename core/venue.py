@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Final
+from typing import Any, Final
 
 from perpsim.core.clock import Clock, TimerHandle
 from perpsim.core.config import VenueConfig, check_venue
@@ -308,13 +308,10 @@ class SimVenue:
             text += f" stop={order.stop_price!r}"
         if order.post_only:
             text += " post_only"
-        self.outbox.emit(
+        self._order_event(
             "order",
+            order,
             now,
-            symbol=order.symbol,
-            order_id=order.order_id,
-            client_id=order.client_id,
-            side=order.side_name,
             qty=float(order.qty),
             price=order.price,
             reason="reduce_only" if order.reduce_only else None,
@@ -457,13 +454,10 @@ class SimVenue:
     def _trigger(self, order: Order, now: int, cause: str) -> None:
         self._unrest(order)
         transition(order, "trigger")
-        self.outbox.emit(
+        self._order_event(
             "trigger",
+            order,
             now,
-            symbol=order.symbol,
-            order_id=order.order_id,
-            client_id=order.client_id,
-            side=order.side_name,
             qty=float(order.remaining),
             price=order.stop_price,
             text=cause,
@@ -551,13 +545,10 @@ class SimVenue:
         def show(x: Fraction | None) -> str:
             return "unknown" if x is None else repr(float(x))
 
-        self.outbox.emit(
+        self._order_event(
             "queue",
+            order,
             now,
-            symbol=order.symbol,
-            order_id=order.order_id,
-            client_id=order.client_id,
-            side=order.side_name,
             qty=None if st.ahead is None else float(st.ahead),
             price=order.price,
             reason=reason,
@@ -688,13 +679,10 @@ class SimVenue:
 
     def _reject(self, order: Order, reason: str, now: int, remote: bool = True) -> None:
         transition(order, "reject")
-        self.outbox.emit(
+        self._order_event(
             "reject",
+            order,
             now,
-            symbol=order.symbol,
-            order_id=order.order_id,
-            client_id=order.client_id,
-            side=order.side_name,
             qty=float(order.qty),
             price=order.price,
             reason=reason,
@@ -704,13 +692,10 @@ class SimVenue:
     def _cancel(self, order: Order, reason: str, now: int, kind: str = "cancel") -> None:
         transition(order, "cancel" if kind == "cancel" else "expire")
         self._close(order)
-        self.outbox.emit(
+        self._order_event(
             kind,
+            order,
             now,
-            symbol=order.symbol,
-            order_id=order.order_id,
-            client_id=order.client_id,
-            side=order.side_name,
             qty=float(order.remaining),
             reason=reason,
         )
@@ -769,6 +754,18 @@ class SimVenue:
             self.active[sid] = bool(self._resting[sid]) or self.margin.watch[sid]
 
     # -- notifications --------------------------------------------------------------
+
+    def _order_event(self, kind: str, order: Order, now: int, **fields: Any) -> RunEvent:
+        """A run event about ``order``: its symbol, ids and side, plus ``fields``."""
+        return self.outbox.emit(
+            kind,
+            now,
+            symbol=order.symbol,
+            order_id=order.order_id,
+            client_id=order.client_id,
+            side=order.side_name,
+            **fields,
+        )
 
     def _notify_order(self, order: Order, status: str, reason: str | None, now: int, remote: bool = True) -> None:
         update = OrderUpdate(
