@@ -3,17 +3,21 @@
 Between two points where something can happen (a timer is due, a row that is
 not a trade, quote or mark arrives), nothing reads market state, so only the
 last trade, quote and mark of each symbol before the next point matter. A
-:class:`FastIndex` lists, per symbol, the rows of each of those kinds; :meth:`sync`
-copies the last of each before a row index into the market state, exactly as the
-reference loop would have left it. The driver uses it only while no strategy
-hook wants ticks and the venue has no order that could fill (``venue.active``),
-so the run's events are bit-identical to the reference engine's (DESIGN.md §5;
-tests/sim/test_fastpath.py checks equal digests).
+:class:`FastIndex` finds those rows with vectorized searches over the rows since
+the previous point, and :meth:`~FastIndex.sync` copies them into the market
+state, exactly as the reference loop would have left it. The driver uses it only
+while no strategy hook wants ticks and the venue has no order that could fill
+(``venue.active``), so the run's events are bit-identical to the reference
+engine's (DESIGN.md §5; tests/sim/test_fastpath.py checks equal digests).
+
+Nothing is indexed up front: a batch costs one pass to find its other rows, and
+each sync looks backwards from its point, first through a short tail (on a busy
+tape the last trade and quote are a few rows back), then through the rest of
+the rows since the previous sync. The total work stays linear in the batch.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,31 +30,91 @@ if TYPE_CHECKING:
 
 __all__ = ["FastIndex"]
 
-_PLAIN = (Kind.TRADE, Kind.QUOTE, Kind.MARK)
+_TAIL = 512  # rows searched first, backwards from a sync point
+_T, _Q, _M = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.MARK)
 
 
 class FastIndex:
-    """Per-symbol row indices of trades, quotes and marks in one batch, and the other rows."""
+    """One batch's rows other than trades, quotes and marks, and syncs of market state from it.
+
+    ``key`` packs each row's symbol code and kind (``code * 8 + kind``), so "the last
+    trade of BTC before row p" is one comparison over a slice.
+    """
 
     def __init__(self, batch: Batch, sids: list[int]) -> None:
-        kind, code = batch.kind, batch.symbol
+        kind = batch.kind
         self.batch = batch
-        self.special: list[int] = np.flatnonzero(
-            (kind != Kind.TRADE) & (kind != Kind.QUOTE) & (kind != Kind.MARK)
-        ).tolist()
-        self.by_symbol: list[tuple[int, list[int], list[int], list[int]]] = []
-        # per engine symbol id: (row indices, the price that moves the venue mark) of its price rows
-        self.prices: dict[int, tuple[Any, Any]] = {}
-        present = np.unique(code).tolist()
-        for c in present:
-            mine = code == c
-            trades = np.flatnonzero(mine & (kind == Kind.TRADE))
-            quotes = np.flatnonzero(mine & (kind == Kind.QUOTE))
-            marks = np.flatnonzero(mine & (kind == Kind.MARK))
-            self.by_symbol.append((sids[c], trades.tolist(), quotes.tolist(), marks.tolist()))
-            rows = np.flatnonzero(mine & ((kind == Kind.TRADE) | (kind == Kind.QUOTE) | (kind == Kind.MARK)))
-            px = np.where(batch.kind[rows] == Kind.QUOTE, (batch.bid[rows] + batch.ask[rows]) / 2, batch.price[rows])
-            self.prices[sids[c]] = (rows, px)
+        self.key = batch.symbol.astype(np.int32) * 8 + kind
+        plain = kind <= _Q
+        plain |= kind == _M
+        self.special: list[int] = np.flatnonzero(~plain).tolist()
+        present = np.bincount(self.key, minlength=len(batch.symbols) * 8)
+        # (engine symbol id, the keys of its trade, quote and mark rows that occur in this batch)
+        self.targets: list[tuple[int, int, int, int]] = []
+        for c, sid in enumerate(sids):
+            t, q, m = (c * 8 + k if present[c * 8 + k] else -1 for k in (_T, _Q, _M))
+            if t >= 0 or q >= 0 or m >= 0:
+                self.targets.append((sid, t, q, m))
+        self._code = {sid: c for c, sid in enumerate(sids)}
+        self._prices: dict[int, tuple[Any, Any]] = {}
+        self._synced = 0
+
+    def _last(self, target: int, a: int, p: int) -> int:
+        """The last row in ``[a, p)`` with key ``target``, or -1."""
+        key = self.key
+        lo = max(a, p - _TAIL)
+        hit = np.flatnonzero(key[lo:p] == target)
+        if hit.size:
+            return lo + int(hit[-1])
+        if lo > a:
+            hit = np.flatnonzero(key[a:lo] == target)
+            if hit.size:
+                return a + int(hit[-1])
+        return -1
+
+    def sync(self, engine: Engine, p: int) -> None:
+        """Make market state what the reference loop leaves after rows ``< p`` of this batch.
+
+        Rows before the previous sync point are already in the state (synced, or
+        dispatched by the reference loop), so only the rows since then are searched.
+        """
+        a = self._synced
+        if p <= a:
+            return
+        self._synced = p
+        b: Any = self.batch
+        m = engine.market
+        clk = b.clock
+        last = self._last
+        for sid, t, q, k in self.targets:
+            if t >= 0 and (r := last(t, a, p)) >= 0:
+                m.last_px[sid] = float(b.price[r])
+                m.last_size[sid] = float(b.size[r])
+                m.last_ts[sid] = int(clk[r])
+            if q >= 0 and (r := last(q, a, p)) >= 0:
+                m.bid[sid] = float(b.bid[r])
+                m.bid_size[sid] = float(b.bid_size[r])
+                m.ask[sid] = float(b.ask[r])
+                m.ask_size[sid] = float(b.ask_size[r])
+                m.quote_ts[sid] = int(clk[r])
+            if k >= 0 and (r := last(k, a, p)) >= 0:
+                m.mark_px[sid] = float(b.price[r])
+                m.mark_ts[sid] = int(clk[r])
+                engine.mark_seen(sid)
+
+    def _price_rows(self, sid: int) -> tuple[Any, Any]:
+        """Row indices of ``sid``'s trades, quotes and marks in this batch, and the price
+        each moves the venue mark to (quote: the mid); made on first use."""
+        found = self._prices.get(sid)
+        if found is None:
+            c = self._code[sid]
+            key = self.key
+            rows = np.flatnonzero((key >= c * 8 + _T) & (key <= c * 8 + _Q) | (key == c * 8 + _M))
+            b = self.batch
+            is_quote = b.kind[rows] == _Q
+            px = np.where(is_quote, (b.bid[rows] + b.ask[rows]) / 2, b.price[rows])
+            found = self._prices[sid] = (rows, px)
+        return found
 
     def first_outside(self, sid: int, lo_row: int, hi_row: int, lo: float, hi: float) -> int:
         """The first row in ``[lo_row, hi_row)`` where ``sid``'s price (trade, mark, or quote mid)
@@ -59,43 +123,12 @@ class FastIndex:
         Conservative: any row that might move the venue mark out of the band is a stop,
         and the reference loop dispatches it.
         """
-        found = self.prices.get(sid)
-        if found is None:
+        if sid not in self._code:
             return hi_row
-        rows, px = found
+        rows, px = self._price_rows(sid)
         a, b = np.searchsorted(rows, (lo_row, hi_row))
         if a == b:
             return hi_row
         seg = px[a:b]
         out = np.flatnonzero((seg <= lo) | (seg >= hi) | (seg != seg))
         return int(rows[a + out[0]]) if out.size else hi_row
-
-    def sync(self, engine: Engine, p: int) -> None:
-        """Make market state what the reference loop leaves after rows ``< p`` of this batch."""
-        b: Any = self.batch
-        m = engine.market
-        clk = b.clock
-        for sid, trades, quotes, marks in self.by_symbol:
-            if trades:
-                t = bisect_left(trades, p) - 1
-                if t >= 0:
-                    r = trades[t]
-                    m.last_px[sid] = float(b.price[r])
-                    m.last_size[sid] = float(b.size[r])
-                    m.last_ts[sid] = int(clk[r])
-            if quotes:
-                t = bisect_left(quotes, p) - 1
-                if t >= 0:
-                    r = quotes[t]
-                    m.bid[sid] = float(b.bid[r])
-                    m.bid_size[sid] = float(b.bid_size[r])
-                    m.ask[sid] = float(b.ask[r])
-                    m.ask_size[sid] = float(b.ask_size[r])
-                    m.quote_ts[sid] = int(clk[r])
-            if marks:
-                t = bisect_left(marks, p) - 1
-                if t >= 0:
-                    r = marks[t]
-                    m.mark_px[sid] = float(b.price[r])
-                    m.mark_ts[sid] = int(clk[r])
-                    engine.mark_seen(sid)
