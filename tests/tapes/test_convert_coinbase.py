@@ -193,6 +193,62 @@ def test_l2_snapshot_and_update_rows() -> None:
     assert n.gaps == 0
 
 
+def test_l2_update_levels_each_keep_their_own_event_time() -> None:
+    # The normalizer parses a run of equal event_times once; a change, or a level
+    # without one, must still give each level its own time.
+    n = Normalizer()
+    raw = _env(
+        "l2_data",
+        1,
+        [
+            {
+                "type": "update",
+                "product_id": "BTC-PERP-INTX",
+                "updates": [
+                    {"side": "bid", "event_time": "2024-10-04T07:13:31.1Z", "price_level": "1", "new_quantity": "1"},
+                    {"side": "bid", "event_time": "2024-10-04T07:13:31.1Z", "price_level": "2", "new_quantity": "1"},
+                    {"side": "bid", "price_level": "3", "new_quantity": "1"},
+                    {"side": "bid", "event_time": "2024-10-04T07:13:31.2Z", "price_level": "4", "new_quantity": "1"},
+                    {"side": "offer", "event_time": "2024-10-04T07:13:31.1Z", "price_level": "5", "new_quantity": "1"},
+                ],
+            }
+        ],
+    )
+    t1, t2 = parse_time("2024-10-04T07:13:31.1Z"), parse_time("2024-10-04T07:13:31.2Z")
+    evs = n.feed(raw, 99)
+    assert [(e.price, e.ts, e.flags) for e in evs] == [(1, t1, 0), (2, t1, 0), (3, 99, 0), (4, t2, 0), (5, t1, EOM)]
+    # Without a receive stamp, a level without event_time takes the envelope time.
+    n.reset()
+    assert n.feed(raw)[2].ts == parse_time("2024-10-04T07:13:31.5Z")
+
+
+def test_ticker_with_several_tickers_flags_the_last_complete_one() -> None:
+    full = {
+        "type": "ticker",
+        "best_bid": "10",
+        "best_bid_quantity": "1",
+        "best_ask": "11",
+        "best_ask_quantity": "2",
+    }
+    n = Normalizer()
+    evs = n.feed(
+        _env(
+            "ticker",
+            1,
+            [{"type": "update", "tickers": [{**full, "product_id": "BTC-PERP-INTX"}, {**full, "product_id": "X"}]}],
+        ),
+        5,
+    )
+    assert [(e.symbol, e.flags) for e in evs] == [("BTC-PERP", 0), ("X", EOM)]
+    incomplete = {"type": "ticker", "product_id": "Y", "best_bid": "10"}
+    evs = n.feed(
+        _env("ticker", 2, [{"type": "update", "tickers": [{**full, "product_id": "X"}, incomplete]}]),
+        6,
+    )
+    assert [(e.symbol, e.flags) for e in evs] == [("X", EOM)]
+    assert n.ignored == {"ticker_incomplete": 1}
+
+
 def test_sequence_gap_writes_status_rows_before_the_message() -> None:
     n = Normalizer()
     n.feed(_l2(1, "update", [("bid", "2024-10-04T07:13:31Z", "100.5", "1")]), 10)
