@@ -9,10 +9,12 @@ numpy work only: the replay engine's hot path never sees Arrow or per-row Python
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -297,6 +299,7 @@ class Tape:
         start_ns: int | None = None,
         end_ns: int | None = None,
         batch_rows: int = 65536,
+        prefetch: int = 0,
     ) -> Iterator[Batch]:
         """Stream the tape as column batches in clock order, one row group at a time.
 
@@ -305,12 +308,17 @@ class Tape:
             start_ns: keep rows whose clock value is >= this.
             end_ns: keep rows whose clock value is < this.
             batch_rows: the most rows in one batch; a batch never spans row groups.
+            prefetch: decode up to this many batches ahead on a reader thread, so
+                decoding overlaps the consumer's work (0: decode on demand). Order,
+                values and errors are the same either way.
 
         Raises:
             TapeError: the first bad value, naming file, row and column.
         """
-        for b, _ in self._iter(validate, start_ns, end_ns, batch_rows):
-            yield b
+        batches = (b for b, _ in self._iter(validate, start_ns, end_ns, batch_rows))
+        if prefetch > 0:
+            batches = read_ahead(batches, prefetch)
+        yield from batches
 
     def record_batches(
         self,
@@ -374,6 +382,57 @@ class Tape:
                             yield b, rb
             finally:
                 pf.close()
+
+
+_T = TypeVar("_T")
+
+
+def read_ahead(items: Iterator[_T], depth: int) -> Iterator[_T]:
+    """Yield ``items`` while a thread computes up to ``depth`` of them ahead.
+
+    Parquet decoding releases the GIL, so on a second core it runs while the
+    consumer works. An exception raised by ``items`` is re-raised here at its place
+    in the sequence; closing this generator stops the thread, which closes ``items``.
+    """
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for x in items:
+                if not put((False, x)):
+                    return
+        except BaseException as e:  # handed to the consumer, raised there
+            put((True, e))
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        put((True, None))
+
+    worker = threading.Thread(target=work, name="perpsim-tape-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            done, x = slots.get()
+            if done:
+                if x is not None:
+                    raise x
+                return
+            yield x
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _window(

@@ -25,7 +25,7 @@ from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.instruments import Instrument
 from perpsim.tapes.reader import to_batch
-from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, TapeMeta, TimerSpec, encode_meta
+from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, WRITE_OPTIONS, TapeMeta, TimerSpec, encode_meta
 from perpsim.tapes.validate import Validator, check_columns
 
 __all__ = ["TapeWriter", "write", "write_table"]
@@ -89,7 +89,7 @@ class TapeWriter:
             self._sink = pa.OSFile(str(self.path), "wb")
         except (OSError, pa.ArrowException) as e:
             raise TapeError(f"{self.name}: cannot create ({_one_line(e)})") from e
-        self._writer = pq.ParquetWriter(self._sink, SCHEMA, compression="zstd")
+        self._writer = pq.ParquetWriter(self._sink, SCHEMA, **WRITE_OPTIONS)
 
     @property
     def bytes_written(self) -> int:

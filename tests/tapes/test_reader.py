@@ -259,3 +259,35 @@ def test_tapes_package_exports_are_explicit() -> None:
     for mod in ("reader", "writer", "validate", "synth", "schema"):
         m = importlib.import_module(f"perpsim.tapes.{mod}")
         assert all(hasattr(m, name) for name in m.__all__), mod
+
+
+def test_prefetch_gives_the_same_batches_and_the_error_at_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.concat_tables([trades(0, 300), trades(250, 100)]), path, row_group_size=100)
+    tape = open_tape(path)
+    seen: list[np.ndarray] = []
+    with pytest.raises(TapeError, match=r" row 300 column ts: "):
+        for b in tape.batches(prefetch=2):
+            seen.append(b.clock)
+    assert len(seen) == 3  # the three good row groups arrive before the error
+    assert np.array_equal(np.concatenate(seen), T0 + np.arange(300))
+
+
+def test_read_ahead_stops_and_closes_its_source_when_the_consumer_stops() -> None:
+    import threading
+
+    from perpsim.tapes.reader import read_ahead
+
+    closed = threading.Event()
+
+    def source():
+        try:
+            yield from range(10**9)
+        finally:
+            closed.set()
+
+    got = read_ahead(source(), 2)
+    assert [next(got) for _ in range(5)] == [0, 1, 2, 3, 4]
+    got.close()
+    assert closed.is_set()
+    assert not any(t.name == "perpsim-tape-reader" for t in threading.enumerate())
