@@ -252,7 +252,7 @@ class Engine:
         on_trade, on_quote = self._on_trade, self._on_quote
         hooks = on_trade is not None or on_quote is not None
         venue = self.venue
-        active = venue.active
+        active, resting, pending = venue.active, venue.resting, self._pending
         self.rows += hi - lo
         base = self._base
         if not hooks and self._on_funding is None and not any(active):
@@ -284,16 +284,20 @@ class Engine:
                 last_ts[s] = clk[i]
                 if active[s]:
                     venue.on_trade(s, price[i], size[i], side[i], clk[i], seq[i])
-                    self._flush()
+                    if pending:
+                        self._flush()
             elif k == 1:
                 q_bid[s] = bid[i]
                 q_bsz[s] = bsz[i]
                 q_ask[s] = ask[i]
                 q_asz[s] = asz[i]
                 q_ts[s] = clk[i]
-                if active[s]:
+                # A quote matters to the venue only for resting orders, or as the mark
+                # of a position while no trade has printed (SimVenue.on_quote).
+                if active[s] and (resting[s] or last_px[s] != last_px[s]):
                     venue.on_quote(s, clk[i], seq[i])
-                    self._flush()
+                    if pending:
+                        self._flush()
             else:
                 self._other_row(i, k, s)
             if hooks and self._hook_row(i, k, s) and i + 1 + base < hi:

@@ -121,7 +121,7 @@ class SimVenue:
         self.orders: dict[int, Order] = {}  # open orders, by id, in acceptance order
         # active[sid]: market rows of the symbol must reach the venue (engine hot path)
         self.active: list[bool] = []
-        self._resting: list[list[Order]] = []  # per sid: resting limits and armed stops, arrival order
+        self.resting: list[list[Order]] = []  # per sid: resting limits and armed stops, arrival order
         self.fees = FeeSchedule(cfg)
         self.taker_rate = exact(cfg.taker_bps) * _BPS
         self.maker_rate = exact(cfg.maker_bps) * _BPS
@@ -153,7 +153,7 @@ class SimVenue:
     def add_symbol(self, sid: int) -> None:
         while len(self.active) <= sid:
             self.active.append(False)
-            self._resting.append([])
+            self.resting.append([])
         self.margin.add_symbol(sid)
         self.funding.add_symbol(sid)
 
@@ -193,7 +193,7 @@ class SimVenue:
 
     def has_orders(self, sid: int) -> bool:
         """True when the symbol has resting limits or armed stops (its rows can fill or trigger)."""
-        return bool(self._resting[sid])
+        return bool(self.resting[sid])
 
     def liquidation_band(self, sid: int) -> tuple[float, float]:
         """Venue marks of ``sid`` that cannot liquidate (exclusive bounds; others' marks held).
@@ -217,7 +217,7 @@ class SimVenue:
 
     def on_trade(self, sid: int, price: float, size: float, side: int, now: int, seq: int = -1) -> None:
         """A trade printed: stops may trigger, resting limits may fill, the mark may move."""
-        if self._resting[sid]:
+        if self.resting[sid]:
             self._trade_hits_orders(sid, price, size, side, now, seq)
         mark_px = self._mark_px[sid]
         if self._watch[sid] and mark_px != mark_px and self.margin.breached(sid, price):
@@ -226,7 +226,7 @@ class SimVenue:
     def on_quote(self, sid: int, now: int, seq: int = -1) -> None:
         """The top of book changed: without an L2 book it is the liquidity resting orders see."""
         m = self.market
-        if self._resting[sid] and book_of(m, sid) is None:
+        if self.resting[sid] and book_of(m, sid) is None:
             self._levels_changed(sid, now, "quote", seq)
         if self._watch[sid] and m.mark_px[sid] != m.mark_px[sid] and m.last_px[sid] != m.last_px[sid]:
             b, a = m.bid[sid], m.ask[sid]
@@ -235,12 +235,12 @@ class SimVenue:
 
     def on_book(self, sid: int, now: int, seq: int = -1) -> None:
         """A book message finished applying."""
-        if self._resting[sid] and book_of(self.market, sid) is not None:
+        if self.resting[sid] and book_of(self.market, sid) is not None:
             self._levels_changed(sid, now, "book", seq)
 
     def on_mark(self, sid: int, price: float, now: int, seq: int = -1) -> None:
         """A mark price arrived: mark-triggered stops, the liquidation check."""
-        lst = self._resting[sid]
+        lst = self.resting[sid]
         if lst and not self._stops_on_trade:
             px = exact(price)
             for order in list(lst):
@@ -328,7 +328,7 @@ class SimVenue:
         elif order.type == "limit":
             self._work_limit(order, now)
         else:
-            self._resting[order.sid].append(order)
+            self.resting[order.sid].append(order)
             self.active[order.sid] = True
 
     def _admit(self, order: Order, now: int) -> str | None:
@@ -436,7 +436,7 @@ class SimVenue:
             self._rest(order, now)
 
     def _rest(self, order: Order, now: int) -> None:
-        self._resting[order.sid].append(order)
+        self.resting[order.sid].append(order)
         self.active[order.sid] = True
         lim = order.limit
         assert lim is not None
@@ -485,7 +485,7 @@ class SimVenue:
         px = exact(price)
         budget = exact(size)
         mark_less = self.market.mark_px[sid] != self.market.mark_px[sid]
-        for order in list(self._resting[sid]):
+        for order in list(self.resting[sid]):
             if not order.is_open:
                 continue
             if order.is_stop:
@@ -520,7 +520,7 @@ class SimVenue:
 
     def _levels_changed(self, sid: int, now: int, kind: str, seq: int) -> None:
         m = self.market
-        for order in list(self._resting[sid]):
+        for order in list(self.resting[sid]):
             if not order.is_open or order.is_stop:
                 continue
             lim = order.limit
@@ -743,7 +743,7 @@ class SimVenue:
             self.clock.cancel(h)
 
     def _unrest(self, order: Order) -> None:
-        lst = self._resting[order.sid] if 0 <= order.sid < len(self._resting) else []
+        lst = self.resting[order.sid] if 0 <= order.sid < len(self.resting) else []
         for i, o in enumerate(lst):
             if o is order:
                 del lst[i]
@@ -751,7 +751,7 @@ class SimVenue:
 
     def _refresh(self, sid: int) -> None:
         if 0 <= sid < len(self.active):
-            self.active[sid] = bool(self._resting[sid]) or self.margin.watch[sid]
+            self.active[sid] = bool(self.resting[sid]) or self.margin.watch[sid]
 
     # -- notifications --------------------------------------------------------------
 
