@@ -222,7 +222,7 @@ class Engine:
             _Lazy(batch.next_ts),
             _Lazy(batch.ts),
             _Lazy(batch.recv_ts),
-            _Lazy(batch.flags),
+            batch.flags.tolist(),  # read by every book row
             batch.seq.tolist(),  # read by the venue on every row of a watched symbol
         )
         self._text = batch.text
@@ -245,8 +245,9 @@ class Engine:
         Returns the index of the first row not dispatched: ``hi``, or earlier when a
         strategy hook scheduled a timer that is now due before the next row.
         """
-        clk, kind, sid, price, size, side, bid, bsz, ask, asz, _rate, _nts, _ts, _rts, _flags, seq = self._loaded
+        clk, kind, sid, price, size, side, bid, bsz, ask, asz, _rate, _nts, _ts, _rts, flags, seq = self._loaded
         m = self.market
+        books, seen = m.books, self._seen
         last_px, last_size, last_ts = m.last_px, m.last_size, m.last_ts
         q_bid, q_bsz, q_ask, q_asz, q_ts = m.bid, m.bid_size, m.ask, m.ask_size, m.quote_ts
         on_trade, on_quote = self._on_trade, self._on_quote
@@ -272,6 +273,9 @@ class Engine:
                     q_ask[s] = ask[i]
                     q_asz[s] = asz[i]
                     q_ts[s] = clk[i]
+                elif k == 2 and (book := books[sid[i]]) is not None:
+                    book.apply(side[i], price[i], size[i])
+                    seen[sid[i]] = True
                 else:
                     self._other_row(i, k, sid[i])
             return hi
@@ -296,6 +300,13 @@ class Engine:
                 # of a position while no trade has printed (SimVenue.on_quote).
                 if active[s] and (resting[s] or last_px[s] != last_px[s]):
                     venue.on_quote(s, clk[i], seq[i])
+                    if pending:
+                        self._flush()
+            elif k == 2 and (book := books[s]) is not None:
+                book.apply(side[i], price[i], size[i])
+                seen[s] = True
+                if active[s] and flags[i] & 1:
+                    venue.on_book(s, clk[i], seq[i])
                     if pending:
                         self._flush()
             else:
@@ -328,7 +339,7 @@ class Engine:
             book = m.books[s]
             if book is None:
                 book = m.books[s] = Book()
-            book.apply(side[i], price[i], size[i])
+            book.apply(side[i], price[i], size[i])  # the first row of a book; then run() applies them
             if self.venue.active[s] and self._loaded[14][i] & 1:
                 self.venue.on_book(s, clk[i], self._loaded[15][i])
                 self._flush()
