@@ -23,7 +23,7 @@ def _tape(bench_tape, name: str) -> Path:
 
 
 @pytest.mark.parametrize("engine", ["reference", "fast"])
-@pytest.mark.parametrize("name", ["tq_1m", "tq_10m", "l2_1m", "btcusdt_real_l2"])
+@pytest.mark.parametrize("name", ["tq_1m", "tq_10m", "tq_sparse_1m", "l2_1m", "btcusdt_real_l2"])
 def test_bench_replay_baseline(benchmark, bench_tape, name: str, engine: str) -> None:
     path = _tape(bench_tape, name)
     rows = open_tape(path).num_rows
@@ -50,7 +50,8 @@ def test_bench_tape_read(benchmark, bench_tape) -> None:
 
 def test_bench_tape_write(benchmark, tmp_path: Path) -> None:
     def write() -> int:
-        out = synth(hours=93, symbols=["BTC-PERP", "ETH-PERP"], seed=1, out=tmp_path / "w.parquet")
+        out = synth(hours=0.5556, symbols=["BTC-PERP", "ETH-PERP"], seed=1, out=tmp_path / "w.parquet",
+                    trades_per_min=3600, quotes_per_min=11400)  # fmt: skip
         return open_tape(out).num_rows
 
     n = benchmark.pedantic(write, rounds=2, iterations=1)

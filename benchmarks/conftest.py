@@ -8,10 +8,17 @@ import pytest
 
 from perpsim.tapes.synth import synth
 
-# rows per symbol-hour at 30 trades + 60 quotes per minute: 5,400
+# The trades-and-quotes tapes run at the rates of the bundled real recording
+# (tapes/samples/btcusdt_20240808.parquet: 21,313 trades and 66,089 quotes in 345 s,
+# about 3,700 trades and 11,500 quotes a minute) for each of two symbols: 30,000 rows a
+# minute, so a 60 s cycle comes every ~30,000 rows, as it would on the real market.
+# ``tq_sparse_1m`` keeps the old 90 rows per symbol-minute (a cycle every 180 rows),
+# where the per-cycle work, not the rows, sets the rate.
+_DENSE = dict(symbols=["BTC-PERP", "ETH-PERP"], trades_per_min=3600, quotes_per_min=11400)
 _SPECS = {
-    "tq_1m": dict(hours=93, symbols=["BTC-PERP", "ETH-PERP"], trades_per_min=30, quotes_per_min=60),
-    "tq_10m": dict(hours=926, symbols=["BTC-PERP", "ETH-PERP"], trades_per_min=30, quotes_per_min=60),
+    "tq_1m": dict(hours=0.5556, **_DENSE),
+    "tq_10m": dict(hours=5.556, **_DENSE),
+    "tq_sparse_1m": dict(hours=93, symbols=["BTC-PERP", "ETH-PERP"], trades_per_min=30, quotes_per_min=60),
     "l2_1m": dict(hours=40, symbols=["BTC-PERP", "ETH-PERP"], trades_per_min=30, quotes_per_min=60, l2=True),
 }
 
