@@ -14,6 +14,12 @@ Nothing is indexed up front: a batch costs one pass to find its other rows, and
 each sync looks backwards from its point, first through a short tail (on a busy
 tape the last trade and quote are a few rows back), then through the rest of
 the rows since the previous sync. The total work stays linear in the batch.
+
+Book rows carry a level's absolute size, so the book at a point depends only on
+the last row of each level since the previous point: a sync applies those, once
+per level, instead of every update (validation guarantees each row is a valid
+level; rows that are not fall back to applying all rows in order, so a bad row
+raises exactly where the reference loop would).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perpsim.core.batch import Batch
+from perpsim.core.book import Book
 from perpsim.core.events import Kind
 
 if TYPE_CHECKING:
@@ -31,11 +38,12 @@ if TYPE_CHECKING:
 __all__ = ["FastIndex"]
 
 _TAIL = 512  # rows searched first, backwards from a sync point
-_T, _Q, _M = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.MARK)
+_T, _Q, _B, _M = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK), int(Kind.MARK)
 
 
 class FastIndex:
-    """One batch's rows other than trades, quotes and marks, and syncs of market state from it.
+    """One batch's rows other than trades, quotes, marks and book levels, and syncs of market
+    state from it.
 
     ``key`` packs each row's symbol code and kind (``code * 8 + kind``), so "the last
     trade of BTC before row p" is one comparison over a slice.
@@ -45,16 +53,16 @@ class FastIndex:
         kind = batch.kind
         self.batch = batch
         self.key = batch.symbol.astype(np.int32) * 8 + kind
-        plain = kind <= _Q
+        plain = kind <= _B
         plain |= kind == _M
         self.special: list[int] = np.flatnonzero(~plain).tolist()
         present = np.bincount(self.key, minlength=len(batch.symbols) * 8)
-        # (engine symbol id, the keys of its trade, quote and mark rows that occur in this batch)
-        self.targets: list[tuple[int, int, int, int]] = []
+        # (engine symbol id, the keys of its trade, quote, mark and book rows in this batch; -1: none)
+        self.targets: list[tuple[int, int, int, int, int]] = []
         for c, sid in enumerate(sids):
-            t, q, m = (c * 8 + k if present[c * 8 + k] else -1 for k in (_T, _Q, _M))
-            if t >= 0 or q >= 0 or m >= 0:
-                self.targets.append((sid, t, q, m))
+            t, q, m, bk = (c * 8 + k if present[c * 8 + k] else -1 for k in (_T, _Q, _M, _B))
+            if t >= 0 or q >= 0 or m >= 0 or bk >= 0:
+                self.targets.append((sid, t, q, m, bk))
         self._code = {sid: c for c, sid in enumerate(sids)}
         self._prices: dict[int, tuple[Any, Any]] = {}
         self._synced = 0
@@ -72,6 +80,10 @@ class FastIndex:
                 return a + int(hit[-1])
         return -1
 
+    def dispatched(self, p: int) -> None:
+        """Rows before ``p`` went through the reference loop: their state is in place."""
+        self._synced = max(self._synced, p)
+
     def sync(self, engine: Engine, p: int) -> None:
         """Make market state what the reference loop leaves after rows ``< p`` of this batch.
 
@@ -86,7 +98,9 @@ class FastIndex:
         m = engine.market
         clk = b.clock
         last = self._last
-        for sid, t, q, k in self.targets:
+        for sid, t, q, k, bk in self.targets:
+            if bk >= 0:
+                self._book(engine, sid, bk, a, p)
             if t >= 0 and (r := last(t, a, p)) >= 0:
                 m.last_px[sid] = float(b.price[r])
                 m.last_size[sid] = float(b.size[r])
@@ -101,6 +115,27 @@ class FastIndex:
                 m.mark_px[sid] = float(b.price[r])
                 m.mark_ts[sid] = int(clk[r])
                 engine.mark_seen(sid)
+
+    def _book(self, engine: Engine, sid: int, target: int, a: int, p: int) -> None:
+        rows = np.flatnonzero(self.key[a:p] == target)
+        if not rows.size:
+            return
+        rows += a
+        b = self.batch
+        side, price, size = b.side[rows], b.price[rows], b.size[rows]
+        m = engine.market
+        book = m.books[sid]
+        if book is None:
+            book = m.books[sid] = Book()
+        engine.mark_seen(sid)
+        if not ((side == 1) | (side == -1)).all() or not (price > 0).all() or not (size >= 0).all():
+            keep = np.arange(rows.size)  # not a validated tape: every row, in order, as the reference loop
+        else:
+            level = price * side  # asks negated: one number per (side, price) level
+            _, first_from_end = np.unique(level[::-1], return_index=True)
+            keep = np.sort(rows.size - 1 - first_from_end)
+        for s_, px, sz in zip(side[keep].tolist(), price[keep].tolist(), size[keep].tolist(), strict=True):
+            book.apply(s_, px, sz)
 
     def _price_rows(self, sid: int) -> tuple[Any, Any]:
         """Row indices of ``sid``'s trades, quotes and marks in this batch, and the price

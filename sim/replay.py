@@ -140,12 +140,12 @@ class ReplayDriver:
     def _run_fast(self, batch: Batch) -> None:
         """Jump between the rows where something can happen (core/fastpath.py).
 
-        Stops: due timers, rows other than trades, quotes and marks, and, while
-        positions are open, the first price row of a position's symbol that leaves its
-        share of the margin slack (``Margin.skip_band``). Between stops market state is
-        synced in bulk and the stop row goes through the reference loop. While the
-        venue holds a resting order, rows up to the next timer go through the
-        reference loop; so does a batch dense with book rows.
+        Stops: due timers, rows other than trades, quotes, marks and book levels, and,
+        while positions are open, the first price row of a position's symbol that
+        leaves its share of the margin slack (``Margin.skip_band``). Between stops
+        market state (books included) is synced in bulk and the stop row goes through
+        the reference loop. While the venue holds a resting order, rows up to the next
+        timer go through the reference loop; so does a batch dense with stops.
         """
         eng, clock, col, n = self.engine, self.clock, batch.clock, len(batch)
         index = FastIndex(batch, eng.symbol_ids(batch))
@@ -167,6 +167,7 @@ class ReplayDriver:
                 if j > i:
                     eng.load(batch, i, j)
                     i = eng.run(i, j)
+                    index.dispatched(i)
                     clock.set_now(int(col[i - 1]))
                 else:
                     clock.advance_to(int(col[i]))
@@ -191,6 +192,7 @@ class ReplayDriver:
                 eng.run(i, i + 1)
                 clock.set_now(int(col[i]))
                 i += 1
+                index.dispatched(i)
         index.sync(eng, n)
 
     def _band_stop(self, index: FastIndex, watched: list[int], i: int, p: int) -> int:
