@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perpsim
-from perpsim.core.events import Funding, Mark, Quote, Status, Trade
+from perpsim.core.events import BookLevel, BookReset, Funding, Mark, Quote, Status, Trade
 from perpsim.tapes.memory import MemoryTape
 from tests.helpers import T0, S
 from tests.scripted import Scripted
@@ -82,5 +82,46 @@ def test_fast_equals_reference_on_generated_tapes(rows, interval: float) -> None
     tape = MemoryTape(build(rows), batch_rows=17)
     params = {"short": 2, "long": 3}
     ref, fast = both(tape, interval_s=interval, params=params, profile="prod")
+    assert fast.digest == ref.digest
+    assert fast.summary["rows"] == ref.summary["rows"] == len(rows)
+
+
+book_row = st.tuples(
+    st.integers(0, 400),
+    st.sampled_from(["book", "book", "book", "book", "trade", "quote", "book_reset"]),
+    st.sampled_from(["BTC-PERP", "ETH-PERP"]),
+    st.integers(990, 1010),  # few distinct levels: the same level is updated many times
+    st.sampled_from([1, -1]),
+    st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+)
+
+
+def build_book(rows: list[tuple[int, str, str, int, int, float]]) -> list:
+    evs: list = []
+    for sec, kind, sym, ticks, side, size in sorted(rows, key=lambda r: r[0]):
+        t, px = T0 + sec * S, ticks / 10
+        if kind == "book":
+            evs.append(BookLevel(ts=t, recv_ts=t, symbol=sym, price=px, size=size, side=side, flags=1))
+        elif kind == "book_reset":
+            evs.append(BookReset(ts=t, recv_ts=t, symbol=sym))
+        elif kind == "trade":
+            evs.append(Trade(ts=t, recv_ts=t, symbol=sym, price=px, size=0.5, side=side))
+        else:
+            evs.append(Quote(ts=t, recv_ts=t, symbol=sym, bid=px, bid_size=1.0, ask=round(px + 0.1, 1), ask_size=2.0))
+    return evs
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(book_row, min_size=1, max_size=150), interval=st.sampled_from([5.0, 30.0]))
+def test_fast_equals_reference_on_generated_book_tapes(rows, interval: float) -> None:
+    # Market orders walk the book the fast path synced in bulk; resting limits make it dispatch rows.
+    tape = MemoryTape(build_book(rows), batch_rows=23)
+    orders = [
+        [1, "BTC-PERP", "buy", 0.7],
+        [2, "BTC-PERP", "sell", 0.5, {"type": "limit", "price": 100.4}],
+        [4, "ETH-PERP", "sell", 1.5],
+        [6, "BTC-PERP", "sell", 0.2],
+    ]
+    ref, fast = both(tape, strategy=Scripted, params={"orders": orders}, interval_s=interval)
     assert fast.digest == ref.digest
     assert fast.summary["rows"] == ref.summary["rows"] == len(rows)
