@@ -1,24 +1,37 @@
 """The live tape recorder: every row the engine saw, on disk within a second (DESIGN.md §3, §4).
 
-Crash safety, decided here: **the recording folder only ever holds complete Parquet
-files.** Rows are recorded into *segments* ``000000.parquet``, ``000001.parquet``, …
-(zero-padded, so the folder reads in name order). Each flush (at least every
-``flush_s``, default 0.5 s) rewrites the current segment whole — all its rows so far —
-to a hidden temporary file in the same folder, fsyncs it, and renames it over the
-segment (``os.replace``, atomic on POSIX). A reader, or a SIGKILL, therefore sees either
-the previous complete version of a segment or the new one, never a torn file; the
-hidden temporaries are skipped by the tape reader and removed at the next start. What a
-SIGKILL loses is the rows not yet flushed: at most ``flush_s`` plus the time of one
-write. A segment is closed (rotated) once it holds ``rotate_rows`` rows or spans
-``rotate_s`` seconds; rewriting it costs at most one segment's rows per flush, so the
-write amplification stays bounded while the file count stays low (a 48-hour canary
-makes a few thousand files, not hundreds of thousands).
+Crash safety, decided here. Rows are recorded into *segments* ``000000.parquet``,
+``000001.parquet``, … (zero-padded, so the folder reads in name order). A segment is
+closed (rotated) once it holds ``rotate_rows`` rows or spans ``rotate_s`` seconds, and a
+closed segment is a complete Parquet file, written to a hidden temporary, fsynced and
+renamed (``os.replace``, atomic on POSIX). Each flush (at least every ``flush_s``,
+default 0.5 s) puts the rows since the previous one on disk, in one of two ways:
+
+- **rewrite** (the default): the open segment is rewritten whole — all its rows so far
+  — the same way. The folder only ever holds complete Parquet files, which any Parquet
+  tool can read while the recording runs; the price is re-encoding the open segment at
+  every flush, bounded by ``rotate_rows`` (about 4 ms per flush at the live default of
+  20,000 rows). At a busy feed's rates every flush fills a segment and nothing is
+  written twice.
+- **journal** (``journal=True``): the open segment is ``NNNNNN.arrows``, an Arrow IPC
+  stream to which each flush appends one record batch and fsyncs, so a flush costs the
+  rows since the last flush whatever the segment size; the segment is encoded to Parquet
+  once, when it closes, and its journal is then deleted. The perpsim tape reader reads a
+  journal up to its last complete batch (a SIGKILL mid-append leaves a torn last
+  message) and ignores one whose Parquet file exists (killed between the rename and the
+  delete); other Parquet tools see closed segments only. At start-up the recorder turns
+  a journal left by a killed run into its segment (:func:`recover_journals`).
+
+Either way a SIGKILL loses the rows not yet flushed: at most ``flush_s`` plus the time of
+one write; hidden temporaries are skipped by the reader and removed at the next start.
+Segments keep the file count low (a 48-hour canary makes a few thousand files, not
+hundreds of thousands).
 
 Flushes run on one background thread (the event loop only hands over references), in
-submission order, so a later version of a segment never loses to an earlier one.
-
-Rows arrive as the market events the engine was given, so recording costs the event
-loop one list extend per message; they become Arrow columns on the writer thread.
+submission order, so a later version of a segment never loses to an earlier one. Rows
+arrive as the market events the engine was given, so recording costs the event loop one
+list extend per message; they become Arrow columns on the writer thread
+(:func:`events_columns`).
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from io import FileIO
 from itertools import compress, repeat
 from operator import attrgetter
 from pathlib import Path
@@ -54,10 +68,20 @@ from perpsim.core.events import (
     TimerFired,
     Trade,
 )
-from perpsim.tapes.schema import META_KEY, SCHEMA, TapeMeta, TimerSpec, encode_meta
+from perpsim.tapes.reader import JOURNAL_SUFFIX, read_journal
+from perpsim.tapes.schema import META_KEY, SCHEMA, WRITE_OPTIONS, TapeMeta, TimerSpec, decode_meta, encode_meta
 from perpsim.tapes.validate import Validator
 
-__all__ = ["Recorder", "RecorderStats", "clean_temporaries", "events_columns", "events_table", "segment_name"]
+__all__ = [
+    "Recorder",
+    "RecorderStats",
+    "clean_temporaries",
+    "events_columns",
+    "events_table",
+    "journal_name",
+    "recover_journals",
+    "segment_name",
+]
 
 log = logging.getLogger("perpsim.live.recorder")
 
@@ -66,21 +90,20 @@ _FLOAT_COLS = ("price", "size", "bid", "bid_size", "ask", "ask_size", "rate")
 _SIDED = np.array([Kind.TRADE, Kind.BOOK], np.int8)
 _NEXT_TS = np.array([Kind.FUNDING, Kind.TIMER], np.int8)
 _ROW_GROUP = 65536  # rows per row group, the reader's unit of streaming
-# Only kind and symbol are dictionary-encoded (the other columns barely repeat, and
-# their dictionaries would double the write time); statistics only for the two clock
-# columns, the ones the reader uses (row-group skipping); pages are cut per row group's
-# worth of rows rather than per 1,024. Together about 15 % off the encoding time.
-_PARQUET: dict[str, Any] = {
-    "compression": "zstd",
-    "use_dictionary": ["kind", "symbol"],
-    "write_statistics": ["ts", "recv_ts"],
-    "write_batch_size": _ROW_GROUP,
-}
+# The tape writer's options (zstd, delta-encoded clocks), with statistics only for the
+# two clock columns, the ones the reader uses (row-group skipping), and pages cut per
+# row group's worth of rows rather than per 1,024: together about 15 % off the encoding.
+_PARQUET: dict[str, Any] = {**WRITE_OPTIONS, "write_statistics": ["ts", "recv_ts"], "write_batch_size": _ROW_GROUP}
 
 
 def segment_name(index: int) -> str:
     """The file name of segment ``index`` (zero-padded: name order is time order)."""
     return f"{index:06d}.parquet"
+
+
+def journal_name(index: int) -> str:
+    """The file name of segment ``index`` while it is open (its journal)."""
+    return f"{index:06d}{JOURNAL_SUFFIX}"
 
 
 def clean_temporaries(folder: Path) -> int:
@@ -94,11 +117,37 @@ def clean_temporaries(folder: Path) -> int:
     return n
 
 
+def recover_journals(folder: Path, *, fsync: bool = True) -> int:
+    """Turn the journals a killed recorder left in ``folder`` into Parquet segments.
+
+    A journal whose segment already exists is deleted (the kill came between the
+    rename and the delete); one with no complete batch is deleted; the others are
+    written as their segment, with the metadata they carry. Returns the number of
+    segments written.
+
+    Raises:
+        TapeError: a journal that is not an Arrow IPC stream.
+    """
+    n = 0
+    for j in sorted(folder.glob(f"[0-9]*{JOURNAL_SUFFIX}")):
+        seg = j.with_suffix(".parquet")
+        if not seg.exists():
+            table = read_journal(j)
+            if table.num_rows:
+                meta = decode_meta((table.schema.metadata or {}).get(META_KEY))
+                _write_parquet(seg, table, meta, fsync=fsync)
+                log.warning("recorder: recovered %s (%d rows) from its journal", seg.name, table.num_rows)
+                n += 1
+        j.unlink()
+    return n
+
+
 class RecorderStats(msgspec.Struct, kw_only=True):
     """Counters for metrics and the closing summary.
 
-    ``bytes_written`` is the size of the recording (its growth per flush); ``io_bytes``
-    counts every rewrite of the open segment, the price of crash safety.
+    ``rows`` counts rows handed to the writer (at each flush); ``bytes_written`` is the
+    size of the recording (its growth per flush); ``io_bytes`` counts every byte written,
+    journals included, the price of crash safety.
     """
 
     rows: int = 0
@@ -119,14 +168,25 @@ class _Job(msgspec.Struct):
 
 
 class _Segment:
-    """Writer-thread state of the open segment: its Arrow tables so far."""
+    """Writer-thread state of the open segment: its rows so far and its journal."""
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.batches: list[pa.RecordBatch] = []  # one contiguous batch after each flush
+        self.batches: list[pa.RecordBatch] = []  # one per flush
         self.rows = 0
         self.start_ns = 0  # clock of the first row
-        self.size = 0  # bytes of the segment's current version
+        self.end_ns = 0  # clock of the last row
+        self.size = 0  # bytes on disk: its current version, or its journal so far
+        self.file: FileIO | None = None
+        self.journal: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def close_journal(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 class Recorder:
@@ -134,18 +194,21 @@ class Recorder:
 
     Args:
         folder: the recording folder (created). Existing segments are kept and new ones
-            numbered after them, so a folder can be appended to by a restart.
+            numbered after them, so a folder can be appended to by a restart; a journal a
+            killed run left is turned into its segment first.
         meta: metadata for every file (clock ``recv_ts``, source, instruments); the timer
             set is added by :meth:`set_timers`.
         flush_s: the most time rows wait in memory.
         rotate_rows: close a segment at this many rows.
         rotate_s: close a segment when it spans this many seconds of clock time.
-        fsync: fsync each file before the rename (durability against power loss, not
-            only process death).
+        fsync: fsync each file before its rename, and each journal append (durability
+            against power loss, not only process death).
         background: flush on a writer thread (the live default); False writes inline.
+        journal: keep the open segment as an appended journal instead of rewriting it at
+            each flush (see the module docstring).
 
     Raises:
-        TapeError: the folder cannot be created.
+        TapeError: the folder cannot be created, or holds a journal that is not one.
     """
 
     def __init__(
@@ -158,6 +221,7 @@ class Recorder:
         rotate_s: float = 300.0,
         fsync: bool = True,
         background: bool = True,
+        journal: bool = False,
     ) -> None:
         self.folder = Path(folder)
         try:
@@ -165,6 +229,7 @@ class Recorder:
         except OSError as e:
             raise TapeError(f"{self.folder}: cannot create the recording folder ({e})") from e
         clean_temporaries(self.folder)
+        recover_journals(self.folder, fsync=fsync)
         existing = sorted(p.name for p in self.folder.glob("[0-9]*.parquet"))
         self._segment = int(existing[-1].split(".")[0]) + 1 if existing else 0
         self.meta = msgspec.structs.replace(meta, clock="recv_ts")
@@ -172,6 +237,7 @@ class Recorder:
         self.rotate_rows = rotate_rows
         self.rotate_ns = int(rotate_s * 1e9)
         self.fsync = fsync
+        self.journal = journal
         self.stats = RecorderStats()
         self._pending: list[MarketEvent] = []
         self._seg_rows = 0
@@ -208,8 +274,8 @@ class Recorder:
     def flush(self) -> None:
         """Hand the rows recorded since the last flush to the writer (call every ``flush_s``).
 
-        The open segment is rewritten with them, or closed and a new one started when
-        it is full by rows or by time.
+        The open segment is rewritten with them (or they are appended to its journal),
+        or it is closed when it is full by rows or by time.
         """
         if self._closed or not self._pending:
             return
@@ -229,7 +295,7 @@ class Recorder:
         self._submit(job)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush what is left, close the open segment and wait for the writer.
+        """Flush what is left, write the open segment as Parquet and wait for the writer.
 
         Args:
             timeout: the most seconds to wait for pending writes.
@@ -239,18 +305,18 @@ class Recorder:
         """
         if self._closed:
             return True
-        if self._pending:
+        if self._pending or self._seg_rows:
             events, self._pending = self._pending, []
             self.stats.rows += len(events)
             self._submit(_Job(segment=self._segment, events=events, close=True))
+            self._seg_rows = 0
         self._closed = True
         ok = self.wait(timeout)
-        if ok and self._open is not None:  # the last segment was complete at its last flush
-            with self._lock:
-                self.stats.segments += 1
-            self._open = None
         if self._executor is not None:
             self._executor.shutdown(wait=ok, cancel_futures=not ok)
+        if ok and self._open is not None:  # a failed write left it open: keep what the journal has
+            self._open.close_journal()
+            self._open = None
         return ok
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -266,7 +332,7 @@ class Recorder:
         return True
 
     def files(self) -> list[Path]:
-        """The segment files written so far, in name order."""
+        """The closed segment files written so far, in name order."""
         return sorted(self.folder.glob("[0-9]*.parquet"))
 
     def _submit(self, job: _Job) -> None:
@@ -281,67 +347,99 @@ class Recorder:
     def _write(self, job: _Job) -> None:
         seg = self._open
         if seg is None or seg.index != job.segment:
+            if seg is not None:  # pragma: no cover - a failed close left it behind
+                seg.close_journal()
             seg = self._open = _Segment(job.segment)
         name = segment_name(job.segment)
         try:
-            rb, batch = events_columns(job.events)
-            try:
-                self._validator.check(batch, file=name, row0=seg.rows, source=rb)
-            except TapeError as e:  # record what the engine saw anyway; say so loudly
-                with self._lock:
-                    self.stats.invalid_rows += 1
-                log.error("recorder: %s", e)
-                self._validator.last_clock = None
-            seg.batches.append(rb)
-            if len(seg.batches) > 1:  # keep one contiguous table, not one small batch per flush
-                seg.batches = pa.Table.from_batches(seg.batches, schema=SCHEMA).combine_chunks().to_batches()
-            if seg.rows == 0:
-                seg.start_ns = int(batch.recv_ts[0])
-            seg.rows += rb.num_rows
-            end_ns = int(batch.recv_ts[-1])
-            size = self._replace(self.folder / name, seg, end_ns)
+            added = 0
+            if job.events:
+                rb, batch = events_columns(job.events)
+                try:
+                    self._validator.check(batch, file=name, row0=seg.rows, source=rb)
+                except TapeError as e:  # record what the engine saw anyway; say so loudly
+                    with self._lock:
+                        self.stats.invalid_rows += 1
+                    log.error("recorder: %s", e)
+                    self._validator.last_clock = None
+                seg.batches.append(rb)
+                if seg.rows == 0:
+                    seg.start_ns = int(batch.recv_ts[0])
+                seg.rows += rb.num_rows
+                seg.end_ns = int(batch.recv_ts[-1])
+                added = rb.num_rows
+            with self._lock:
+                meta = msgspec.structs.replace(self.meta, rows=seg.rows, start_ns=seg.start_ns, end_ns=seg.end_ns)
+            if self.journal and not job.close:
+                size = grew = self._append(seg, meta)
+            elif seg.rows and (added or self.journal):  # (rewrite: unchanged since its last flush)
+                table = pa.Table.from_batches(seg.batches, schema=SCHEMA)
+                if len(seg.batches) > 1:  # keep one contiguous table, not one small batch per flush
+                    seg.batches = table.combine_chunks().to_batches()
+                size = _write_parquet(self.folder / name, table, meta, fsync=self.fsync)
+                grew, seg.size = size - seg.size, size  # the journal, or the previous version, goes
+            else:
+                size = grew = 0
+            if job.close:
+                if seg.file is not None:
+                    seg.close_journal()
+                    (self.folder / journal_name(job.segment)).unlink(missing_ok=True)
+                self._open = None
             with self._lock:
                 st = self.stats
-                st.rows_written += rb.num_rows
-                st.flushes += 1
-                st.bytes_written += size - seg.size  # the recording's growth
-                st.io_bytes += size  # what the rewrites cost
-                seg.size = size
-                st.last_flush_ns = end_ns
-                if job.close:
+                st.rows_written += added
+                st.flushes += bool(added)
+                st.bytes_written += grew  # the recording's growth
+                st.io_bytes += size
+                if added:
+                    st.last_flush_ns = seg.end_ns
+                if job.close and seg.rows:
                     st.segments += 1
-            if job.close:
-                self._open = None
         except Exception as e:
             with self._lock:
                 self.stats.write_errors += 1
             log.exception("recorder: writing %s failed: %s", name, e)
             raise
 
-    def _replace(self, path: Path, seg: _Segment, end_ns: int) -> int:
-        """Write ``seg`` to a hidden temporary, fsync, rename over ``path``; returns its size."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        with self._lock:
-            meta = self.meta
-        meta = msgspec.structs.replace(meta, rows=seg.rows, start_ns=seg.start_ns, end_ns=end_ns)
-        try:
-            with pq.ParquetWriter(tmp, SCHEMA, **_PARQUET) as w:
-                w.write_table(pa.Table.from_batches(seg.batches, schema=SCHEMA), row_group_size=_ROW_GROUP)
-                w.add_key_value_metadata({META_KEY: encode_meta(meta)})
-            size = tmp.stat().st_size
+    def _append(self, seg: _Segment, meta: TapeMeta) -> int:
+        """Append the segment's newest batch to its journal (created on the first); returns the bytes."""
+        raw = encode_meta(meta)
+        if seg.journal is None:
+            path = self.folder / journal_name(seg.index)
+            seg.file = FileIO(path, "w")
+            seg.journal = pa.ipc.new_stream(seg.file, SCHEMA.with_metadata({META_KEY: raw}))
             if self.fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+                _fsync_dir(self.folder)
+        seg.journal.write_batch(seg.batches[-1], custom_metadata={META_KEY: raw})
+        assert seg.file is not None
         if self.fsync:
-            _fsync_dir(path.parent)
+            os.fsync(seg.file.fileno())
+        size = seg.file.tell() - seg.size
+        seg.size += size
         return size
+
+
+def _write_parquet(path: Path, table: pa.Table, meta: TapeMeta, *, fsync: bool) -> int:
+    """Write ``table`` to a hidden temporary, fsync, rename over ``path``; returns its size."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, SCHEMA, **_PARQUET) as w:
+            w.write_table(table, row_group_size=_ROW_GROUP)
+            w.add_key_value_metadata({META_KEY: encode_meta(meta)})
+        size = tmp.stat().st_size
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+    return size
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -393,6 +491,9 @@ def events_columns(events: Sequence[MarketEvent]) -> tuple[pa.RecordBatch, Batch
         elif 2 * m >= n:  # one pass over every event; the other kinds give the default
             if dtype is None:
                 cols[name] = list(map(getattr, events, repeat(name), repeat(None)))
+            elif dtype is np.int64:  # next_ts: a funding row may not know it (None)
+                vals = pa.array(list(map(getattr, events, repeat(name), repeat(None))), pa.int64())
+                cols[name] = pc.fill_null(vals, default).to_numpy()
             else:
                 cols[name] = np.fromiter(map(getattr, events, repeat(name), repeat(default)), dtype, n)
         else:  # only the rows of the kinds that carry it

@@ -5,6 +5,12 @@ Opening reads only the footers (row counts, metadata, statistics); :meth:`Tape.b
 then streams one row group at a time, so memory does not grow with tape length, and
 converts each Arrow batch to a :class:`~perpsim.core.batch.Batch` with vectorized
 numpy work only: the replay engine's hot path never sees Arrow or per-row Python.
+
+A folder may also hold one *journal* (``NNNNNN.arrows``): the open segment of a live
+recording (live/recorder.py), an Arrow IPC stream appended at every flush. It is read up
+to its last complete record batch (a recorder killed mid-append leaves a torn tail), and
+ignored when ``NNNNNN.parquet`` exists (the recorder was killed between writing the
+segment and deleting its journal).
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from perpsim.core.batch import NULL_SEQ, Batch
 from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.instruments import Instrument, resolve
-from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, TapeMeta, decode_meta
+from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, WRITE_OPTIONS, TapeMeta, decode_meta
 from perpsim.tapes.validate import Validator, check_columns, check_kinds
 
-__all__ = ["Tape", "open_tape", "to_batch"]
+__all__ = ["JOURNAL_SUFFIX", "Tape", "open_tape", "read_journal", "to_batch"]
+
+JOURNAL_SUFFIX = ".arrows"
 
 _KIND_CODES: dict[str, int] = {name: i for i, name in enumerate(KIND_NAMES)}
 _FLOATS = ("price", "size", "bid", "bid_size", "ask", "ask_size", "rate")
@@ -154,6 +162,45 @@ class _File(msgspec.Struct):
     clock_stats: list[tuple[int, int] | None]
     start_ns: int | None
     end_ns: int | None
+    source: Any = None  # a journal's rows as an in-memory Parquet file (pa.Buffer)
+
+
+def read_journal(path: Path) -> pa.Table:
+    """A recorder journal's complete record batches (see the module docstring).
+
+    The tape metadata is the schema's ``perpsim.tape`` entry, or the last complete
+    batch's (the recorder attaches the current one to each batch).
+
+    Raises:
+        TapeError: the file is not an Arrow IPC stream at all.
+    """
+    data = path.read_bytes()
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(data))
+    except (pa.ArrowException, OSError) as e:
+        if len(data) < 4 or data.startswith(b"\xff\xff\xff\xff"):  # killed before its schema was out
+            return SCHEMA.empty_table()
+        raise TapeError(f"{path}: not a recorder journal ({_one_line(e)})") from e
+    batches: list[pa.RecordBatch] = []
+    meta = (reader.schema.metadata or {}).get(META_KEY)
+    while True:
+        try:
+            rb, custom = reader.read_next_batch_with_custom_metadata()
+        except StopIteration:
+            break
+        except (pa.ArrowException, OSError):  # a torn last message
+            break
+        batches.append(rb)
+        if custom is not None and META_KEY in custom:
+            meta = custom[META_KEY]
+    schema = reader.schema.with_metadata({META_KEY: meta} if meta is not None else {})
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _journal_parquet(path: Path) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(read_journal(path), sink, **WRITE_OPTIONS)
+    return sink.getvalue()
 
 
 def _one_line(e: BaseException) -> str:
@@ -178,8 +225,9 @@ def _clock_stats(footer: Any, clock: str, stored: pa.DataType) -> list[tuple[int
 
 
 def _open_file(path: Path) -> _File:
+    source = _journal_parquet(path) if path.suffix == JOURNAL_SUFFIX else None
     try:
-        footer = pq.read_metadata(path)
+        footer = pq.read_metadata(path if source is None else pa.BufferReader(source))
         schema = footer.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as e:
         raise TapeError(f"{path}: not a Parquet file ({_one_line(e)})") from e
@@ -212,6 +260,7 @@ def _open_file(path: Path) -> _File:
         clock_stats=stats,
         start_ns=start,
         end_ns=end,
+        source=source,
     )
 
 
@@ -219,8 +268,12 @@ def _expand(p: str | Path) -> list[Path]:
     path = Path(p)
     if path.is_dir():
         files = sorted(
-            f for f in path.iterdir() if f.suffix == ".parquet" and not f.name.startswith(".") and f.is_file()
+            f
+            for f in path.iterdir()
+            if f.suffix in (".parquet", JOURNAL_SUFFIX) and not f.name.startswith(".") and f.is_file()
         )
+        written = {f.stem for f in files if f.suffix == ".parquet"}
+        files = [f for f in files if f.suffix == ".parquet" or f.stem not in written]
         if not files:
             raise TapeError(f"{path}: folder has no .parquet files")
         return files
@@ -347,7 +400,8 @@ class Tape:
         for f in self._files:
             name = str(f.path)
             footer = f.footer
-            pf = pq.ParquetFile(f.path, metadata=footer, read_dictionary=f.read_dictionary or None)
+            src = f.path if f.source is None else pa.BufferReader(f.source)
+            pf = pq.ParquetFile(src, metadata=footer, read_dictionary=f.read_dictionary or None)
             row0 = 0
             try:
                 for g in range(footer.num_row_groups):
@@ -493,4 +547,6 @@ def open_tape(path: str | Path | Sequence[str | Path]) -> Tape:
     paths: list[Path] = []
     for item in items:
         paths.extend(_expand(item))
-    return Tape([_open_file(p) for p in paths])
+    files = [_open_file(p) for p in paths]
+    # A journal with no complete batch (a recorder killed at once) has no rows nor metadata.
+    return Tape([f for f in files if f.source is None or f.footer.num_rows] or files)
