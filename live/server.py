@@ -5,7 +5,8 @@ the subscribe protocol (one channel per ``subscribe``, a ``subscriptions`` reply
 level2 snapshot on subscribing), the envelope (``channel``, ``client_id``,
 ``timestamp``, ``sequence_num`` counting every message of the connection, ``events``)
 and heartbeats every second, encoded by
-:func:`perpsim.tapes.formats.coinbase.to_messages` so the server and the client's
+:func:`perpsim.tapes.formats.coinbase.message_bodies` (the body of what
+:func:`~perpsim.tapes.formats.coinbase.to_messages` sends) so the server and the client's
 decoder cannot drift apart.
 
 The tape plays once, on one timeline shared by every connection, like an exchange:
@@ -43,11 +44,11 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from perpsim.core.batch import batch_events
+from perpsim.core.batch import Batch, batch_events
 from perpsim.core.book import Book
 from perpsim.core.events import BookLevel, BookReset, Flags, MarketEvent, Quote, Trade
 from perpsim.core.instruments import BUILTIN
-from perpsim.tapes.formats.coinbase import format_time, product_symbols, to_messages
+from perpsim.tapes.formats.coinbase import format_time, message_bodies, product_symbols
 from perpsim.tapes.reader import open_tape
 
 __all__ = ["Faults", "FeedServer", "ServerStats", "parse_speed"]
@@ -133,6 +134,18 @@ class _Message(msgspec.Struct):
             self.tail,
         )
 
+    @classmethod
+    def of(cls, channel: str, body: bytes, products: frozenset[str]) -> _Message:
+        """The message of an encoded ``events`` array (:func:`message_bodies`), in the
+        envelope :func:`~perpsim.tapes.formats.coinbase.to_messages` writes."""
+        head = _HEADS.get(channel)
+        if head is None:
+            head = _HEADS[channel] = b'{"channel":%b,"client_id":"","timestamp":"' % msgspec.json.encode(channel)
+        return cls(channel=channel, products=products, before_ts=head, before_seq=b'",', tail=b'"events":%b}' % body)
+
+
+_HEADS: dict[str, bytes] = {}
+
 
 def _split(raw: bytes, products: frozenset[str]) -> _Message:
     """Cut an encoded envelope ``{"channel":…,"client_id":…,"timestamp":"…","sequence_num":N,…}`` apart."""
@@ -148,6 +161,18 @@ def _split(raw: bytes, products: frozenset[str]) -> _Message:
         before_seq=raw[t_end:i],
         tail=raw[j + 1 :],
     )
+
+
+def _events_in_slices(batch: Batch, rows: int) -> Iterator[MarketEvent]:
+    """The batch's events, converted ``rows`` at a time (each conversion blocks the loop)."""
+    n = len(batch)
+    if n <= rows:
+        yield from batch_events(batch)
+        return
+    names = batch.__struct_fields__
+    for lo in range(0, n, rows):
+        part = Batch(**{f: getattr(batch, f) if f == "symbols" else getattr(batch, f)[lo : lo + rows] for f in names})
+        yield from batch_events(part)
 
 
 class _Conn:
@@ -214,6 +239,8 @@ class FeedServer:
         self._hb_counter = 0
         self._conn_index = 0
         self._source: Generator[list[MarketEvent], None, None] | None = None
+        f = self.faults
+        self._any_fault = bool(f.malformed_rate or f.huge_rate or f.drop_rate or f.gap_rate)
         self.done = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -333,9 +360,9 @@ class FeedServer:
                 for px, sz in book.levels(side):
                     rows.append(BookLevel(ts=t, recv_ts=t, symbol=sym, price=px, size=sz, side=side, flags=_SNAP))
         rows[-1] = msgspec.structs.replace(rows[-1], flags=rows[-1].flags | _EOM)
-        for raw in to_messages(rows, self._pmap):
+        for channel, body in message_bodies(rows, self._pmap):
             self.stats.snapshots += 1
-            await self._send(conn, _split(raw, frozenset((pid,))), faults=False)
+            await self._send(conn, _Message.of(channel, body, frozenset((pid,))), faults=False)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -348,6 +375,14 @@ class FeedServer:
         if conn.closed:
             return
         f, rng, st = self.faults, conn.rng, self.stats
+        if self.speed is not None and not (faults and self._any_fault):
+            # Paced and fault-free: nothing to wait for, so no awaits (the common case of
+            # a rehearsal or a benchmark, and most of what serving a message costs).
+            data = msg.render(conn.seq, time.time_ns())
+            conn.seq += 1
+            st.messages += 1
+            broadcast([conn.ws], data, text=True)
+            return
         try:
             if faults:
                 if f.malformed_rate and rng.random() < f.malformed_rate:
@@ -425,8 +460,12 @@ class FeedServer:
     def _groups(self) -> Generator[list[MarketEvent], None, None]:
         """The tape's streamable rows, one list per venue message (END_OF_MESSAGE)."""
         group: list[MarketEvent] = []
-        for batch in self.tape.batches(batch_rows=512):  # small: converting a batch blocks the loop
-            for ev in batch_events(batch):
+        # Parquet is decoded in large batches on a reader thread (small ones cost several
+        # times more per row), and turned into events a small slice at a time: converting
+        # blocks the loop, and whatever falls due meanwhile leaves in a burst that the
+        # client then queues (the latency benchmark's tail).
+        for batch in self.tape.batches(batch_rows=8192, prefetch=1):
+            for ev in _events_in_slices(batch, 128):
                 t = type(ev)
                 if t is Trade or t is Quote or t is BookLevel or t is BookReset:
                     group.append(ev)
@@ -478,8 +517,8 @@ class FeedServer:
                 group = [msgspec.structs.replace(ev, ts=shift(ev.ts)) for ev in group]
             self._apply_books(group)
             products = frozenset(self._pmap.get(ev.symbol, ev.symbol) for ev in group)
-            for raw in to_messages(group, self._pmap):
-                await self._broadcast(_split(raw, products))
+            for channel, body in message_bodies(group, self._pmap):
+                await self._broadcast(_Message.of(channel, body, products))
             self.stats.groups_played += 1
         self.stats.tape_done = True
         self.done.set()

@@ -53,7 +53,7 @@ from __future__ import annotations
 import gzip
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -81,6 +81,7 @@ __all__ = [
     "VenueError",
     "convert_coinbase",
     "format_time",
+    "message_bodies",
     "parse_time",
     "product_symbols",
     "to_messages",
@@ -208,14 +209,24 @@ def format_time(ns: int, *, go: bool = False) -> str:
         go: use Go's ``time.Time.String()`` form of heartbeats
             (``2024-10-04 07:04:40.820713045 +0000 UTC``).
     """
-    days, rem = divmod(ns, 86_400_000_000_000)
-    secs, frac = divmod(rem, 1_000_000_000)
-    y, mo, d = _civil_from_days(days)
-    hh, r = divmod(secs, 3600)
-    mm, ss = divmod(r, 60)
+    secs, frac = divmod(ns, 1_000_000_000)
     if go:
-        return f"{y:04d}-{mo:02d}-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}.{frac:09d} +0000 UTC"
-    return f"{y:04d}-{mo:02d}-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}.{frac:09d}Z"
+        return f"{_second_text(secs, ' ')}.{frac:09d} +0000 UTC"
+    return f"{_second_text(secs, 'T')}.{frac:09d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second_text(secs: int, sep: str) -> str:
+    """``YYYY-MM-DD{sep}HH:MM:SS`` of a second since the epoch.
+
+    Cached: the feed server formats several times per message, nearly all within the
+    same few seconds, and the calendar arithmetic costs more than the rest of it.
+    """
+    days, rem = divmod(secs, 86_400)
+    y, mo, d = _civil_from_days(days)
+    hh, r = divmod(rem, 3600)
+    mm, ss = divmod(r, 60)
+    return f"{y:04d}-{mo:02d}-{d:02d}{sep}{hh:02d}:{mm:02d}:{ss:02d}"
 
 
 def _civil_from_days(z: int) -> tuple[int, int, int]:
@@ -804,22 +815,54 @@ def to_messages(
         pmap.update(product_map)
     out: list[bytes] = []
     seq = sequence_start
+    gap_ts: int | None = None
+    for ch, msg_ts, payload, has_reset in _message_runs(events, pmap):
+        if ch == "gap":
+            seq += 1
+            gap_ts = msg_ts  # the next message's envelope time: the gap rows' ts
+            continue
+        # After a gap, the envelope time is the gap rows' ts (a snapshot's or ticker's
+        # envelope time is already its rows' ts; other rows carry their own times).
+        if gap_ts is not None and ch != "ticker" and msg_ts != gap_ts and not has_reset:
+            msg_ts = gap_ts
+        gap_ts = None
+        env = _OutEnvelope(channel=ch, client_id="", timestamp=format_time(msg_ts), sequence_num=seq, events=payload)
+        out.append(_ENC.encode(env))
+        seq += 1
+    return out
+
+
+def message_bodies(events: Iterable[MarketEvent], product_map: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    """``(channel, JSON of the events array)`` per message that :func:`to_messages` would send.
+
+    For the feed server, which writes the envelope itself (its ``timestamp`` is the send
+    time and its ``sequence_num`` the connection's): encoding only the body, once, is most
+    of what serving a message costs. ``gap`` groups are left out.
+
+    Args:
+        events: rows in tape order.
+        product_map: tape symbol → product id, complete (a symbol not in it is sent as
+            its own product id; the built-in instruments are not consulted).
+    """
+    return [(ch, _ENC.encode(payload)) for ch, _, payload, _ in _message_runs(events, product_map) if ch != "gap"]
+
+
+def _message_runs(events: Iterable[MarketEvent], pmap: Mapping[str, str]) -> Iterator[tuple[str, int, list[Any], bool]]:
+    """``(channel, envelope time, events payload, has a snapshot)`` per message, in order.
+
+    A ``gap`` status group yields ``("gap", its time, [], False)``. Runs split on END_OF_MESSAGE
+    and on a change of channel.
+    """
     run: list[MarketEvent] = []
     run_ch: str | None = None
     last_price: dict[str, float] = {}
     synthetic_tid = 0
 
-    gap_ts: int | None = None
-
-    def flush() -> None:
-        nonlocal seq, synthetic_tid, gap_ts
-        if not run:
-            return
-        ch = run_ch
+    def encode(ch: str | None, run: list[MarketEvent]) -> tuple[str, int, list[Any], bool]:
+        nonlocal synthetic_tid
         if ch == "gap":
-            seq += 1
-            gap_ts = run[-1].ts  # the next message's envelope time: the gap rows' ts
-            return
+            return "gap", run[-1].ts, [], False
+        has_reset = False
         if ch == "l2_data":
             events_out: list[Any] = []
             msg_ts = run[0].ts
@@ -830,6 +873,7 @@ def to_messages(
                     cur = _OutL2Event(type="snapshot", product_id=pid, updates=[])
                     events_out.append(cur)
                     msg_ts = ev.ts
+                    has_reset = True
                     continue
                 assert type(ev) is BookLevel
                 etype = "snapshot" if ev.flags & _SNAP else "update"
@@ -889,34 +933,21 @@ def to_messages(
                 _OutHeartbeat(current_time=format_time(ev.ts, go=True), heartbeat_counter=ev.seq or 0) for ev in run
             ]
             msg_ts = run[-1].ts
-        # After a gap, the envelope time is the gap rows' ts (a snapshot's or ticker's
-        # envelope time is already its rows' ts; other rows carry their own times).
-        if gap_ts is not None and ch in ("market_trades", "heartbeats", "l2_data") and msg_ts != gap_ts:
-            msg_ts = gap_ts if not any(type(ev) is BookReset for ev in run) else msg_ts
-        gap_ts = None
-        env = _OutEnvelope(
-            channel=ch or "",
-            client_id="",
-            timestamp=format_time(msg_ts),
-            sequence_num=seq,
-            events=events_out,
-        )
-        out.append(_ENC.encode(env))
-        seq += 1
+        return ch or "", msg_ts, events_out, has_reset
 
     for ev in events:
         ch = _channel(ev)
         if ch is not None:
             if run and ch != run_ch:
-                flush()
+                yield encode(run_ch, run)
                 run = []
             run_ch = ch
             run.append(ev)
-        if ev.flags & _EOM:
-            flush()
+        if ev.flags & _EOM and run:
+            yield encode(run_ch, run)
             run = []
-    flush()
-    return out
+    if run:
+        yield encode(run_ch, run)
 
 
 # -- converter ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from perpsim.tapes.formats.coinbase import (
     VenueError,
     convert_coinbase,
     format_time,
+    message_bodies,
     parse_time,
     to_messages,
 )
@@ -409,6 +410,16 @@ def test_to_messages_round_trips_through_the_normalizer() -> None:
     assert env["channel"] == "l2_data" and env["sequence_num"] == 40
     assert env["events"][0]["product_id"] == "BTC-PERP-INTX"
     assert json.loads(out[2])["events"][0]["updates"][0]["new_quantity"] == "0.00002"  # never 2e-05
+
+
+def test_message_bodies_are_the_events_of_what_to_messages_sends() -> None:
+    # The feed server sends message_bodies in its own envelope: same channels, same events.
+    rows = [e for _, evs in _normalized_stream() for e in evs]
+    pmap = {"BTC-PERP": "BTC-PERP-INTX"}
+    sent = [json.loads(m) for m in to_messages(rows, pmap)]
+    bodies = message_bodies(rows, pmap)
+    assert [ch for ch, _ in bodies] == [m["channel"] for m in sent]
+    assert [json.loads(body) for _, body in bodies] == [m["events"] for m in sent]
 
 
 def test_to_messages_skips_rows_coinbase_has_no_message_for() -> None:
