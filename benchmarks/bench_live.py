@@ -20,14 +20,12 @@ Run: ``.venv/bin/pytest benchmarks/bench_live.py -s`` (about a minute).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 
@@ -36,11 +34,9 @@ from perpsim.core.batch import batch_events
 from perpsim.core.events import MarketEvent, Quote
 from perpsim.live.driver import LiveDriver, LiveOptions
 from perpsim.live.feed import FeedConfig
-from perpsim.live.recorder import Recorder
 from perpsim.sim.profiles import resolve_config
 from perpsim.tapes.formats.coinbase import Normalizer, to_messages
 from perpsim.tapes.reader import open_tape
-from perpsim.tapes.schema import TapeMeta
 from perpsim.tapes.synth import synth
 
 
@@ -83,31 +79,6 @@ def test_bench_decode_normalize(benchmark: Any, l2_tape: Path) -> None:
     benchmark.extra_info["messages_per_s"] = round(rate)
     print(f"\ndecode+normalize: {len(msgs):,} messages ({rows:,} rows), {rate:,.0f} messages/s, "
           f"{rows / benchmark.stats['min']:,.0f} rows/s")  # fmt: skip
-
-
-def test_bench_recorder(benchmark: Any, l2_tape: Path, tmp_path: Path) -> None:
-    msgs = _messages(_events(l2_tape))
-    base = 1_800_000_000_000_000_000
-    msgs = [[msgspec.structs.replace(e, recv_ts=base + k * 1000) for e in m] for k, m in enumerate(msgs)]
-    n = sum(map(len, msgs))
-    k = [0]
-
-    def run() -> int:
-        k[0] += 1
-        folder = tmp_path / f"r{k[0]}"
-        rec = Recorder(folder, TapeMeta(source="bench"), fsync=False, background=False, rotate_rows=500_000)
-        for m in msgs:
-            rec.add(m)
-        rec.close()
-        rows = rec.stats.rows_written
-        shutil.rmtree(folder)
-        return rows
-
-    rows = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    assert rows == n
-    rate = n / benchmark.stats["min"]
-    benchmark.extra_info["events_per_s"] = round(rate)
-    print(f"\nrecorder: {n:,} events in {len(msgs):,} messages, {rate:,.0f} events/s written")
 
 
 _SERVE = ["-m", "perpsim" if "serve" in perpsim_cli.commands else "perpsim.cli_live", "serve"]

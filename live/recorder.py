@@ -479,7 +479,9 @@ def events_columns(events: Sequence[MarketEvent]) -> tuple[pa.RecordBatch, Batch
     ts = np.fromiter(map(_TS, events), np.int64, n)
     recv = np.fromiter(map(_RECV, events), np.int64, n)
     flags = np.fromiter(map(_FLAGS, events), np.uint8, n)
-    sym = pa.array(list(map(_SYMBOL, events)), pa.string()).dictionary_encode()
+    codes = _Codes()
+    sym_codes = np.fromiter(map(codes.__getitem__, map(_SYMBOL, events)), np.int32, n)
+    symbols = list(codes)
     seq_a = pa.array(list(map(_SEQ, events)), pa.int64())
     seq = seq_a.to_numpy() if not seq_a.null_count else pc.fill_null(seq_a, NULL_SEQ).to_numpy()
     cols: dict[str, Any] = {}
@@ -517,7 +519,7 @@ def events_columns(events: Sequence[MarketEvent]) -> tuple[pa.RecordBatch, Batch
         "ts": pa.array(ts, pa.int64()),
         "recv_ts": pa.array(recv, pa.int64()),
         "kind": pa.DictionaryArray.from_arrays(pa.array(kind, pa.int8()), _KIND_DICT),
-        "symbol": sym,
+        "symbol": pa.DictionaryArray.from_arrays(pa.array(sym_codes, pa.int32()), pa.array(symbols, pa.string())),
         "seq": seq_a,
         "flags": pa.array(flags, pa.uint8()),
     }
@@ -556,8 +558,8 @@ def events_columns(events: Sequence[MarketEvent]) -> tuple[pa.RecordBatch, Batch
         ts=ts,
         recv_ts=recv,
         kind=kind,
-        symbol=sym.indices.to_numpy(),
-        symbols=tuple(sym.dictionary.to_pylist()),
+        symbol=sym_codes,
+        symbols=tuple(symbols),
         side=side,
         seq=seq,
         flags=flags,
@@ -566,6 +568,14 @@ def events_columns(events: Sequence[MarketEvent]) -> tuple[pa.RecordBatch, Batch
         **batch,
     )
     return rb, b
+
+
+class _Codes(dict[str, int]):
+    """Symbol → dictionary code, numbering symbols in order of first appearance."""
+
+    def __missing__(self, key: str) -> int:
+        self[key] = code = len(self)
+        return code
 
 
 _CODE: dict[type, int] = {

@@ -1,0 +1,130 @@
+"""Recorder figures (issue 5): events/s written to closed Parquet files, and what a flush costs.
+
+The rows are a seeded level-2 tape's (mostly book levels, then quotes and trades), one
+message's list at a time through :meth:`Recorder.add`, as the live driver hands them
+over, with ``fsync`` off (the figure is the recorder's, not the disk's). "Written" means
+on disk in closed segments: the clock stops when :meth:`Recorder.close` returns.
+
+- ``test_bench_recorder``: the issue's figure, target 1,000,000 events/s. The messages
+  are stamped as if they arrived at 1,000,000 events/s and the recorder is flushed every
+  0.5 s of that clock, as the live driver's ticker does, with the live rotation
+  (20,000 rows, 300 s). ``inline`` writes on the calling thread (one core: the
+  recorder's own cost); ``background`` is the live configuration, a writer thread
+  whose Parquet encoding (no GIL) overlaps the caller.
+- ``test_bench_recorder_flush_cost``: a quieter feed's cadence (a flush every 10,000
+  rows) into large segments (500,000 rows): the ``rewrite`` mode re-encodes the open
+  segment at every flush, the ``journal`` mode appends only the new rows. The gap is
+  what ``journal=True`` buys; at the live defaults (20,000-row segments) it is small.
+
+Run: ``.venv/bin/pytest benchmarks/bench_recorder.py -s`` (about a minute).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from perpsim.core.batch import batch_events
+from perpsim.core.events import MarketEvent
+from perpsim.live.recorder import Recorder
+from perpsim.tapes.reader import open_tape
+from perpsim.tapes.schema import TapeMeta
+from perpsim.tapes.synth import synth
+
+_RATE = 1_000_000  # events/s the stamps pretend to arrive at
+_FLUSH_NS = 500_000_000  # the live driver's flush interval
+
+
+@pytest.fixture(scope="module")
+def messages(tmp_path_factory: pytest.TempPathFactory) -> list[list[MarketEvent]]:
+    """The tape's rows as messages (split at the end-of-message flag), stamped at ``_RATE``."""
+    out = tmp_path_factory.mktemp("recorder-bench") / "l2.parquet"
+    tape = synth(hours=1.5, symbols=["BTC-PERP"], seed=11, out=out, l2=True, trades_per_min=600, quotes_per_min=1200)
+    msgs: list[list[MarketEvent]] = []
+    cur: list[MarketEvent] = []
+    for b in open_tape(tape).batches():
+        for ev in batch_events(b):
+            cur.append(ev)
+            if ev.flags & 1:
+                msgs.append(cur)
+                cur = []
+    if cur:
+        msgs.append(cur)
+    base, n = 1_800_000_000_000_000_000, 0
+    stamped = []
+    for m in msgs:
+        stamp = base + n * (1_000_000_000 // _RATE)
+        stamped.append([msgspec.structs.replace(e, recv_ts=stamp) for e in m])
+        n += len(m)
+    return stamped
+
+
+def _record(messages: list[list[MarketEvent]], folder: Path, flush_every: int | None, **options: Any) -> Recorder:
+    """Feed every message; flush every ``flush_every`` rows, or else every 0.5 s of clock."""
+    rec = Recorder(folder, TapeMeta(source="bench"), fsync=False, **options)
+    add, flush = rec.add, rec.flush
+    if flush_every is None:
+        due = messages[0][0].recv_ts + _FLUSH_NS
+        for m in messages:
+            if m[0].recv_ts >= due:
+                flush()
+                due += _FLUSH_NS
+            add(m)
+    else:
+        rows = 0
+        for m in messages:
+            add(m)
+            rows += len(m)
+            if rows >= flush_every:
+                flush()
+                rows = 0
+    rec.close()
+    return rec
+
+
+def _run(
+    benchmark: Any, messages: list[list[MarketEvent]], tmp_path: Path, flush_every: int | None, **options: Any
+) -> tuple[int, float, Any, int]:
+    """Time the recording (best of 3); then check that the last one reads back whole."""
+    n = sum(map(len, messages))
+    runs: list[tuple[Path, Recorder]] = []
+
+    def timed() -> int:
+        if runs:  # only the last recording is kept, for the check
+            shutil.rmtree(runs[-1][0])
+        folder = tmp_path / f"r{len(runs)}"
+        runs.append((folder, _record(messages, folder, flush_every, **options)))
+        return runs[-1][1].stats.rows_written
+
+    rows = benchmark.pedantic(timed, rounds=3, iterations=1, warmup_rounds=1)
+    folder, rec = runs[-1]
+    assert rows == n and open_tape(folder).num_rows == n
+    rate = n / benchmark.stats["min"]
+    benchmark.extra_info["events_per_s"] = round(rate)
+    return n, rate, rec.stats, len(rec.files())
+
+
+@pytest.mark.parametrize("mode", ["inline", "background"])
+def test_bench_recorder(benchmark: Any, messages: list[list[MarketEvent]], tmp_path: Path, mode: str) -> None:
+    n, rate, st, files = _run(benchmark, messages, tmp_path, None, background=mode == "background")
+    print(
+        f"\nrecorder ({mode}): {n:,} events in {len(messages):,} messages, {rate:,.0f} events/s written "
+        f"({files} files, {st.flushes} flushes, {st.io_bytes / st.bytes_written:.2f}x bytes written per byte kept)"
+    )
+
+
+@pytest.mark.parametrize("mode", ["rewrite", "journal"])
+def test_bench_recorder_flush_cost(
+    benchmark: Any, messages: list[list[MarketEvent]], tmp_path: Path, mode: str
+) -> None:
+    _, rate, st, files = _run(
+        benchmark, messages, tmp_path, 10_000, background=False, rotate_rows=500_000, journal=mode == "journal"
+    )
+    print(
+        f"\nrecorder flush cost ({mode}, a flush per 10,000 rows, 500,000-row segments): {rate:,.0f} events/s "
+        f"({files} files, {st.flushes} flushes, {st.io_bytes / st.bytes_written:.2f}x bytes written per byte kept)"
+    )
