@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from perpsim.core.events import Flags
 from perpsim.live.server import Faults
-from tests.live.session import replay_digest, rows, run_session
+from perpsim.sim.replay import replay
+from tests.live.session import INTERVAL_S, replay_digest, rows, run_session
 
 SNAP = int(Flags.SNAPSHOT)
 
@@ -51,6 +53,13 @@ def test_live_normal_session_trades_records_and_replays_exactly(tape: Path, tmp_
     assert {"manifest.json", "events.parquet", "equity.parquet", "summary.json", "snapshot.msgpack"} <= {
         p.name for p in run.iterdir()
     }
+    # The run rows are written on a writer thread: all of them, in order, as replay writes them.
+    again = replay(res.record_dir, profile="backtest", config=fast_config, interval_s=INTERVAL_S, out=tmp_path / "rp")
+    assert again.digest == res.digest
+    for name in ("events.parquet", "equity.parquet"):
+        live_rows = pq.read_table(run / name).to_pylist()
+        assert live_rows == pq.read_table(tmp_path / "rp" / name).to_pylist()
+    assert len(pq.read_table(run / "equity.parquet")) == res.summary["cycles"]
 
 
 def test_live_survives_gaps_and_drops_and_resyncs_the_book(tape: Path, tmp_path: Path, fast_config: Path) -> None:
