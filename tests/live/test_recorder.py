@@ -246,3 +246,22 @@ def test_recorder_sigkill_mid_write_leaves_a_readable_recording_with_every_flush
     rec = Recorder(folder, TapeMeta(), fsync=False, background=False)  # the restart tidies up
     assert rec.close() and not list(folder.glob("*.arrows")) and not list(folder.glob(".*"))
     assert open_tape(folder).num_rows == len(got)
+
+
+@pytest.mark.parametrize("journal", [False, True])
+def test_recorder_streams_a_large_flush_in_row_group_pieces(tmp_path: Path, journal: bool) -> None:
+    # A flush larger than a row group is converted and written in pieces on the two
+    # writer threads; the file appears only when the whole flush is in it.
+    folder = tmp_path / "r"
+    rec = Recorder(folder, TapeMeta(), rotate_rows=10**6, fsync=False, background=True, journal=journal)
+    evs = _events(140_000)
+    rec.add(evs[:139_990])
+    rec.flush()
+    rec.wait()
+    assert open_tape(folder).num_rows == 139_990 and rec.stats.rows_written == 139_990
+    rec.add(evs[139_990:])
+    assert rec.close()
+    tape = open_tape(folder)
+    assert [f.name for f in tape.files] == ["000000.parquet"]
+    assert [ev for b in tape.batches() for ev in batch_events(b)] == evs
+    assert rec.stats.flushes == 2 and rec.stats.segments == 1 and rec.stats.write_errors == 0
