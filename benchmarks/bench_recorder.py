@@ -98,7 +98,7 @@ def _run(
             shutil.rmtree(runs[-1][0])
         folder = tmp_path / f"r{len(runs)}"
         runs.append((folder, _record(messages, folder, flush_every, **options)))
-        return runs[-1][1].stats.rows_written
+        return int(runs[-1][1].stats.rows_written)
 
     rows = benchmark.pedantic(timed, rounds=3, iterations=1, warmup_rounds=1)
     folder, rec = runs[-1]

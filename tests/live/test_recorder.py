@@ -57,7 +57,8 @@ def _events(n: int, t0: int = T) -> list[MarketEvent]:
 
 
 def _round_trip(evs: list[MarketEvent]) -> list[MarketEvent]:
-    return batch_events(to_batch(events_table(evs).to_batches()[0], clock="recv_ts"))
+    back: list[MarketEvent] = batch_events(to_batch(events_table(evs).to_batches()[0], clock="recv_ts"))
+    return back
 
 
 def test_recorder_events_table_round_trips_every_kind() -> None:
