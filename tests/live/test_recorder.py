@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from perpsim.core.batch import batch_events
@@ -249,12 +250,14 @@ def test_recorder_sigkill_mid_write_leaves_a_readable_recording_with_every_flush
     assert open_tape(folder).num_rows == len(got)
 
 
-@pytest.mark.parametrize("journal", [False, True])
-def test_recorder_streams_a_large_flush_in_row_group_pieces(tmp_path: Path, journal: bool) -> None:
-    # A flush larger than a row group is converted and written in pieces on the two
-    # writer threads; the file appears only when the whole flush is in it.
+@pytest.mark.parametrize(("background", "journal"), [(False, False), (True, False), (True, True)])
+def test_recorder_streams_a_large_flush_in_pieces_into_full_row_groups(
+    tmp_path: Path, background: bool, journal: bool
+) -> None:
+    # A large flush is converted and written in pieces (on the two threads in the
+    # background); the file appears only when the whole flush is in it, in full row groups.
     folder = tmp_path / "r"
-    rec = Recorder(folder, TapeMeta(), rotate_rows=10**6, fsync=False, background=True, journal=journal)
+    rec = Recorder(folder, TapeMeta(), rotate_rows=10**6, fsync=False, background=background, journal=journal)
     evs = _events(140_000)
     rec.add(evs[:139_990])
     rec.flush()
@@ -266,3 +269,5 @@ def test_recorder_streams_a_large_flush_in_row_group_pieces(tmp_path: Path, jour
     assert [f.name for f in tape.files] == ["000000.parquet"]
     assert [ev for b in tape.batches() for ev in batch_events(b)] == evs
     assert rec.stats.flushes == 2 and rec.stats.segments == 1 and rec.stats.write_errors == 0
+    footer = pq.read_metadata(folder / "000000.parquet")
+    assert [footer.row_group(g).num_rows for g in range(footer.num_row_groups)] == [65536, 65536, 8928]
