@@ -33,6 +33,8 @@ from typing import Any, Final
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from perpsim.core.events import BookLevel, BookReset, Flags, MarketEvent, Quote, Status
 from perpsim.core.instruments import BUILTIN, Instrument
@@ -151,6 +153,53 @@ def product_ids(symbols: Sequence[str], instruments: Mapping[str, Instrument] | 
     return out
 
 
+class _FeedConnection(ClientConnection):
+    """A websockets client connection that hands each data message to ``on_message`` at once.
+
+    websockets queues a message and wakes the task awaiting ``recv()``: a future, a task
+    switch and a loop iteration per message, about as much CPU as decoding and
+    dispatching it, and at 10,000 messages/s the queue it builds up while the loop is
+    busy is the socket-to-engine latency (issue 5). Here every message of a socket read
+    is handled inside ``data_received``, in order; the handshake, pings, close and the
+    ``max_size`` limit stay websockets'. A callback that raises closes the connection
+    (1011) and the error is kept in :attr:`failure`.
+    """
+
+    on_message: Callable[[bytes], None] | None = None
+    failure: BaseException | None = None
+    _fragments: list[bytes] | None = None
+
+    def process_event(self, event: Event) -> None:
+        cb = self.on_message
+        if cb is None or self.response is None or not isinstance(event, Frame):
+            super().process_event(event)  # the handshake response, or not ours yet
+            return
+        op = event.opcode
+        if op is Opcode.TEXT or op is Opcode.BINARY:
+            if not event.fin:
+                self._fragments = [bytes(event.data)]
+                return
+            data = event.data
+        elif op is Opcode.CONT:
+            if self._fragments is None:
+                return  # the protocol rejects a stray continuation before we see one
+            self._fragments.append(bytes(event.data))
+            if not event.fin:
+                return
+            data, self._fragments = b"".join(self._fragments), None
+        else:
+            super().process_event(event)  # ping, pong, close
+            return
+        if self.failure is not None:
+            return
+        try:
+            cb(data if type(data) is bytes else bytes(data))
+        except Exception as exc:  # the loop's data_received must not raise
+            self.failure = exc
+            self.protocol.fail(1011, "client error")
+            self.send_data()
+
+
 class CoinbaseFeed:
     """One logical feed over as many connections as it takes; :meth:`run` until cancelled.
 
@@ -183,6 +232,7 @@ class CoinbaseFeed:
         self._resync_sent_ns = 0
         self._ever_connected = False
         self._malformed_logged = 0
+        self._healthy = 0  # messages on this connection, up to 10
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -221,9 +271,13 @@ class CoinbaseFeed:
             ping_interval=20,
             ping_timeout=20,
             close_timeout=1,
-            compression=None,
+            compression=None,  # Coinbase does not compress; deflate would cost CPU on both ends
+            create_connection=_FeedConnection,
         )
+        assert isinstance(ws, _FeedConnection)
         self._ws = ws
+        early: list[bytes] = []  # messages that arrive while we subscribe, handled in order after
+        ws.on_message = early.append
         try:
             self.normalizer.reset()
             # Coinbase closes a connection that has not subscribed within 5 s: do it now.
@@ -238,23 +292,20 @@ class CoinbaseFeed:
             self._resync_sent_ns = self.clock.stamp()
             self.state = FeedState.LIVE
             self.stats.last_recv_ns = self.clock.stamp()
+            self._healthy = 0
+            for raw in early:
+                self._on_message(raw)
+            ws.on_message = self._on_message
             watchdog = asyncio.get_running_loop().create_task(self._watchdog(ws))
-            healthy = 0
             try:
-                while True:
-                    raw = await ws.recv(decode=False)
-                    self._on_message(raw)
-                    healthy += 1
-                    if healthy == 10:
-                        self.backoff.reset()  # a connection that works resets the backoff
-                    if self._awaiting and self.stats.last_recv_ns - self._resync_sent_ns > cfg.resync_timeout_s * 1e9:
-                        await self._resync()
-            except ConnectionClosed:
-                if self.state is FeedState.STALE:
-                    raise TimeoutError(f"no message for {cfg.stale_after_s:g} s (stale)") from None
-                raise
+                await ws.wait_closed()  # messages arrive through _on_message meanwhile
             finally:
                 watchdog.cancel()
+            if ws.failure is not None:
+                raise ws.failure
+            if self.state is FeedState.STALE:
+                raise TimeoutError(f"no message for {cfg.stale_after_s:g} s (stale)")
+            raise ws.close_exc
         finally:
             self._ws = None
             with contextlib.suppress(Exception):
@@ -307,6 +358,11 @@ class CoinbaseFeed:
                 sample = bytes(raw[:200]) if isinstance(raw, bytes | bytearray) else raw[:200].encode()
                 log.warning("feed: malformed message #%d skipped: %s; sample %r", st.malformed, e, sample)
             return
+        self._healthy += 1
+        if self._healthy == 10:
+            self.backoff.reset()  # a connection that works resets the backoff
+        if self._awaiting and recv_ts - self._resync_sent_ns > self.config.resync_timeout_s * 1e9:
+            self._schedule_resync()  # no snapshot came: ask again
         if not events:
             return
         if self.normalizer.gaps != gaps_before:
@@ -354,14 +410,6 @@ class CoinbaseFeed:
         return out
 
     def _schedule_resync(self) -> None:
-        ws = self._ws
-        if ws is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._resync())
-        self._tasks.add(task)  # a reference, so the task is not collected mid-flight
-        task.add_done_callback(self._tasks.discard)
-
-    async def _resync(self) -> None:
         """Resubscribe level2 so Coinbase sends a fresh snapshot (DESIGN: book resync)."""
         ws = self._ws
         if ws is None:
@@ -371,6 +419,11 @@ class CoinbaseFeed:
             return  # one resync in flight is enough
         self._resync_sent_ns = now
         self.stats.resyncs += 1
+        task = asyncio.get_running_loop().create_task(self._resubscribe_level2(ws))
+        self._tasks.add(task)  # a reference, so the task is not collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resubscribe_level2(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(self._subscribe_msg("unsubscribe", "level2"))
             await ws.send(self._subscribe_msg("subscribe", "level2"))

@@ -1,0 +1,134 @@
+"""CoinbaseFeed's receive path against a scripted websockets server.
+
+The feed handles each message inside the connection's ``data_received`` (not through
+``recv()``); these pin what that must keep: order, fragmented messages, and a failing
+sink ending the connection (and the feed reconnecting) rather than the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+
+from perpsim.core.events import MarketEvent, Quote
+from perpsim.live.clock import LiveClock
+from perpsim.live.feed import CoinbaseFeed, FeedConfig
+
+
+def _ticker(seq: int, bid: float) -> str:
+    return json.dumps(
+        {
+            "channel": "ticker",
+            "client_id": "",
+            "timestamp": "2024-10-04T07:13:31.5Z",
+            "sequence_num": seq,
+            "events": [
+                {
+                    "type": "update",
+                    "tickers": [
+                        {
+                            "type": "ticker",
+                            "product_id": "BTC-PERP-INTX",
+                            "best_bid": str(bid),
+                            "best_bid_quantity": "1",
+                            "best_ask": str(bid + 1),
+                            "best_ask_quantity": "1",
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+
+
+Script = Callable[[ServerConnection, int], Awaitable[None]]
+
+
+Got = list[tuple[int, list[MarketEvent]]]  # (connection count, events) per sink call
+
+
+def _run(
+    script: Script, until: Callable[[Got, CoinbaseFeed], bool], *, sink_raises: bool = False
+) -> tuple[Got, CoinbaseFeed]:
+    """Serve ``script`` (called per connection with its index) to a feed until ``until`` holds.
+
+    ``sink_raises``: the sink raises on its first call.
+    """
+    got: Got = []
+
+    async def main() -> tuple[Got, CoinbaseFeed]:
+        conns = 0
+
+        async def handler(ws: ServerConnection) -> None:
+            nonlocal conns
+            conns += 1
+            await script(ws, conns)
+            await ws.wait_closed()
+
+        async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            feed: CoinbaseFeed
+
+            def sink(events: list[MarketEvent], recv_ts: int) -> None:
+                got.append((feed.stats.connects, events))
+                if sink_raises and len(got) == 1:
+                    raise RuntimeError("sink failed")
+
+            feed = CoinbaseFeed(
+                FeedConfig(url=f"ws://127.0.0.1:{port}", symbols=("BTC-PERP",), backoff_base_s=0.01),
+                clock=LiveClock(),
+                on_events=sink,
+            )
+            task = asyncio.get_running_loop().create_task(feed.run())
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                if until(got, feed):
+                    break
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return got, feed
+
+    return asyncio.run(main())
+
+
+async def _read_subscribes(ws: ServerConnection) -> list[Any]:
+    return [json.loads(await ws.recv()) for _ in range(4)]
+
+
+def _bids(got: Got) -> list[float]:
+    return [e.bid for _, evs in got for e in evs if isinstance(e, Quote)]
+
+
+def test_fragmented_messages_arrive_whole_and_in_order() -> None:
+    async def script(ws: ServerConnection, _: int) -> None:
+        await _read_subscribes(ws)
+        await ws.send(_ticker(0, 100.0))
+        text = _ticker(1, 101.0)
+        await ws.send([text[:10], text[10:50], text[50:]])  # one message in three frames
+        await ws.send(_ticker(2, 102.0))
+
+    got, feed = _run(script, lambda got, _: len(_bids(got)) >= 3)
+    assert _bids(got) == [100.0, 101.0, 102.0]
+    assert feed.stats.malformed == 0 and feed.stats.gaps == 0
+
+
+def test_a_failing_sink_closes_the_connection_and_the_feed_reconnects() -> None:
+    async def script(ws: ServerConnection, index: int) -> None:
+        await _read_subscribes(ws)
+        await ws.send(_ticker(0, 100.0 + index))
+        await ws.send(_ticker(1, 200.0 + index))
+
+    def until(got: Got, feed: CoinbaseFeed) -> bool:
+        return 200.0 + 2 in _bids(got)  # the second connection's last message
+
+    got, feed = _run(script, until, sink_raises=True)
+    assert feed.stats.disconnects == 1 and feed.stats.reconnects == 1
+    bids = _bids(got)
+    # The first message's sink call raised: the rest of that connection was not delivered.
+    assert 200.0 + 1 not in bids
+    assert bids[-2:] == [100.0 + 2, 200.0 + 2]
+    assert "sink failed" in feed.stats.last_error
