@@ -62,7 +62,7 @@ def _integers(window: Sequence[float | Fraction]) -> tuple[list[int], int]:
     """The window as integers on one common scale: exact, and fast to sum."""
     if type(window[0]) is float:
         try:
-            ints = [_scaled(m) for m in window]  # type: ignore[arg-type]
+            ints = [_scaled(m) for m in window]
         except ValueError:  # a Fraction among floats
             ints = [None]
         if None not in ints:
@@ -138,7 +138,7 @@ class MACrossover(Strategy):
     def window(self) -> int:
         longs = [self.params["long"], *(o.get("long", 0) for o in self.params["per_symbol"].values())]
         shorts = [self.params["short"], *(o.get("short", 0) for o in self.params["per_symbol"].values())]
-        return max(*longs, *shorts) + 5
+        return int(max(*longs, *shorts)) + 5
 
     def on_cycle(self, ctx: Context) -> None:
         equity = ctx.exact_equity()

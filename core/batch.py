@@ -79,35 +79,35 @@ def batch_from_events(events: list[MarketEvent], clock: str = "ts") -> Batch:
         if ev.seq is not None:
             seq[i] = ev.seq
         flags[i] = ev.flags
-        t = type(ev)
-        if t is Trade:
-            kind[i] = Kind.TRADE
-            f["price"][i], f["size"][i], side[i] = ev.price, ev.size, ev.side
-        elif t is Quote:
-            kind[i] = Kind.QUOTE
-            f["bid"][i], f["bid_size"][i] = ev.bid, ev.bid_size
-            f["ask"][i], f["ask_size"][i] = ev.ask, ev.ask_size
-        elif t is BookLevel:
-            kind[i] = Kind.BOOK
-            f["price"][i], f["size"][i], side[i] = ev.price, ev.size, ev.side
-        elif t is BookReset:
-            kind[i] = Kind.BOOK_RESET
-        elif t is Funding:
-            kind[i] = Kind.FUNDING
-            f["rate"][i] = ev.rate
-            i64["next_ts"][i] = ev.next_ts or 0
-        elif t is Mark:
-            kind[i] = Kind.MARK
-            f["price"][i] = ev.price
-        elif t is Status:
-            kind[i] = Kind.STATUS
-            text[i] = ev.text
-        elif t is TimerFired:
-            kind[i] = Kind.TIMER
-            text[i] = ev.text
-            i64["next_ts"][i] = ev.next_ts
-        else:  # pragma: no cover - the union is closed
-            raise TypeError(f"not a market event: {ev!r}")
+        match ev:
+            case Trade():
+                kind[i] = Kind.TRADE
+                f["price"][i], f["size"][i], side[i] = ev.price, ev.size, ev.side
+            case Quote():
+                kind[i] = Kind.QUOTE
+                f["bid"][i], f["bid_size"][i] = ev.bid, ev.bid_size
+                f["ask"][i], f["ask_size"][i] = ev.ask, ev.ask_size
+            case BookLevel():
+                kind[i] = Kind.BOOK
+                f["price"][i], f["size"][i], side[i] = ev.price, ev.size, ev.side
+            case BookReset():
+                kind[i] = Kind.BOOK_RESET
+            case Funding():
+                kind[i] = Kind.FUNDING
+                f["rate"][i] = ev.rate
+                i64["next_ts"][i] = ev.next_ts or 0
+            case Mark():
+                kind[i] = Kind.MARK
+                f["price"][i] = ev.price
+            case Status():
+                kind[i] = Kind.STATUS
+                text[i] = ev.text
+            case TimerFired():
+                kind[i] = Kind.TIMER
+                text[i] = ev.text
+                i64["next_ts"][i] = ev.next_ts
+            case _:  # pragma: no cover - the union is closed
+                raise TypeError(f"not a market event: {ev!r}")
     clock_col = i64["recv_ts"] if clock == "recv_ts" else i64["ts"]
     return Batch(
         clock=clock_col,

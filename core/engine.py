@@ -52,6 +52,7 @@ _ZERO = Fraction(0)
 
 def _bad_price(ev: MarketEvent) -> str | None:
     """Why an event's price cannot be used (NaN or not positive), or None."""
+    prices: tuple[float, ...]
     if isinstance(ev, Trade | Mark):
         prices = (ev.price,)
     elif isinstance(ev, Quote):

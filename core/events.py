@@ -81,43 +81,43 @@ class _Market(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     flags: int = 0
 
 
-class Trade(_Market, tag="trade"):
+class Trade(_Market, tag="trade", frozen=True):
     price: float
     size: float
     side: int = 0
 
 
-class Quote(_Market, tag="quote"):
+class Quote(_Market, tag="quote", frozen=True):
     bid: float
     bid_size: float
     ask: float
     ask_size: float
 
 
-class BookLevel(_Market, tag="book"):
+class BookLevel(_Market, tag="book", frozen=True):
     price: float
     size: float
     side: int
 
 
-class BookReset(_Market, tag="book_reset"):
+class BookReset(_Market, tag="book_reset", frozen=True):
     pass
 
 
-class Funding(_Market, tag="funding"):
+class Funding(_Market, tag="funding", frozen=True):
     rate: float
     next_ts: int | None = None
 
 
-class Mark(_Market, tag="mark"):
+class Mark(_Market, tag="mark", frozen=True):
     price: float
 
 
-class Status(_Market, tag="status"):
+class Status(_Market, tag="status", frozen=True):
     text: str
 
 
-class TimerFired(_Market, tag="timer"):
+class TimerFired(_Market, tag="timer", frozen=True):
     """A recorded timer firing: ``recv_ts`` is when it fired, ``next_ts`` its deadline."""
 
     text: str

@@ -10,6 +10,7 @@ import math
 from collections import deque
 from fractions import Fraction
 
+from perpsim.core.book import Book
 from perpsim.core.instruments import exact
 
 __all__ = ["MarketState", "mid_exact"]
@@ -42,7 +43,7 @@ class MarketState:
         self.next_funding: list[int] = []
         self.windows: list[deque[float]] = []
         self.window_ts: list[int] = []
-        self.books: list[object | None] = []
+        self.books: list[Book | None] = []
 
     def intern(self, name: str, window: int) -> int:
         sid = self.ids.get(name)

@@ -36,9 +36,11 @@ class RunSource(Protocol):
     digest: Digest
     events: list[RunEvent]
     sink: RunWriter | None
-    drawdown: Drawdown | None
     first_ns: int | None
     last_ns: int | None
+
+    @property
+    def drawdown(self) -> Drawdown | None: ...
 
 
 __all__ = [
@@ -83,7 +85,7 @@ def events_frame(events: list[RunEvent]) -> pl.DataFrame:
 
 def equity_frame(rows: list[EquityRow]) -> pl.DataFrame:
     data = msgspec.to_builtins(rows)
-    schema = {
+    schema: dict[str, Any] = {
         "ts": pl.Int64,
         "cash": pl.Int64,
         "equity": pl.Int64,

@@ -369,7 +369,7 @@ class Tape:
         Raises:
             TapeError: the first bad value, naming file, row and column.
         """
-        batches = (b for b, _ in self._iter(validate, start_ns, end_ns, batch_rows))
+        batches: Iterator[Batch] = (b for b, _ in self._iter(validate, start_ns, end_ns, batch_rows))
         if prefetch > 0:
             batches = read_ahead(batches, prefetch)
         yield from batches

@@ -183,51 +183,27 @@ class RowBuffer:
 
     def add_event(self, ev: MarketEvent) -> None:
         """Append one market event as a row (the Coinbase path, tests)."""
-        t = type(ev)
         c = (ev.ts, ev.recv_ts, ev.symbol)
-        if t is Trade:
-            self.add(
-                Kind.TRADE,
-                *c,
-                price=ev.price,
-                size=ev.size,
-                side=ev.side,
-                seq=ev.seq,
-                flags=ev.flags,
-            )
-        elif t is Quote:
-            self.add(
-                Kind.QUOTE,
-                *c,
-                bid=ev.bid,
-                bid_size=ev.bid_size,
-                ask=ev.ask,
-                ask_size=ev.ask_size,
-                seq=ev.seq,
-                flags=ev.flags,
-            )
-        elif t is BookLevel:
-            self.add(
-                Kind.BOOK,
-                *c,
-                price=ev.price,
-                size=ev.size,
-                side=ev.side,
-                seq=ev.seq,
-                flags=ev.flags,
-            )
-        elif t is BookReset:
-            self.add(Kind.BOOK_RESET, *c, seq=ev.seq, flags=ev.flags)
-        elif t is Funding:
-            self.add(Kind.FUNDING, *c, rate=ev.rate, next_ts=ev.next_ts, seq=ev.seq, flags=ev.flags)
-        elif t is Mark:
-            self.add(Kind.MARK, *c, price=ev.price, seq=ev.seq, flags=ev.flags)
-        elif t is Status:
-            self.add(Kind.STATUS, *c, text=ev.text, seq=ev.seq, flags=ev.flags)
-        elif t is TimerFired:
-            self.add(Kind.TIMER, *c, text=ev.text, next_ts=ev.next_ts, seq=ev.seq, flags=ev.flags)
-        else:  # pragma: no cover - the union is closed
-            raise TypeError(f"not a market event: {ev!r}")
+        common: dict[str, Any] = {"seq": ev.seq, "flags": ev.flags}
+        match ev:
+            case Trade():
+                self.add(Kind.TRADE, *c, price=ev.price, size=ev.size, side=ev.side, **common)
+            case Quote():
+                self.add(Kind.QUOTE, *c, bid=ev.bid, bid_size=ev.bid_size, ask=ev.ask, ask_size=ev.ask_size, **common)
+            case BookLevel():
+                self.add(Kind.BOOK, *c, price=ev.price, size=ev.size, side=ev.side, **common)
+            case BookReset():
+                self.add(Kind.BOOK_RESET, *c, **common)
+            case Funding():
+                self.add(Kind.FUNDING, *c, rate=ev.rate, next_ts=ev.next_ts, **common)
+            case Mark():
+                self.add(Kind.MARK, *c, price=ev.price, **common)
+            case Status():
+                self.add(Kind.STATUS, *c, text=ev.text, **common)
+            case TimerFired():
+                self.add(Kind.TIMER, *c, text=ev.text, next_ts=ev.next_ts, **common)
+            case _:  # pragma: no cover - the union is closed
+                raise TypeError(f"not a market event: {ev!r}")
 
     def counts(self) -> dict[str, int]:
         """Rows per kind name, in :class:`~perpsim.core.events.Kind` order, kinds present only."""
