@@ -1,5 +1,5 @@
 # Benchmarks live outside the test suite; figures go to benchmarks/README.md.
-.PHONY: test bench bench-quick lint
+.PHONY: test bench bench-quick lint typecheck
 
 test:
 	.venv/bin/pytest
@@ -12,3 +12,8 @@ bench-quick:
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+# mypy cannot follow the editable install's import hook: check a plain install instead.
+typecheck:
+	rm -rf .typecheck && .venv/bin/pip install -q --no-deps --target .typecheck . && \
+	cd .typecheck && ../.venv/bin/mypy --strict --config-file ../pyproject.toml -p perpsim.core
