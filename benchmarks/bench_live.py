@@ -1,18 +1,32 @@
-"""Live path figures (issue 5): decode+normalize messages/s, recorder events/s, socket→engine latency.
+"""Live path figures (issue 5): decode+normalize messages/s and socket→engine latency.
+
+(The recorder's figure is in ``bench_recorder.py``.)
 
 - decode + normalize: Coinbase Advanced Trade messages (encoded from a seeded L2 tape by
   the feed server's encoder) through :class:`~perpsim.tapes.formats.coinbase.Normalizer`,
   one core. Target 300,000 messages/s.
-- recorder: the same rows, one message's list at a time, through
-  :class:`~perpsim.live.recorder.Recorder` (inline writer, no fsync) to closed Parquet
-  files. Target 1,000,000 events/s.
 - latency: ``perpsim serve`` (a subprocess) plays a seeded tape at about 10,000
   messages/s with timestamps retimed to its send schedule; the live driver (in this
-  process, the backtest bot, recording) measures, per ticker message, the time from the
-  envelope ``timestamp`` (stamped by the server as the message leaves it, as Coinbase
-  does) to the end of the engine's dispatch: loopback, websockets, decoding, the engine
-  and the recorder — the latency added between the socket and the engine, plus the
-  kernel's loopback hop. Target p99 under 1 ms.
+  process, the backtest bot) measures, per ticker message, the time from the envelope
+  ``timestamp`` (stamped by the server as the message leaves it, as Coinbase does) to
+  the end of the engine's dispatch: loopback, websockets, decoding, the engine and the
+  recorder — the latency added between the socket and the engine, plus the kernel's
+  loopback hop. Target p99 under 1 ms. Printed split in two: *send→recv* (the hop and
+  the time a message waits behind earlier ones in the client) and *recv→done* (the
+  dispatch of the message itself, stamp to engine done).
+
+  Two choices make the figure about the client rather than the machine, both here only:
+
+  * the server runs at ``nice +10``. It stands in for Coinbase, whose machines are not
+    this one's; at normal priority, on two cores shared with the client, the server's
+    ~40 µs of CPU per message competes with the client it feeds. Its own lateness is
+    not counted either way (messages are stamped as they leave it).
+  * the test runs twice, recording (the real configuration) and with the recorder
+    replaced by a stub that only counts rows, so what the recorder's writer threads
+    cost the event loop (the GIL they hold while converting) shows as the difference.
+
+  The load average is printed with each figure: on this shared 2-core machine anything
+  else running moves the tail by tens of milliseconds.
 
 Run: ``.venv/bin/pytest benchmarks/bench_live.py -s`` (about a minute).
 """
@@ -20,23 +34,29 @@ Run: ``.venv/bin/pytest benchmarks/bench_live.py -s`` (about a minute).
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+import perpsim.live.driver as live_driver
 from perpsim.cli import perpsim_cli
 from perpsim.core.batch import batch_events
 from perpsim.core.events import MarketEvent, Quote
 from perpsim.live.driver import LiveDriver, LiveOptions
 from perpsim.live.feed import FeedConfig
+from perpsim.live.recorder import RecorderStats
 from perpsim.sim.profiles import resolve_config
 from perpsim.tapes.formats.coinbase import Normalizer, to_messages
 from perpsim.tapes.reader import open_tape
+from perpsim.tapes.schema import TimerSpec
 from perpsim.tapes.synth import synth
 
 
@@ -63,6 +83,10 @@ def _messages(events: list[MarketEvent]) -> list[list[MarketEvent]]:
     return out
 
 
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def test_bench_decode_normalize(benchmark: Any, l2_tape: Path) -> None:
     msgs = to_messages(_events(l2_tape)[:200_000])
     t0 = 1_800_000_000_000_000_000
@@ -78,30 +102,63 @@ def test_bench_decode_normalize(benchmark: Any, l2_tape: Path) -> None:
     rate = len(msgs) / benchmark.stats["min"]
     benchmark.extra_info["messages_per_s"] = round(rate)
     print(f"\ndecode+normalize: {len(msgs):,} messages ({rows:,} rows), {rate:,.0f} messages/s, "
-          f"{rows / benchmark.stats['min']:,.0f} rows/s")  # fmt: skip
+          f"{rows / benchmark.stats['min']:,.0f} rows/s ({_load()})")  # fmt: skip
 
 
 _SERVE = ["-m", "perpsim" if "serve" in perpsim_cli.commands else "perpsim.cli_live", "serve"]
 
 
 class _TimedDriver(LiveDriver):
-    """The live driver, noting each message's end-of-dispatch time against its send schedule."""
+    """The live driver, noting each ticker's send, receive and end-of-dispatch times."""
 
-    lat: list[int]
-    proc: list[int]
+    times: list[tuple[int, int, int]]
 
     def _on_events(self, events: list[MarketEvent], recv_ts: int) -> None:
         super()._on_events(events, recv_ts)
         done = time.time_ns()
-        if not self.engine.started:
-            return
-        self.proc.append(done - recv_ts)
         # A ticker's quote time is the envelope timestamp: the moment the server sent it.
-        if type(events[-1]) is Quote:
-            self.lat.append(done - events[-1].ts)
+        if self.engine.started and type(events[-1]) is Quote:
+            self.times.append((events[-1].ts, recv_ts, done))
 
 
-def test_bench_socket_to_engine_latency(l2_tape: Path, tmp_path: Path) -> None:
+class _CountingRecorder:
+    """Stands in for the recorder (``record=False``): counts rows, writes nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.stats = RecorderStats()
+        self.pending_rows = 0
+
+    def add(self, events: Sequence[MarketEvent]) -> None:
+        self.stats.rows_written += len(events)
+
+    def set_timers(self, timers: Sequence[TimerSpec]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> bool:
+        return True
+
+    def files(self) -> list[Path]:
+        return []
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ms(x: np.ndarray, q: Sequence[float]) -> str:
+    return "/".join(f"{v:.3f}" for v in np.percentile(x / 1e6, q))
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["recording", "recorder-stub"])
+def test_bench_socket_to_engine_latency(
+    l2_tape: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: bool
+) -> None:
+    if not record:
+        monkeypatch.setattr(live_driver, "Recorder", _CountingRecorder)
     tape = open_tape(l2_tape)
     groups = len(_messages(_events(l2_tape)))
     span_s = (tape.meta.end_ns - tape.meta.start_ns) / 1e9  # type: ignore[operator]
@@ -112,6 +169,7 @@ def test_bench_socket_to_engine_latency(l2_tape: Path, tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=lambda: os.nice(10),  # see the module docstring
     )
     try:
         assert server.stdout is not None
@@ -125,25 +183,29 @@ def test_bench_socket_to_engine_latency(l2_tape: Path, tmp_path: Path) -> None:
             handle_signals=False,
         )
         driver = _TimedDriver(cfg, opts)
+        driver.times = []
         sys.setswitchinterval(0.0005)  # as `perpsim live` does
-        driver.lat, driver.proc = [], []
+        cpu0, server_cpu0 = resource.getrusage(resource.RUSAGE_SELF), _cpu_s(server.pid)
         try:
             result = asyncio.run(driver.run())
         finally:
             sys.setswitchinterval(0.005)
+        cpu1, server_cpu1 = resource.getrusage(resource.RUSAGE_SELF), _cpu_s(server.pid)
     finally:
         server.terminate()
         server.communicate(timeout=10)
-    lat = np.array(driver.lat[len(driver.lat) // 6 :]) / 1e6  # skip the first 2 s (connect, snapshot)
-    proc = np.array(driver.proc[len(driver.proc) // 6 :]) / 1e6
+    t = np.array(driver.times[len(driver.times) // 6 :], dtype=np.int64)  # skip the first 2 s (connect, snapshot)
+    send, recv, done = t[:, 0], t[:, 1], t[:, 2]
     wall = result.summary["wall_s"]
-    rate = result.summary["feed"]["messages"] / wall
-    p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
-    q50, q99 = np.percentile(proc, [50, 99])
+    messages = result.summary["feed"]["messages"]
+    client_us = (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / messages * 1e6
+    server_us = (server_cpu1 - server_cpu0) / messages * 1e6
+    q = [50, 99, 99.9]
     print(
-        f"\nlatency at {rate:,.0f} messages/s ({speed:.0f}x, {len(lat):,} tickers): "
-        f"send→engine p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
-        f"p99.9 {p999:.3f} ms; stamp→engine p50 {q50:.3f} ms, p99 {q99:.3f} ms; "
-        f"{result.summary['rows']:,} rows, recorder {result.summary['recorder']['rows_written']:,} rows"
-    )
+        f"\nlatency ({'recording' if record else 'recorder stub'}) at {messages / wall:,.0f} messages/s "
+        f"({speed:.0f}x, {len(t):,} tickers), p50/p99/p99.9 ms: send→done {_ms(done - send, q)}; "
+        f"send→recv {_ms(recv - send, q)}; recv→done {_ms(done - recv, q)}; "
+        f"CPU per message: client {client_us:.0f} us, server {server_us:.0f} us; "
+        f"{result.summary['rows']:,} rows, recorder {result.summary['recorder']['rows_written']:,} rows ({_load()})"
+    )  # fmt: skip
     assert result.status == "complete"
