@@ -97,7 +97,7 @@ class ReplayDriver:
 
     def run(self, progress: Progress | None = None) -> None:
         eng, clock = self.engine, self.clock
-        for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=2):
+        for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=4):
             if self._allowed is not None:
                 batch = _select_symbols(batch, self._allowed)
             n = len(batch)

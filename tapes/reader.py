@@ -15,12 +15,12 @@ segment and deleting its journal).
 
 from __future__ import annotations
 
-import queue
-import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -362,17 +362,15 @@ class Tape:
             start_ns: keep rows whose clock value is >= this.
             end_ns: keep rows whose clock value is < this.
             batch_rows: the most rows in one batch; a batch never spans row groups.
-            prefetch: decode up to this many batches ahead on a reader thread, so
-                decoding overlaps the consumer's work (0: decode on demand). Order,
+            prefetch: decode up to this many row groups ahead on two reader threads,
+                so decoding overlaps the consumer's work (0: decode on demand). Order,
                 values and errors are the same either way.
 
         Raises:
             TapeError: the first bad value, naming file, row and column.
         """
-        batches: Iterator[Batch] = (b for b, _ in self._iter(validate, start_ns, end_ns, batch_rows))
-        if prefetch > 0:
-            batches = read_ahead(batches, prefetch)
-        yield from batches
+        for b, _ in self._iter(validate, start_ns, end_ns, batch_rows, prefetch):
+            yield b
 
     def record_batches(
         self,
@@ -391,107 +389,111 @@ class Tape:
             yield rb if rb.schema == SCHEMA else rb.cast(SCHEMA)
 
     def _iter(
-        self, validate: bool, start_ns: int | None, end_ns: int | None, batch_rows: int
+        self, validate: bool, start_ns: int | None, end_ns: int | None, batch_rows: int, prefetch: int = 0
     ) -> Iterator[tuple[Batch, pa.RecordBatch]]:
         if batch_rows < 1:
             raise TapeError(f"batch_rows must be >= 1, not {batch_rows}")
         clock = self.meta.clock
         window = start_ns is not None or end_ns is not None
         validator = Validator(clock) if validate else None
+        groups = self._groups(start_ns, end_ns, stop_early=validate)
+        for name, row0, parts in _decoded(groups, clock, batch_rows, prefetch):
+            for b, rb in parts:
+                if validator is not None:
+                    validator.check(b, file=name, row0=row0, source=rb)
+                else:
+                    check_kinds(b, file=name, row0=row0, source=rb)
+                row0 += len(b)
+                if window:
+                    sel, done = _window(b.clock, start_ns, end_ns, sorted_=validate)
+                    if sel is not None:
+                        b, rb = _select(b, sel), _select_arrow(rb, sel)
+                    if len(b):
+                        yield b, rb
+                    if done:
+                        return
+                elif len(b):
+                    yield b, rb
+
+    def _groups(self, start_ns: int | None, end_ns: int | None, *, stop_early: bool) -> Iterator[_Group]:
+        """The row groups to read, in order; row-group statistics let a window skip the rest."""
+        window = start_ns is not None or end_ns is not None
         for f in self._files:
-            name = str(f.path)
-            footer = f.footer
-            src = f.path if f.source is None else pa.BufferReader(f.source)
-            pf = pq.ParquetFile(src, metadata=footer, read_dictionary=f.read_dictionary or None)
             row0 = 0
-            try:
-                for g in range(footer.num_row_groups):
-                    rg = footer.row_group(g)
-                    st = f.clock_stats[g]
-                    if window and st is not None:
-                        # Row-group statistics let a window skip data without reading it.
-                        lo, hi = st
-                        if end_ns is not None and lo >= end_ns and validate:
-                            return  # sorted: nothing later can be in range
-                        if (start_ns is not None and hi < start_ns) or (end_ns is not None and lo >= end_ns):
-                            row0 += rg.num_rows
-                            continue
-                    if rg.num_rows <= _WHOLE_GROUP_ROWS:  # one read: much faster than iter_batches
-                        parts = pf.read_row_group(g, columns=list(COLUMNS)).to_batches(max_chunksize=batch_rows)
-                    else:  # a foreign writer's huge row group: stream it
-                        parts = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=list(COLUMNS))
-                    for rb in parts:
-                        if f.casts:
-                            rb = _cast(rb, f.casts, name, row0)
-                        b = to_batch(rb, clock=clock, file=name, row0=row0)
-                        if validator is not None:
-                            validator.check(b, file=name, row0=row0, source=rb)
-                        else:
-                            check_kinds(b, file=name, row0=row0, source=rb)
-                        row0 += len(b)
-                        if window:
-                            sel, done = _window(b.clock, start_ns, end_ns, sorted_=validate)
-                            if sel is not None:
-                                b, rb = _select(b, sel), _select_arrow(rb, sel)
-                            if len(b):
-                                yield b, rb
-                            if done:
-                                return
-                        elif len(b):
-                            yield b, rb
-            finally:
-                pf.close()
+            for g in range(f.footer.num_row_groups):
+                rows = f.footer.row_group(g).num_rows
+                st = f.clock_stats[g]
+                if window and st is not None:
+                    lo, hi = st
+                    if end_ns is not None and lo >= end_ns and stop_early:
+                        return  # sorted: nothing later can be in range
+                    if (start_ns is not None and hi < start_ns) or (end_ns is not None and lo >= end_ns):
+                        row0 += rows
+                        continue
+                yield _Group(f, g, row0, rows)
+                row0 += rows
 
 
-_T = TypeVar("_T")
+class _Group(msgspec.Struct, frozen=True):
+    """One row group to read: its file, index, first row in the file and row count."""
+
+    file: _File
+    index: int
+    row0: int
+    rows: int
 
 
-def read_ahead(items: Iterator[_T], depth: int) -> Iterator[_T]:
-    """Yield ``items`` while a thread computes up to ``depth`` of them ahead.
-
-    Parquet decoding releases the GIL, so on a second core it runs while the
-    consumer works. An exception raised by ``items`` is re-raised here at its place
-    in the sequence; closing this generator stops the thread, which closes ``items``.
-    """
-    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def put(item: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for x in items:
-                if not put((False, x)):
-                    return
-        except BaseException as e:  # handed to the consumer, raised there
-            put((True, e))
-            return
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-        put((True, None))
-
-    worker = threading.Thread(target=work, name="perpsim-tape-reader", daemon=True)
-    worker.start()
+def _decode(group: _Group, clock: str, batch_rows: int) -> list[tuple[Batch, pa.RecordBatch]]:
+    """Read and convert one row group (thread-safe: it opens its own reader)."""
+    f, g = group.file, group.index
+    name = str(f.path)
+    src = f.path if f.source is None else pa.BufferReader(f.source)
+    pf = pq.ParquetFile(src, metadata=f.footer, read_dictionary=f.read_dictionary or None)
     try:
-        while True:
-            done, x = slots.get()
-            if done:
-                if x is not None:
-                    raise x
-                return
-            yield x
+        if group.rows <= _WHOLE_GROUP_ROWS:  # one read: much faster than iter_batches
+            parts = pf.read_row_group(g, columns=list(COLUMNS)).to_batches(max_chunksize=batch_rows)
+        else:  # a foreign writer's huge row group: stream it
+            parts = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=list(COLUMNS))
+        out = []
+        row0 = group.row0
+        for rb in parts:
+            if f.casts:
+                rb = _cast(rb, f.casts, name, row0)
+            b = to_batch(rb, clock=clock, file=name, row0=row0)
+            out.append((b, rb))
+            row0 += len(b)
+        return out
     finally:
-        stop.set()
-        worker.join()
+        pf.close()
+
+
+def _decoded(
+    groups: Iterator[_Group], clock: str, batch_rows: int, ahead: int
+) -> Iterator[tuple[str, int, list[tuple[Batch, pa.RecordBatch]]]]:
+    """``(file name, first row, converted batches)`` per row group, in order.
+
+    With ``ahead > 0``, up to that many row groups are read at once on two threads
+    (Parquet decoding releases the GIL); results, and the first error, still arrive
+    in row-group order. Closing the iterator cancels what has not started.
+    """
+    if ahead <= 0:
+        for grp in groups:
+            yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows)
+        return
+    pending: deque[tuple[_Group, Future[list[tuple[Batch, pa.RecordBatch]]]]] = deque()
+    with ThreadPoolExecutor(2, thread_name_prefix="perpsim-tape-reader") as pool:
+        try:
+            for grp in groups:
+                pending.append((grp, pool.submit(_decode, grp, clock, batch_rows)))
+                if len(pending) > ahead:
+                    done, fut = pending.popleft()
+                    yield str(done.file.path), done.row0, fut.result()
+            while pending:
+                done, fut = pending.popleft()
+                yield str(done.file.path), done.row0, fut.result()
+        finally:
+            for _, fut in pending:
+                fut.cancel()
 
 
 def _window(
