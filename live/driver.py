@@ -118,6 +118,7 @@ class LiveOptions(msgspec.Struct, kw_only=True):
     rotate_rows: int = 20_000
     rotate_s: float = 300.0
     fsync: bool = True
+    journal: bool = False  # the recorder's journal mode (live/recorder.py)
     handle_signals: bool = True
 
 
@@ -455,6 +456,7 @@ class LiveDriver:
             rotate_rows=opts.rotate_rows,
             rotate_s=opts.rotate_s,
             fsync=opts.fsync,
+            journal=opts.journal,
         )
         writer = RunWriter(self.run_dir, self.config, _RecordingRef())
         self.drawdown = Drawdown(to_units(self.engine.equity_exact()))

@@ -85,6 +85,12 @@ class _StatusLine:
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Run directory (default ./runs/<UTC start>-live-<profile>/)."
 )
+@click.option(
+    "--journal",
+    is_flag=True,
+    help="Record the open segment as an append-only Arrow journal (flushes cost only the new rows); "
+    "the default rewrites it as complete Parquet at each flush.",
+)
 @click.option("--stale-after", default="10s", show_default=True, help="Reconnect after this long without a message.")
 @click.option(
     "--max-message-size", default=16 * 2**20, show_default=True, type=int, help="Largest message accepted, bytes."
@@ -106,6 +112,7 @@ def live(
     metrics_host: str,
     duration: str | None,
     out: Path | None,
+    journal: bool,
     stale_after: str,
     max_message_size: int,
     shutdown_timeout: str,
@@ -150,6 +157,7 @@ def live(
         metrics_host=metrics_host,
         duration_s=_seconds(duration, "--duration"),
         shutdown_timeout_s=_seconds(shutdown_timeout, "--shutdown-timeout") or 5.0,
+        journal=journal,
     )
     _setup_logging(verbose)
     # The recorder's writer thread holds the GIL in slices of the switch interval (5 ms by

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from perpsim.tapes.reader import open_tape
@@ -131,13 +132,14 @@ def test_live_process_serves_metrics_stops_on_sigterm_in_time_and_replays_to_its
     assert json.loads(replayed.stdout)["digest"] == summary["digest"]
 
 
+@pytest.mark.parametrize("mode", ["rewrite", "journal"])
 def test_live_recording_survives_sigkill_with_at_most_a_second_lost(
-    server: str, tmp_path: Path, fast_config: Path
+    server: str, tmp_path: Path, fast_config: Path, mode: str
 ) -> None:
-    proc, err = _start_live(server, tmp_path, fast_config)
+    proc, err = _start_live(server, tmp_path, fast_config, *(["--journal"] if mode == "journal" else []))
     rec = tmp_path / "rec"
     try:
-        _wait_for(lambda: list(rec.glob("*.parquet")), 20, "the first recorded file")
+        _wait_for(lambda: list(rec.glob("0*.*")), 20, "the first recorded file")
         time.sleep(2.5)
         killed_at = time.time_ns()
         os.kill(proc.pid, signal.SIGKILL)
@@ -146,8 +148,10 @@ def test_live_recording_survives_sigkill_with_at_most_a_second_lost(
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    files = sorted(rec.glob("*.parquet"))
+    files = sorted(rec.glob("0*.*"))
     assert files, err.read_text()[-2000:]
+    if mode == "journal":  # the open segment was a journal when the process died
+        assert files[-1].suffix == ".arrows"
     tape = open_tape(rec)  # every visible file is a complete Parquet file
     report = validate_tape(rec)
     assert report is not None
