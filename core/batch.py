@@ -60,66 +60,109 @@ class Batch(msgspec.Struct, kw_only=True):
         return int(self.clock.shape[0])
 
 
+_NAN = float("nan")
+_SHARED_MAX = 64  # constant columns up to this length are shared (one feed message's rows)
+_NAN_COLS: dict[int, np.ndarray[Any, Any]] = {}
+_ZERO_COLS: dict[int, np.ndarray[Any, Any]] = {}
+
+
+def _constant(cache: dict[int, np.ndarray[Any, Any]], n: int, value: float, dtype: Any) -> np.ndarray[Any, Any]:
+    """A column of ``n`` times ``value``; short ones are shared and read-only."""
+    if n > _SHARED_MAX:
+        return np.full(n, value, dtype=dtype)
+    col = cache.get(n)
+    if col is None:
+        col = cache[n] = np.full(n, value, dtype=dtype)
+        col.flags.writeable = False  # shared by every batch of this length
+    return col
+
+
 def batch_from_events(events: list[MarketEvent], clock: str = "ts") -> Batch:
-    """Build a batch from market events (tests, the live path, small fixtures)."""
+    """Build a batch from market events (the live path, one message at a time; tests).
+
+    One pass into Python lists, then one array per column that varies; a column no
+    event uses is a shared constant. This is on the live path for every message.
+    """
     n = len(events)
-    names: dict[str, int] = {}
-    f = {k: np.full(n, np.nan) for k in ("price", "size", "bid", "bid_size", "ask", "ask_size", "rate")}
-    i64 = {k: np.zeros(n, dtype=np.int64) for k in ("ts", "recv_ts", "next_ts")}
-    seq = np.full(n, NULL_SEQ, dtype=np.int64)
-    kind = np.zeros(n, dtype=np.int8)
-    side = np.zeros(n, dtype=np.int8)
-    flags = np.zeros(n, dtype=np.uint8)
-    sym = np.zeros(n, dtype=np.int32)
+    ts, rts, kind, sym = [0] * n, [0] * n, [0] * n, [0] * n
+    seq, flags, side = [NULL_SEQ] * n, [0] * n, [0] * n
     text: list[str | None] = [None] * n
+    price: list[float] | None = None
+    size: list[float] | None = None
+    quote: list[list[float]] | None = None  # bid, bid_size, ask, ask_size
+    rate: list[float] | None = None
+    next_ts: list[int] | None = None
+    names: dict[str, int] = {}
     for i, ev in enumerate(events):
-        sym[i] = names.setdefault(ev.symbol, len(names))
-        i64["ts"][i] = ev.ts
-        i64["recv_ts"][i] = ev.recv_ts
+        code = names.get(ev.symbol)
+        if code is None:
+            code = names[ev.symbol] = len(names)
+        sym[i], ts[i], rts[i], flags[i] = code, ev.ts, ev.recv_ts, ev.flags
         if ev.seq is not None:
             seq[i] = ev.seq
-        flags[i] = ev.flags
         match ev:
-            case Trade():
-                kind[i] = Kind.TRADE
-                f["price"][i], f["size"][i], side[i] = ev.price, ev.size, ev.side
             case Quote():
                 kind[i] = Kind.QUOTE
-                f["bid"][i], f["bid_size"][i] = ev.bid, ev.bid_size
-                f["ask"][i], f["ask_size"][i] = ev.ask, ev.ask_size
-            case BookLevel():
-                kind[i] = Kind.BOOK
-                f["price"][i], f["size"][i], side[i] = ev.price, ev.size, ev.side
+                if quote is None:
+                    quote = [[_NAN] * n for _ in range(4)]
+                quote[0][i], quote[1][i], quote[2][i], quote[3][i] = ev.bid, ev.bid_size, ev.ask, ev.ask_size
+            case Trade() | BookLevel():
+                kind[i] = Kind.TRADE if type(ev) is Trade else Kind.BOOK
+                if price is None:
+                    price = [_NAN] * n
+                if size is None:
+                    size = [_NAN] * n
+                price[i], size[i], side[i] = ev.price, ev.size, ev.side
             case BookReset():
                 kind[i] = Kind.BOOK_RESET
             case Funding():
                 kind[i] = Kind.FUNDING
-                f["rate"][i] = ev.rate
-                i64["next_ts"][i] = ev.next_ts or 0
+                if rate is None:
+                    rate = [_NAN] * n
+                if next_ts is None:
+                    next_ts = [0] * n
+                rate[i], next_ts[i] = ev.rate, ev.next_ts or 0
             case Mark():
                 kind[i] = Kind.MARK
-                f["price"][i] = ev.price
+                if price is None:
+                    price = [_NAN] * n
+                price[i] = ev.price
             case Status():
                 kind[i] = Kind.STATUS
                 text[i] = ev.text
             case TimerFired():
                 kind[i] = Kind.TIMER
                 text[i] = ev.text
-                i64["next_ts"][i] = ev.next_ts
+                if next_ts is None:
+                    next_ts = [0] * n
+                next_ts[i] = ev.next_ts
             case _:  # pragma: no cover - the union is closed
                 raise TypeError(f"not a market event: {ev!r}")
-    clock_col = i64["recv_ts"] if clock == "recv_ts" else i64["ts"]
+
+    def f64(col: list[float] | None) -> np.ndarray[Any, Any]:
+        return _constant(_NAN_COLS, n, _NAN, np.float64) if col is None else np.array(col, np.float64)
+
+    ts_a, rts_a = np.array(ts, np.int64), np.array(rts, np.int64)
+    bid, bid_size, ask, ask_size = quote if quote is not None else (None, None, None, None)
     return Batch(
-        clock=clock_col,
-        kind=kind,
-        symbol=sym,
+        clock=rts_a if clock == "recv_ts" else ts_a,
+        ts=ts_a,
+        recv_ts=rts_a,
+        next_ts=_constant(_ZERO_COLS, n, 0, np.int64) if next_ts is None else np.array(next_ts, np.int64),
+        kind=np.array(kind, np.int8),
+        symbol=np.array(sym, np.int32),
         symbols=tuple(names),
-        side=side,
-        seq=seq,
-        flags=flags,
+        side=np.array(side, np.int8),
+        seq=np.array(seq, np.int64),
+        flags=np.array(flags, np.uint8),
         text=text,
-        **i64,
-        **f,
+        price=f64(price),
+        size=f64(size),
+        bid=f64(bid),
+        bid_size=f64(bid_size),
+        ask=f64(ask),
+        ask_size=f64(ask_size),
+        rate=f64(rate),
     )
 
 

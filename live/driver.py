@@ -41,7 +41,7 @@ import msgspec
 import numpy as np
 
 from perpsim.core import snapshot as snap_mod
-from perpsim.core.batch import NULL_SEQ, Batch, batch_from_events
+from perpsim.core.batch import Batch, batch_from_events
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
 from perpsim.core.errors import ConfigError, InputError
@@ -244,7 +244,7 @@ class LiveDriver:
             self._end_timers()
         clock.set_now(recv_ts)
         n = len(events)
-        eng.load(_message_batch(events))
+        eng.load(batch_from_events(events, clock="recv_ts"))
         i = 0
         while i < n:
             j = eng.run(i, n)
@@ -706,104 +706,6 @@ async def _cancel(*tasks: asyncio.Task[None], deadline: float) -> None:
         if left <= 0:
             return
         _, pending = await asyncio.wait(pending, timeout=min(0.1, left))
-
-
-_NAN = float("nan")
-_TRADE, _QUOTE, _BOOK = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK)
-_BOOK_RESET, _STATUS = int(Kind.BOOK_RESET), int(Kind.STATUS)
-_NAN_COLS: dict[int, np.ndarray] = {}  # read-only all-NaN float columns by length
-_ZERO_COLS: dict[int, np.ndarray] = {}  # read-only all-zero int64 columns by length
-
-
-def _constant(cache: dict[int, np.ndarray], n: int, value: float, dtype: Any) -> np.ndarray:
-    col = cache.get(n)
-    if col is None:
-        col = cache[n] = np.full(n, value, dtype=dtype)
-        col.flags.writeable = False  # shared by every batch of this length
-    return col
-
-
-def _message_batch(events: list[MarketEvent]) -> Batch:
-    """:func:`~perpsim.core.batch.batch_from_events` (clock ``recv_ts``) for one feed message.
-
-    The same batch, built for what the feed sends (trades, quotes, book rows, resets,
-    statuses) at about half the cost: one pass into Python lists and one array per
-    column that varies, where the general builder fills a dozen arrays element by
-    element. At 10,000 messages/s it was the largest part of a message's dispatch
-    (about 11 of 22 us). Columns a message does not use are shared read-only constants.
-    Anything else goes to the general builder; ``tests/live/test_message_batch.py``
-    checks the two agree.
-    """
-    n = len(events)
-    ts = [0] * n
-    rts = [0] * n
-    seq = [NULL_SEQ] * n
-    flags = [0] * n
-    kind = [0] * n
-    sym = [0] * n
-    side = [0] * n
-    text: list[str | None] = [None] * n
-    price: list[float] | None = None
-    size: list[float] | None = None
-    bid: list[float] | None = None
-    bid_size: list[float] | None = None
-    ask: list[float] | None = None
-    ask_size: list[float] | None = None
-    names: dict[str, int] = {}
-    for i, ev in enumerate(events):
-        code = names.get(ev.symbol)
-        if code is None:
-            code = names[ev.symbol] = len(names)
-        sym[i] = code
-        ts[i] = ev.ts
-        rts[i] = ev.recv_ts
-        if ev.seq is not None:
-            seq[i] = ev.seq
-        flags[i] = ev.flags
-        t = type(ev)
-        if t is Quote:
-            kind[i] = _QUOTE
-            if bid is None:
-                bid, bid_size, ask, ask_size = [_NAN] * n, [_NAN] * n, [_NAN] * n, [_NAN] * n
-            bid[i], bid_size[i], ask[i], ask_size[i] = ev.bid, ev.bid_size, ev.ask, ev.ask_size  # type: ignore[index]
-        elif t is BookLevel or t is Trade:
-            kind[i] = _BOOK if t is BookLevel else _TRADE
-            if price is None:
-                price, size = [_NAN] * n, [_NAN] * n
-            price[i], size[i], side[i] = ev.price, ev.size, ev.side  # type: ignore[index]
-        elif t is BookReset:
-            kind[i] = _BOOK_RESET
-        elif t is Status:
-            kind[i] = _STATUS
-            text[i] = ev.text
-        else:
-            return batch_from_events(events, clock="recv_ts")
-    nan = _constant(_NAN_COLS, n, _NAN, np.float64)
-    recv = np.array(rts, np.int64)
-
-    def f64(col: list[float] | None) -> np.ndarray:
-        return nan if col is None else np.array(col, np.float64)
-
-    return Batch(
-        clock=recv,
-        ts=np.array(ts, np.int64),
-        recv_ts=recv,
-        next_ts=_constant(_ZERO_COLS, n, 0, np.int64),
-        kind=np.array(kind, np.int8),
-        symbol=np.array(sym, np.int32),
-        symbols=tuple(names),
-        side=np.array(side, np.int8),
-        seq=np.array(seq, np.int64),
-        flags=np.array(flags, np.uint8),
-        text=text,
-        price=f64(price),
-        size=f64(size),
-        bid=f64(bid),
-        bid_size=f64(bid_size),
-        ask=f64(ask),
-        ask_size=f64(ask_size),
-        rate=nan,
-    )
 
 
 def _write_run_rows(sink: RunWriter, events: list[Any], equity: list[Any]) -> None:
