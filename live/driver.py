@@ -41,7 +41,7 @@ import msgspec
 import numpy as np
 
 from perpsim.core import snapshot as snap_mod
-from perpsim.core.batch import Batch, batch_from_events
+from perpsim.core.batch import Batch, batch_events, batch_from_events
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
 from perpsim.core.errors import ConfigError, InputError
@@ -67,8 +67,9 @@ from perpsim.live.feed import CoinbaseFeed, FeedConfig, FeedState
 from perpsim.live.metrics import LiveMetrics, MetricsServer
 from perpsim.live.recorder import Recorder
 from perpsim.sim.runs import Drawdown, RunWriter, file_sha256, summarize
+from perpsim.sim.warm import end_warm_up, realign, warm_up
 from perpsim.tapes.reader import open_tape
-from perpsim.tapes.schema import TapeMeta, TimerSpec
+from perpsim.tapes.schema import TapeMeta, TimerSpec, WarmStart
 
 __all__ = ["SESSION_FILE", "SNAPSHOT_FILE", "LiveDriver", "LiveOptions", "LiveResult", "find_latest_recording"]
 
@@ -210,6 +211,9 @@ class LiveDriver:
         self.warm_rows = 0
         self.warm_events = 0
         self.restored = False
+        # the warm-up's rows and restored snapshot, recorded so the recording replays exactly
+        self._warm_batches: list[Batch] = []
+        self._warm_snapshot: bytes | None = None
         self.status = "starting"
         self._stop = asyncio.Event()
         self._stop_reason = ""
@@ -239,6 +243,8 @@ class LiveDriver:
         assert rec is not None
         if not eng.started:
             self._start_engine(recv_ts)
+        elif self.first_ns is None:  # warm: the live part starts here
+            self.first_ns = recv_ts
         if recv_ts >= clock.next_due:
             clock.advance_to(recv_ts)
             self._end_timers()
@@ -280,6 +286,8 @@ class LiveDriver:
                 ]
             )
         self.engine.rows += 1  # replay counts timer rows too
+        if self.first_ns is None:  # warm, and a timer fired before the first message
+            self.first_ns = fired_at
         self.last_ns = fired_at
         self._type_counts[TimerFired] += 1
         self._end_timers()
@@ -377,6 +385,9 @@ class LiveDriver:
         The replay's own run events are discarded (they happened in the earlier
         session); the snapshot saved by that session, if any, then puts back the
         ledger, the guards' state (the day's PnL) and the strategy's state exactly.
+        The rows replayed and the snapshot's bytes are kept: :meth:`run` records them
+        ahead of the live rows so ``perpsim replay`` redoes this with the same code
+        (:mod:`perpsim.sim.warm`).
 
         Returns:
             The recording used.
@@ -391,34 +402,18 @@ class LiveDriver:
         end = tape.meta.end_ns
         start = None if end is None else end - round((window + 2) * self.config.interval_s * 1e9)
         allowed = set(self.feed_config.symbols) | {PSEUDO_SYMBOL}
-        clock.on_fire = None  # the past is not recorded again
+        clock.on_fire = None  # the firings are not recorded: the replay fires its own here too
         for batch in tape.batches(start_ns=start):
             b = _select(batch, allowed)
-            n = len(b)
-            if n == 0:
+            if len(b) == 0:
                 continue
-            col = b.clock
-            if not eng.started:
-                clock.set_now(int(col[0]))
-                eng.start()
-            eng.load(b)
-            last = int(col[-1])
-            i = 0
-            while i < n:
-                due = clock.next_due
-                j = n if due > last else int(np.searchsorted(col, due, side="left"))
-                if j > i:
-                    i = eng.run(i, j)
-                    clock.set_now(int(col[i - 1]))
-                else:
-                    clock.advance_to(int(col[i]))
-            self.warm_rows += n
-        out = eng.outbox.drain()
-        self.warm_events = len(out)
-        eng.equity_rows.clear()
+            b.recv_ts = b.clock  # recorded under clock recv_ts: the value the engine saw
+            self.warm_rows += warm_up(eng, clock, b)
+            self._warm_batches.append(b)
         snap_file = _snapshot_for(path)
+        self._warm_snapshot = None if snap_file is None else snap_file.read_bytes()
+        self.warm_events = end_warm_up(eng, self._warm_snapshot)
         if snap_file is not None:
-            snap_mod.restore(eng, snap_mod.decode(snap_file.read_bytes()))
             self.restored = True
             log.info("live: restored %s", snap_file)
         self.engine.warnings.append(
@@ -445,12 +440,18 @@ class LiveDriver:
         loop = asyncio.get_running_loop()
         if opts.warm_from:
             self.warm_start(opts.warm_from)
+        warm: WarmStart | None = None
+        if self.engine.started:  # warm: skip the cycles missed while we were away
+            realign_ns = self.clock.stamp()
+            realign(self.clock, realign_ns)
+            warm = WarmStart(rows=self.warm_rows, realign_ns=realign_ns, snapshot=self._warm_snapshot)
         self.recorder = Recorder(
             self.record_dir,
             TapeMeta(
                 clock="recv_ts",
                 source=f"coinbase-live:{self.feed_config.url}",
                 instruments={k: v for k, v in self.engine.instruments.items() if k != PSEUDO_SYMBOL},
+                warm=warm,
             ),
             flush_s=opts.flush_s,
             rotate_rows=opts.rotate_rows,
@@ -458,6 +459,9 @@ class LiveDriver:
             fsync=opts.fsync,
             journal=opts.journal,
         )
+        for b in self._warm_batches:  # rows the engine saw: the replay warms up on them
+            self.recorder.add(batch_events(b))
+        self._warm_batches = []
         writer = RunWriter(self.run_dir, self.config, _RecordingRef())
         self.drawdown = Drawdown(to_units(self.engine.equity_exact()))
         writer.write_events(self.events)
@@ -466,8 +470,7 @@ class LiveDriver:
         _write_json(
             self.record_dir / SESSION_FILE, {"run_dir": str(self.run_dir.resolve()), "profile": self.config.profile}
         )
-        if self.engine.started:  # warm: skip the cycles missed while we were away
-            self.clock.realign(self.clock.stamp())
+        if warm is not None:
             self._set_timer_meta()
         self.clock.on_fire = self._on_fire
         if opts.metrics_port is not None:

@@ -4,6 +4,11 @@ The driver owns the :class:`ReplayClock`. For each batch it finds, with one
 binary search, the rows before the next timer deadline and hands that slice to
 the engine, then fires the due timers and goes on; so a cycle due at T runs
 after every row before T and before any row at or after T.
+
+A warm live session's recording (metadata ``warm``) starts with the warm-up rows:
+the driver runs them as the live driver did (:mod:`perpsim.sim.warm`, own timers,
+outputs discarded), restores the recorded snapshot, realigns the timers to the
+recorded instant and replays the rest, so its digest is the live run's.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pyarrow.parquet as pq
 
 from perpsim.core.batch import Batch
 from perpsim.core.clock import ReplayClock
@@ -24,11 +30,14 @@ from perpsim.core.engine import PSEUDO_SYMBOL, Engine
 from perpsim.core.errors import ConfigError
 from perpsim.core.events import Kind
 from perpsim.core.fastpath import FastIndex
+from perpsim.core.ledger import to_units
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy
 from perpsim.sim.profiles import resolve_config
 from perpsim.sim.runs import Drawdown, RunResult, RunWriter, summarize
+from perpsim.sim.warm import dispatch_own_timers, end_warm_up, realign, warm_up
 from perpsim.tapes.reader import open_tape
+from perpsim.tapes.schema import META_KEY, WarmStart, decode_meta
 
 __all__ = ["ReplayDriver", "build_config", "load_strategy", "replay"]
 
@@ -94,10 +103,24 @@ class ReplayDriver:
         self.sink = sink
         self.keep = keep
         self.drawdown = Drawdown(self.engine.ledger.cash_start)
+        # a warm recording's transition, redone only when the whole tape is replayed
+        self.warm = _warm_meta(tape) if start_ns is None and end_ns is None else None
+        self.warm_rows = 0
 
     def run(self, progress: Progress | None = None) -> None:
         eng, clock = self.engine, self.clock
+        warm = self.warm
+        warm_left = 0 if warm is None else warm.rows
         for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=4):
+            if warm_left:
+                k = min(warm_left, len(batch))
+                warm_left -= k
+                self._warm_up(_slice_rows(batch, 0, k))
+                if warm_left:
+                    continue
+                assert warm is not None
+                self._go_live(warm)
+                batch = _slice_rows(batch, k, len(batch))
             if self._allowed is not None:
                 batch = _select_symbols(batch, self._allowed)
             n = len(batch)
@@ -106,9 +129,10 @@ class ReplayDriver:
             col = batch.clock
             if self.first_ns is None:
                 self.first_ns = int(col[0])
-                clock.set_now(self.first_ns)
-                eng.start()
-                self._choose_timer_mode()
+                if not eng.started:  # else it warmed up: the live part starts here
+                    clock.set_now(self.first_ns)
+                    eng.start()
+                    self._choose_timer_mode()
             if self.timer_mode == "tape":
                 eng.load(batch)
                 self._run_scripted(batch)
@@ -124,18 +148,24 @@ class ReplayDriver:
         eng.stop()
         self._drain()
 
+    def _warm_up(self, batch: Batch) -> None:
+        """Warm-up rows, exactly as :meth:`LiveDriver.warm_start` ran them (sim/warm.py)."""
+        if self._allowed is not None:
+            batch = _select_symbols(batch, self._allowed)
+        self.warm_rows += warm_up(self.engine, self.clock, batch)
+
+    def _go_live(self, warm: WarmStart) -> None:
+        """The live session's go-live: discard the warm-up's outputs, restore, realign, take timer rows."""
+        eng = self.engine
+        end_warm_up(eng, warm.snapshot)
+        if eng.started:
+            realign(self.clock, warm.realign_ns)
+            self._choose_timer_mode()
+        self.drawdown = Drawdown(to_units(eng.equity_exact()))  # as the live run's, from go-live
+
     def _run_reference(self, batch: Batch, i: int, n: int) -> None:
         """Dispatch rows ``i:n`` (already loaded) one by one, firing timers between them."""
-        eng, clock, col = self.engine, self.clock, batch.clock
-        last = int(col[n - 1])
-        while i < n:
-            due = clock.next_due
-            j = n if due > last else int(np.searchsorted(col, due, side="left"))
-            if j > i:
-                i = eng.run(i, j)
-                clock.set_now(int(col[i - 1]))
-            else:
-                clock.advance_to(int(col[i]))
+        dispatch_own_timers(self.engine, self.clock, batch, i, n)
 
     def _run_fast(self, batch: Batch) -> None:
         """Jump between the rows where something can happen (core/fastpath.py).
@@ -268,6 +298,34 @@ def _load_funding_schedules(engine: Engine, config: RunConfig) -> None:
     for symbol, path in config.venue.funding_schedule.items():
         ts, rates = funding_schedule(path, utc_offset_h=config.venue.funding_utc_offset_h, symbol=symbol)
         engine.venue.funding.add_schedule(symbol, ts.tolist(), rates.tolist())
+
+
+def _slice_rows(batch: Batch, lo: int, hi: int) -> Batch:
+    """Rows ``lo:hi`` of a batch (views; the symbol dictionary is shared)."""
+    if lo == 0 and hi == len(batch):
+        return batch
+    fields = {f: getattr(batch, f) for f in batch.__struct_fields__}
+    for f, v in fields.items():
+        if f != "symbols":
+            fields[f] = v[lo:hi]
+    return Batch(**fields)
+
+
+def _warm_meta(tape: Any) -> WarmStart | None:
+    """The tape's warm-start metadata: a warm live session's recording has it in every file.
+
+    Read from the merged metadata when the reader carries it, else from the first
+    file's footer (the folder reader merges only the fields it knows).
+    """
+    meta = getattr(tape, "meta", None)
+    warm = getattr(meta, "warm", None)
+    if warm is not None or not getattr(tape, "files", None):
+        return warm
+    first = Path(tape.files[0])
+    if first.suffix != ".parquet":
+        return None
+    kv = pq.read_metadata(first).metadata or {}
+    return decode_meta(kv.get(META_KEY)).warm
 
 
 def _select_symbols(batch: Batch, allowed: Sequence[str]) -> Batch:

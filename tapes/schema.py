@@ -19,6 +19,7 @@ __all__ = [
     "WRITE_OPTIONS",
     "TapeMeta",
     "TimerSpec",
+    "WarmStart",
     "decode_meta",
     "encode_meta",
 ]
@@ -66,6 +67,20 @@ class TimerSpec(msgspec.Struct, frozen=True, kw_only=True):
     interval_ns: int
 
 
+class WarmStart(msgspec.Struct, frozen=True, kw_only=True):
+    """How a warm live session went live, so its replay can redo the transition exactly.
+
+    The recording's first ``rows`` rows are the warm-up (the earlier recording's tail,
+    replayed with the engine's own timers, outputs discarded); then ``snapshot`` (the
+    bytes of :func:`perpsim.core.snapshot.encode`, None when none was found) was
+    restored and the periodic timers realigned to ``realign_ns``.
+    """
+
+    rows: int
+    realign_ns: int
+    snapshot: bytes | None = None
+
+
 class TapeMeta(msgspec.Struct, kw_only=True):
     """File metadata under the ``perpsim.tape`` key; every field is optional on read."""
 
@@ -77,9 +92,16 @@ class TapeMeta(msgspec.Struct, kw_only=True):
     start_ns: int | None = None
     end_ns: int | None = None
     rows: int | None = None
+    warm: WarmStart | None = None  # a warm live session's recording (sim/warm.py)
 
 
 def encode_meta(meta: TapeMeta) -> bytes:
+    """The metadata as JSON; without a warm start the ``warm`` key is left out, so every
+    other tape's metadata (and file hash) stays byte-identical to before the field existed."""
+    if meta.warm is None:
+        doc = msgspec.to_builtins(meta)
+        del doc["warm"]
+        return msgspec.json.encode(doc)
     return msgspec.json.encode(meta)
 
 

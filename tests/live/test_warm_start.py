@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from perpsim.core import snapshot as snap
@@ -16,6 +17,10 @@ from perpsim.core.ledger import Position
 from perpsim.live.driver import LiveDriver, LiveOptions, find_latest_recording
 from perpsim.live.feed import FeedConfig
 from perpsim.sim.profiles import resolve_config
+from perpsim.sim.replay import ReplayDriver, replay
+from perpsim.sim.runs import summarize
+from perpsim.tapes.reader import Tape, open_tape
+from perpsim.tapes.schema import META_KEY, WarmStart, decode_meta
 from tests.live.session import INTERVAL_S, run_session
 
 
@@ -81,3 +86,55 @@ def test_live_warm_start_replays_the_tail_and_restores_the_saved_state(
     assert list(new.market.windows[sid]) == list(old.market.windows[old.market.ids["BTC-PERP"]])
     assert new.strategy.state == old.strategy.state
     assert new.started and not new.equity_rows  # the replayed past is not part of the new run
+
+
+def test_warm_session_recording_replays_to_the_live_runs_digest_and_state(tape: Path, tmp_path: Path) -> None:
+    """A warm session's recording holds the warm-up and the go-live state: replay redoes both."""
+    # the fast MA with the PerpsBot's guards (the day's PnL); a short volatility window keeps
+    # the warm-up tail (window + 2 cycles, about 2.75 s) shorter than the first session, so
+    # the state at go-live comes from the snapshot, not from re-running all of the first
+    # session (annualized over 0.25 s cycles any volatility trips the guard: thresholds off)
+    fast_config = tmp_path / "guarded.toml"
+    fast_config.write_text(
+        "[params]\nshort = 2\nlong = 4\n\n[risk]\nenabled = true\nvolatility_window = 2\n"
+        "volatility_warn = 1e9\nvolatility_reduce_only = 1e9\nvolatility_kill = 1e9\n"
+    )
+    first = run_session(tape, tmp_path, fast_config, duration_s=5.0, name="first")
+    assert first.result.summary["fills"] >= 1  # the restored ledger is not the starting one
+    second = run_session(
+        tape, tmp_path, fast_config, duration_s=3.0, name="second", warm_from=str(first.result.record_dir)
+    )
+    live = second.driver
+    assert second.result.status == "complete" and live.restored and live.warm_rows > 0
+    assert live.engine.bot is not None and live.engine.bot.guards.state.day is not None
+
+    recording = open_tape(second.result.record_dir)
+    warm = recording.meta.warm if recording.meta.warm is not None else _first_file_warm(recording)
+    assert warm is not None and warm.rows == live.warm_rows and warm.snapshot is not None
+    assert recording.num_rows > warm.rows  # the live rows follow the warm-up
+
+    cfg = resolve_config(
+        "backtest", config_file=fast_config, overrides={"symbols": ["BTC-PERP"], "interval_s": INTERVAL_S}
+    )
+    driver = ReplayDriver(recording, cfg)
+    driver.run()
+    assert not [w for w in driver.engine.warnings if "timer" in w], driver.engine.warnings
+    assert driver.timer_mode == "tape"
+    assert driver.digest.hexdigest() == second.result.digest
+    assert driver.digest.count == live.digest.count > 0
+    eng = driver.engine
+    assert eng.bot is not None and eng.bot.guards.state == live.engine.bot.guards.state  # the day's PnL
+    assert eng.ledger.cash == live.engine.ledger.cash and eng.ledger.cash_start == live.engine.ledger.cash_start
+    assert eng.ledger.positions == live.engine.ledger.positions
+    assert eng.strategy.state == live.engine.strategy.state
+    replayed = summarize(driver, 1.0)
+    for key in ("rows", "cycles", "orders", "fills", "units", "positions", "max_drawdown", "first_ns", "last_ns"):
+        assert replayed[key] == second.result.summary[key], key
+
+    cli = replay(second.result.record_dir, profile="backtest", config=fast_config, interval_s=INTERVAL_S)
+    assert cli.digest == second.result.digest
+
+
+def _first_file_warm(recording: Tape) -> WarmStart | None:
+    kv = pq.read_metadata(recording.files[0]).metadata or {}
+    return decode_meta(kv.get(META_KEY)).warm
