@@ -170,6 +170,23 @@ class ReplayClock:
         self._refresh()
         return h
 
+    def realign(self, now_ns: int) -> None:
+        """Skip missed periodic firings: each periodic timer is next due at or after ``now_ns``.
+
+        After a warm start, whose replayed tail ends in the past: without this the clock
+        would fire every cycle missed since, back to back, on stale marks. One-shot timers
+        keep their deadlines.
+        """
+        entries = [h for _, _, _, h in self._heap if not h.cancelled]
+        self._heap = []
+        for h in entries:
+            if h.interval and h.deadline < now_ns:
+                h.deadline = align_up(now_ns, h.interval)
+            self._heap.append((h.deadline, h.priority, h.order, h))
+        heapq.heapify(self._heap)
+        self._now = max(self._now, now_ns)
+        self._refresh()
+
     def _refresh(self) -> None:
         heap = self._heap
         while heap and heap[0][3].cancelled:

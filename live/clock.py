@@ -23,11 +23,10 @@ passes callbacks.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
 from collections.abc import Callable
 
-from perpsim.core.clock import ReplayClock, align_up
+from perpsim.core.clock import ReplayClock
 
 __all__ = ["FireListener", "LiveClock"]
 
@@ -70,23 +69,6 @@ class LiveClock(ReplayClock):
             t = self._last_stamp
         self._last_stamp = t
         return t
-
-    def realign(self, now_ns: int) -> None:
-        """Skip missed periodic firings: each periodic timer is next due at or after ``now_ns``.
-
-        Used after a warm start, whose replayed tail ends in the past: without this the
-        live clock would fire every cycle missed since, back to back, on stale marks.
-        One-shot timers keep their deadlines.
-        """
-        entries = [(h.deadline, h) for _, _, _, h in self._heap if not h.cancelled]
-        self._heap = []
-        for _, h in entries:
-            if h.interval and h.deadline < now_ns:
-                h.deadline = align_up(now_ns, h.interval)
-            self._heap.append((h.deadline, h.priority, h.order, h))
-        heapq.heapify(self._heap)
-        self._now = max(self._now, now_ns)
-        self._refresh()
 
     # -- asyncio ------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ from perpsim.live.feed import CoinbaseFeed, FeedConfig, FeedState
 from perpsim.live.metrics import LiveMetrics, MetricsServer
 from perpsim.live.recorder import Recorder
 from perpsim.sim.runs import Drawdown, RunWriter, file_sha256, summarize
-from perpsim.sim.warm import end_warm_up, realign, warm_up
+from perpsim.sim.warm import end_warm_up, warm_up
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.schema import TapeMeta, TimerSpec, WarmStart
 
@@ -443,7 +443,7 @@ class LiveDriver:
         warm: WarmStart | None = None
         if self.engine.started:  # warm: skip the cycles missed while we were away
             realign_ns = self.clock.stamp()
-            realign(self.clock, realign_ns)
+            self.clock.realign(realign_ns)
             warm = WarmStart(rows=self.warm_rows, realign_ns=realign_ns, snapshot=self._warm_snapshot)
         self.recorder = Recorder(
             self.record_dir,

@@ -21,7 +21,6 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import pyarrow.parquet as pq
 
 from perpsim.core.batch import Batch
 from perpsim.core.clock import ReplayClock
@@ -35,9 +34,9 @@ from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy
 from perpsim.sim.profiles import resolve_config
 from perpsim.sim.runs import Drawdown, RunResult, RunWriter, summarize
-from perpsim.sim.warm import dispatch_own_timers, end_warm_up, realign, warm_up
+from perpsim.sim.warm import dispatch_own_timers, end_warm_up, warm_up
 from perpsim.tapes.reader import open_tape
-from perpsim.tapes.schema import META_KEY, WarmStart, decode_meta
+from perpsim.tapes.schema import WarmStart
 
 __all__ = ["ReplayDriver", "build_config", "load_strategy", "replay"]
 
@@ -159,7 +158,7 @@ class ReplayDriver:
         eng = self.engine
         end_warm_up(eng, warm.snapshot)
         if eng.started:
-            realign(self.clock, warm.realign_ns)
+            self.clock.realign(warm.realign_ns)
             self._choose_timer_mode()
         self.drawdown = Drawdown(to_units(eng.equity_exact()))  # as the live run's, from go-live
 
@@ -312,20 +311,8 @@ def _slice_rows(batch: Batch, lo: int, hi: int) -> Batch:
 
 
 def _warm_meta(tape: Any) -> WarmStart | None:
-    """The tape's warm-start metadata: a warm live session's recording has it in every file.
-
-    Read from the merged metadata when the reader carries it, else from the first
-    file's footer (the folder reader merges only the fields it knows).
-    """
-    meta = getattr(tape, "meta", None)
-    warm = getattr(meta, "warm", None)
-    if warm is not None or not getattr(tape, "files", None):
-        return warm
-    first = Path(tape.files[0])
-    if first.suffix != ".parquet":
-        return None
-    kv = pq.read_metadata(first).metadata or {}
-    return decode_meta(kv.get(META_KEY)).warm
+    """The tape's warm-start metadata (a warm live session's recording has it), or None."""
+    return getattr(getattr(tape, "meta", None), "warm", None)
 
 
 def _select_symbols(batch: Batch, allowed: Sequence[str]) -> Batch:

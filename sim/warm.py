@@ -11,16 +11,14 @@ live engine was in at go-live (DESIGN.md §3, §5).
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
 
 from perpsim.core import snapshot as snap_mod
 from perpsim.core.batch import Batch
-from perpsim.core.clock import ReplayClock, align_up
+from perpsim.core.clock import ReplayClock
 from perpsim.core.engine import Engine
 
-__all__ = ["dispatch_own_timers", "end_warm_up", "realign", "warm_up"]
+__all__ = ["dispatch_own_timers", "end_warm_up", "warm_up"]
 
 
 def dispatch_own_timers(engine: Engine, clock: ReplayClock, batch: Batch, i: int, n: int) -> None:
@@ -69,21 +67,3 @@ def end_warm_up(engine: Engine, snapshot: bytes | None) -> int:
     if snapshot is not None:
         snap_mod.restore(engine, snap_mod.decode(snapshot))
     return len(out)
-
-
-def realign(clock: ReplayClock, now_ns: int) -> None:
-    """Skip missed periodic firings: each periodic timer is next due at or after ``now_ns``.
-
-    The warm-up ends in the past; without this the clock would fire every cycle missed
-    since, back to back, on stale marks. One-shot timers keep their deadlines. Works on
-    a live clock too (its ``_refresh`` re-arms the asyncio wake-up).
-    """
-    entries = [h for _, _, _, h in clock._heap if not h.cancelled]
-    clock._heap = []
-    for h in entries:
-        if h.interval and h.deadline < now_ns:
-            h.deadline = align_up(now_ns, h.interval)
-        clock._heap.append((h.deadline, h.priority, h.order, h))
-    heapq.heapify(clock._heap)
-    clock._now = max(clock._now, now_ns)
-    clock._refresh()

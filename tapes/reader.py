@@ -284,7 +284,8 @@ def _expand(p: str | Path) -> list[Path]:
 
 
 def _merge_meta(files: list[_File]) -> TapeMeta:
-    """One TapeMeta for several files: first file's clock and source, instruments union."""
+    """One TapeMeta for several files: the first file's clock, source, timers and warm
+    start; the instruments' union."""
     first = files[0].meta
     instruments: dict[str, Instrument] = {}
     for f in files:
@@ -300,6 +301,7 @@ def _merge_meta(files: list[_File]) -> TapeMeta:
         source=first.source,
         instruments=instruments,
         timers=first.timers,
+        warm=first.warm,
         start_ns=min(starts) if starts else None,
         end_ns=max(ends) if ends else None,
         rows=sum(f.footer.num_rows for f in files),
