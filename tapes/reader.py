@@ -399,10 +399,13 @@ class Tape:
         window = start_ns is not None or end_ns is not None
         validator = Validator(clock) if validate else None
         groups = self._groups(start_ns, end_ns, stop_early=validate)
-        for name, row0, parts in _decoded(groups, clock, batch_rows, prefetch):
-            for b, rb in parts:
-                if validator is not None:
-                    validator.check(b, file=name, row0=row0, source=rb)
+        for name, row0, parts in _decoded(groups, clock, batch_rows, prefetch, validate):
+            for b, rb, problem in parts:
+                if validator is not None:  # the rows were checked as they were decoded
+                    validator.check_boundary(b, file=name, row0=row0)
+                    if problem is not None:
+                        raise problem
+                    validator.passed(b, file=name)
                 else:
                     check_kinds(b, file=name, row0=row0, source=rb)
                 row0 += len(b)
@@ -445,8 +448,15 @@ class _Group(msgspec.Struct, frozen=True):
     rows: int
 
 
-def _decode(group: _Group, clock: str, batch_rows: int) -> list[tuple[Batch, pa.RecordBatch]]:
-    """Read and convert one row group (thread-safe: it opens its own reader)."""
+_Part = tuple[Batch, pa.RecordBatch, TapeError | None]
+
+
+def _decode(group: _Group, clock: str, batch_rows: int, validate: bool) -> list[_Part]:
+    """Read, convert and (with ``validate``) check the rows of one row group.
+
+    Thread-safe: it opens its own reader, and :meth:`Validator.check_rows` keeps no
+    state. A bad row is returned with its batch, for the consumer to raise in order.
+    """
     f, g = group.file, group.index
     name = str(f.path)
     src = f.path if f.source is None else pa.BufferReader(f.source)
@@ -456,13 +466,20 @@ def _decode(group: _Group, clock: str, batch_rows: int) -> list[tuple[Batch, pa.
             parts = pf.read_row_group(g, columns=list(COLUMNS)).to_batches(max_chunksize=batch_rows)
         else:  # a foreign writer's huge row group: stream it
             parts = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=list(COLUMNS))
-        out = []
+        out: list[_Part] = []
         row0 = group.row0
+        rows = Validator(clock) if validate else None
         for rb in parts:
             if f.casts:
                 rb = _cast(rb, f.casts, name, row0)
             b = to_batch(rb, clock=clock, file=name, row0=row0)
-            out.append((b, rb))
+            problem = None
+            if rows is not None:
+                try:
+                    rows.check_rows(b, file=name, row0=row0, source=rb)
+                except TapeError as e:
+                    problem = e
+            out.append((b, rb, problem))
             row0 += len(b)
         return out
     finally:
@@ -470,8 +487,8 @@ def _decode(group: _Group, clock: str, batch_rows: int) -> list[tuple[Batch, pa.
 
 
 def _decoded(
-    groups: Iterator[_Group], clock: str, batch_rows: int, ahead: int
-) -> Iterator[tuple[str, int, list[tuple[Batch, pa.RecordBatch]]]]:
+    groups: Iterator[_Group], clock: str, batch_rows: int, ahead: int, validate: bool
+) -> Iterator[tuple[str, int, list[_Part]]]:
     """``(file name, first row, converted batches)`` per row group, in order.
 
     With ``ahead > 0``, up to that many row groups are read at once on two threads
@@ -480,13 +497,13 @@ def _decoded(
     """
     if ahead <= 0:
         for grp in groups:
-            yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows)
+            yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate)
         return
-    pending: deque[tuple[_Group, Future[list[tuple[Batch, pa.RecordBatch]]]]] = deque()
+    pending: deque[tuple[_Group, Future[list[_Part]]]] = deque()
     with ThreadPoolExecutor(2, thread_name_prefix="perpsim-tape-reader") as pool:
         try:
             for grp in groups:
-                pending.append((grp, pool.submit(_decode, grp, clock, batch_rows)))
+                pending.append((grp, pool.submit(_decode, grp, clock, batch_rows, validate)))
                 if len(pending) > ahead:
                     done, fut = pending.popleft()
                     yield str(done.file.path), done.row0, fut.result()

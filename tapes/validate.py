@@ -98,6 +98,32 @@ class Validator:
         Raises:
             TapeError: for the first bad value: "<file> row <n> column <col>: <problem>".
         """
+        self.check_boundary(b, file=file, row0=row0)
+        self.check_rows(b, file=file, row0=row0, source=source)
+        self.passed(b, file=file)
+
+    def check_boundary(self, b: Batch, *, file: str, row0: int = 0) -> None:
+        """The one check that needs the previous batch: sorted across the boundary.
+
+        Its row is the batch's first, so it comes before anything :meth:`check_rows`
+        finds in the same batch.
+        """
+        if len(b) and self.last_clock is not None and b.clock[0] < self.last_clock:
+            prev, prev_file = self.last_clock, self.last_file
+            where = "the previous row" if prev_file == file else f"the last row of {prev_file}"
+            raise TapeError(
+                f"{file} row {row0} column {self.clock}: {int(b.clock[0])} is before {prev} in {where} (not sorted)"
+            )
+
+    def passed(self, b: Batch, *, file: str) -> None:
+        """Remember a checked batch's last clock value for the next boundary."""
+        if len(b):
+            self.last_clock = int(b.clock[-1])
+            self.last_file = file
+
+    def check_rows(self, b: Batch, *, file: str, row0: int = 0, source: pa.RecordBatch | None = None) -> None:
+        """Every check inside one batch; uses no state, so batches can be checked in any
+        order or on any thread (the reader checks row groups as it decodes them)."""
         n = len(b)
         if n == 0:
             return
@@ -110,10 +136,6 @@ class Validator:
 
         clock = b.clock
         # DESIGN.md §3: the tape is sorted by its clock column; ties keep row order.
-        if self.last_clock is not None and clock[0] < self.last_clock:
-            prev, prev_file = self.last_clock, self.last_file
-            where = "the previous row" if prev_file == file else f"the last row of {prev_file}"
-            found.append((0, 0, self.clock, f"{int(clock[0])} is before {prev} in {where} (not sorted)"))
         if n > 1:
             down = clock[1:] < clock[:-1]
             i = _first(down)
@@ -193,8 +215,6 @@ class Validator:
         if found:
             row, _, col, problem = min(found)
             raise TapeError(f"{file} row {row0 + row} column {col}: {problem}")
-        self.last_clock = int(clock[-1])
-        self.last_file = file
 
     @staticmethod
     def _value(
