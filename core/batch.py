@@ -61,6 +61,8 @@ class Batch(msgspec.Struct, kw_only=True):
 
 
 _NAN = float("nan")
+_TRADE, _QUOTE, _BOOK, _BOOK_RESET = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK), int(Kind.BOOK_RESET)
+_FUNDING, _MARK, _STATUS, _TIMER = int(Kind.FUNDING), int(Kind.MARK), int(Kind.STATUS), int(Kind.TIMER)
 _SHARED_MAX = 64  # constant columns up to this length are shared (one feed message's rows)
 _NAN_COLS: dict[int, np.ndarray[Any, Any]] = {}
 _ZERO_COLS: dict[int, np.ndarray[Any, Any]] = {}
@@ -100,44 +102,43 @@ def batch_from_events(events: list[MarketEvent], clock: str = "ts") -> Batch:
         sym[i], ts[i], rts[i], flags[i] = code, ev.ts, ev.recv_ts, ev.flags
         if ev.seq is not None:
             seq[i] = ev.seq
-        match ev:
-            case Quote():
-                kind[i] = Kind.QUOTE
-                if quote is None:
-                    quote = [[_NAN] * n for _ in range(4)]
-                quote[0][i], quote[1][i], quote[2][i], quote[3][i] = ev.bid, ev.bid_size, ev.ask, ev.ask_size
-            case Trade() | BookLevel():
-                kind[i] = Kind.TRADE if type(ev) is Trade else Kind.BOOK
-                if price is None:
-                    price = [_NAN] * n
-                if size is None:
-                    size = [_NAN] * n
-                price[i], size[i], side[i] = ev.price, ev.size, ev.side
-            case BookReset():
-                kind[i] = Kind.BOOK_RESET
-            case Funding():
-                kind[i] = Kind.FUNDING
-                if rate is None:
-                    rate = [_NAN] * n
-                if next_ts is None:
-                    next_ts = [0] * n
-                rate[i], next_ts[i] = ev.rate, ev.next_ts or 0
-            case Mark():
-                kind[i] = Kind.MARK
-                if price is None:
-                    price = [_NAN] * n
-                price[i] = ev.price
-            case Status():
-                kind[i] = Kind.STATUS
-                text[i] = ev.text
-            case TimerFired():
-                kind[i] = Kind.TIMER
-                text[i] = ev.text
-                if next_ts is None:
-                    next_ts = [0] * n
-                next_ts[i] = ev.next_ts
-            case _:  # pragma: no cover - the union is closed
-                raise TypeError(f"not a market event: {ev!r}")
+        if type(ev) is Quote:  # most frequent first; `type() is` is the cheapest test
+            kind[i] = _QUOTE
+            if quote is None:
+                quote = [[_NAN] * n, [_NAN] * n, [_NAN] * n, [_NAN] * n]
+            quote[0][i], quote[1][i], quote[2][i], quote[3][i] = ev.bid, ev.bid_size, ev.ask, ev.ask_size
+        elif type(ev) is BookLevel or type(ev) is Trade:
+            kind[i] = _BOOK if type(ev) is BookLevel else _TRADE
+            if price is None:
+                price = [_NAN] * n
+            if size is None:
+                size = [_NAN] * n
+            price[i], size[i], side[i] = ev.price, ev.size, ev.side
+        elif type(ev) is BookReset:
+            kind[i] = _BOOK_RESET
+        elif type(ev) is Status:
+            kind[i] = _STATUS
+            text[i] = ev.text
+        elif type(ev) is Funding:
+            kind[i] = _FUNDING
+            if rate is None:
+                rate = [_NAN] * n
+            if next_ts is None:
+                next_ts = [0] * n
+            rate[i], next_ts[i] = ev.rate, ev.next_ts or 0
+        elif type(ev) is Mark:
+            kind[i] = _MARK
+            if price is None:
+                price = [_NAN] * n
+            price[i] = ev.price
+        elif type(ev) is TimerFired:
+            kind[i] = _TIMER
+            text[i] = ev.text
+            if next_ts is None:
+                next_ts = [0] * n
+            next_ts[i] = ev.next_ts
+        else:  # pragma: no cover - the union is closed
+            raise TypeError(f"not a market event: {ev!r}")
 
     def f64(col: list[float] | None) -> np.ndarray[Any, Any]:
         return _constant(_NAN_COLS, n, _NAN, np.float64) if col is None else np.array(col, np.float64)
