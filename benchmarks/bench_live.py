@@ -49,7 +49,7 @@ import pytest
 import perpsim.live.driver as live_driver
 from perpsim.cli import perpsim_cli
 from perpsim.core.batch import batch_events
-from perpsim.core.events import MarketEvent, Quote
+from perpsim.core.events import MarketEvent, Quote, split_messages
 from perpsim.live.driver import LiveDriver, LiveOptions
 from perpsim.live.feed import FeedConfig
 from perpsim.live.recorder import RecorderStats
@@ -68,19 +68,6 @@ def l2_tape(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _events(path: Path) -> list[MarketEvent]:
     return [ev for b in open_tape(path).batches() for ev in batch_events(b)]
-
-
-def _messages(events: list[MarketEvent]) -> list[list[MarketEvent]]:
-    out: list[list[MarketEvent]] = []
-    cur: list[MarketEvent] = []
-    for ev in events:
-        cur.append(ev)
-        if ev.flags & 1:
-            out.append(cur)
-            cur = []
-    if cur:
-        out.append(cur)
-    return out
 
 
 def _load() -> str:
@@ -160,7 +147,7 @@ def test_bench_socket_to_engine_latency(
     if not record:
         monkeypatch.setattr(live_driver, "Recorder", _CountingRecorder)
     tape = open_tape(l2_tape)
-    groups = len(_messages(_events(l2_tape)))
+    groups = len(list(split_messages(_events(l2_tape))))
     span_s = (tape.meta.end_ns - tape.meta.start_ns) / 1e9  # type: ignore[operator]
     target_rate = 10_000
     speed = target_rate / (groups / span_s)

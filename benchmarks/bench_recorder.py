@@ -29,7 +29,7 @@ import msgspec
 import pytest
 
 from perpsim.core.batch import batch_events
-from perpsim.core.events import MarketEvent
+from perpsim.core.events import MarketEvent, split_messages
 from perpsim.live.recorder import Recorder
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.schema import TapeMeta
@@ -44,16 +44,7 @@ def messages(tmp_path_factory: pytest.TempPathFactory) -> list[list[MarketEvent]
     """The tape's rows as messages (split at the end-of-message flag), stamped at ``_RATE``."""
     out = tmp_path_factory.mktemp("recorder-bench") / "l2.parquet"
     tape = synth(hours=1.5, symbols=["BTC-PERP"], seed=11, out=out, l2=True, trades_per_min=600, quotes_per_min=1200)
-    msgs: list[list[MarketEvent]] = []
-    cur: list[MarketEvent] = []
-    for b in open_tape(tape).batches():
-        for ev in batch_events(b):
-            cur.append(ev)
-            if ev.flags & 1:
-                msgs.append(cur)
-                cur = []
-    if cur:
-        msgs.append(cur)
+    msgs = list(split_messages(ev for b in open_tape(tape).batches() for ev in batch_events(b)))
     base, n = 1_800_000_000_000_000_000, 0
     stamped = []
     for m in msgs:

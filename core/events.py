@@ -8,6 +8,7 @@ digest is SHA-256 over their msgpack encoding, in order.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from typing import Final
 
@@ -29,6 +30,7 @@ __all__ = [
     "TimerFired",
     "Trade",
     "kind_code",
+    "split_messages",
 ]
 
 
@@ -47,6 +49,18 @@ class Kind(IntEnum):
 
 KIND_NAMES: Final[tuple[str, ...]] = tuple(k.name.lower() for k in Kind)
 _KIND_BY_NAME: Final[dict[str, Kind]] = {name: Kind(i) for i, name in enumerate(KIND_NAMES)}
+
+
+def split_messages(events: Iterable[MarketEvent]) -> Iterator[list[MarketEvent]]:
+    """Group rows into the venue messages they came in (END_OF_MESSAGE ends one)."""
+    cur: list[MarketEvent] = []
+    for ev in events:
+        cur.append(ev)
+        if ev.flags & Flags.END_OF_MESSAGE:
+            yield cur
+            cur = []
+    if cur:
+        yield cur
 
 
 def kind_code(name: str) -> Kind:

@@ -77,3 +77,12 @@ def test_shared_constant_columns_are_read_only() -> None:
     with pytest.raises(ValueError):
         a.price[0] = 1.0
     assert a.bid.flags.writeable  # a column the event fills is its own
+
+
+def test_messages_group_rows_by_end_of_message() -> None:
+    from perpsim.core.events import split_messages
+
+    a = Trade(ts=1, recv_ts=1, symbol="X", price=1.0, size=1.0)
+    end = Trade(ts=1, recv_ts=1, symbol="X", price=1.0, size=1.0, flags=EOM)
+    assert list(split_messages([a, a, end, end, a])) == [[a, a, end], [end], [a]]
+    assert list(split_messages([])) == []
