@@ -65,6 +65,8 @@ class FastIndex:
                 self.targets.append((sid, t, q, m, bk))
         self._code = {sid: c for c, sid in enumerate(sids)}
         self._prices: dict[int, tuple[Any, Any]] = {}
+        self._px: Any = None
+        self._moves: Any = None
         self._synced = 0
 
     def _last(self, target: int, a: int, p: int) -> int:
@@ -142,13 +144,13 @@ class FastIndex:
         each moves the venue mark to (quote: the mid); made on first use."""
         found = self._prices.get(sid)
         if found is None:
-            c = self._code[sid]
-            key = self.key
-            rows = np.flatnonzero((key >= c * 8 + _T) & (key <= c * 8 + _Q) | (key == c * 8 + _M))
             b = self.batch
-            is_quote = b.kind[rows] == _Q
-            px = np.where(is_quote, (b.bid[rows] + b.ask[rows]) / 2, b.price[rows])
-            found = self._prices[sid] = (rows, px)
+            if self._px is None:  # once per batch, for every symbol: price rows and their prices
+                kind = b.kind
+                self._moves = (kind <= _Q) | (kind == _M)
+                self._px = np.where(kind == _Q, (b.bid + b.ask) / 2, b.price)
+            rows = np.flatnonzero(self._moves & (b.symbol == self._code[sid]))
+            found = self._prices[sid] = (rows, self._px[rows])
         return found
 
     def first_outside(self, sid: int, lo_row: int, hi_row: int, lo: float, hi: float) -> int:
