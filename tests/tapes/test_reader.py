@@ -283,3 +283,15 @@ def test_prefetch_threads_end_when_the_consumer_stops(tmp_path: Path) -> None:
     assert [int(b.clock[0]) for b in first] == [T0, T0 + 100, T0 + 200]
     got.close()
     assert not any(t.name.startswith("perpsim-tape-reader") for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("values", [[1.0, None, 3.0, None, 5.5], [None] * 3 + [2.0] * 20 + [None], [None, None]])
+def test_float_columns_read_nulls_as_nan_at_any_offset(values: list[float | None]) -> None:
+    from perpsim.tapes.reader import _floats
+
+    a = pa.array(values, pa.float64())
+    for off in range(len(a)):
+        for n in range(len(a) - off + 1):
+            part = a.slice(off, n)
+            want = [np.nan if v is None else v for v in values[off : off + n]]
+            assert np.array_equal(_floats(part, n), np.array(want, np.float64), equal_nan=True), (off, n)
