@@ -160,9 +160,6 @@ def live(
         journal=journal,
     )
     _setup_logging(verbose)
-    # The recorder's writer thread holds the GIL in slices of the switch interval (5 ms by
-    # default), each one a stall of the feed; 0.5 ms slices keep socket-to-engine latency low.
-    sys.setswitchinterval(0.0005)
     status = _StatusLine()
     driver = LiveDriver(cfg, opts, on_status=status)
     log = logging.getLogger("perpsim.live")
