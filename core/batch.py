@@ -7,6 +7,8 @@ Nulls are encoded so the hot path needs no masks: NaN for floats, 0 for ``side``
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from itertools import compress
 from typing import Any
 
 import msgspec
@@ -25,7 +27,7 @@ from perpsim.core.events import (
     Trade,
 )
 
-__all__ = ["NULL_SEQ", "Batch", "batch_events", "batch_from_events"]
+__all__ = ["NULL_SEQ", "Batch", "batch_events", "batch_from_events", "symbol_mask"]
 
 NULL_SEQ = -1
 
@@ -58,6 +60,30 @@ class Batch(msgspec.Struct, kw_only=True):
 
     def __len__(self) -> int:
         return int(self.clock.shape[0])
+
+    def rows(self, sel: slice | np.ndarray[Any, Any]) -> Batch:
+        """The rows ``sel`` picks: a slice gives views, a boolean mask copies; the
+        symbol dictionary is shared. The whole batch itself when nothing is dropped."""
+        if isinstance(sel, slice):
+            if sel.indices(len(self))[:2] == (0, len(self)):
+                return self
+            text = self.text[sel]
+        else:
+            if sel.all():
+                return self
+            text = list(compress(self.text, sel.tolist()))
+        fields = {f: getattr(self, f)[sel] for f in _ARRAYS}
+        return Batch(symbols=self.symbols, text=text, **fields)
+
+
+def symbol_mask(b: Batch, allowed: Collection[str]) -> np.ndarray[Any, Any]:
+    """Which rows are about one of the ``allowed`` symbols."""
+    keep = [i for i, s in enumerate(b.symbols) if s in allowed]
+    mask: np.ndarray[Any, Any] = np.isin(b.symbol, np.asarray(keep, dtype=b.symbol.dtype))
+    return mask
+
+
+_ARRAYS = tuple(f for f in Batch.__struct_fields__ if f not in ("symbols", "text"))
 
 
 _NAN = float("nan")

@@ -77,14 +77,6 @@ class _Lazy:
         return self.arr[i].item()
 
 
-def _slice(batch: Batch, lo: int, hi: int) -> Batch:
-    fields = {f: getattr(batch, f) for f in batch.__struct_fields__}
-    for f, v in fields.items():
-        if f != "symbols":
-            fields[f] = v[lo:hi]
-    return Batch(**fields)
-
-
 class PositionRow(msgspec.Struct, frozen=True, kw_only=True):
     symbol: str
     qty: float
@@ -205,7 +197,7 @@ class Engine:
         sid_of = self.symbol_ids(batch)
         self._base = lo
         if lo != 0 or hi is not None:
-            batch = _slice(batch, lo, len(batch) if hi is None else hi)
+            batch = batch.rows(slice(lo, hi))
         # Columns every trade or quote row reads become lists; the rest are read rarely
         # and convert one element at a time.
         self._loaded = (

@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-import numpy as np
 
 from perpsim.core import snapshot as snap_mod
-from perpsim.core.batch import Batch, batch_events, batch_from_events
+from perpsim.core.batch import Batch, batch_events, batch_from_events, symbol_mask
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
 from perpsim.core.errors import ConfigError, InputError
@@ -407,7 +406,7 @@ class LiveDriver:
             b = _select(batch, allowed)
             if len(b) == 0:
                 continue
-            b.recv_ts = b.clock  # recorded under clock recv_ts: the value the engine saw
+            b = msgspec.structs.replace(b, recv_ts=b.clock)  # recorded under clock recv_ts: what the engine saw
             self.warm_rows += warm_up(eng, clock, b)
             self._warm_batches.append(b)
         snap_file = _snapshot_for(path)
@@ -745,17 +744,4 @@ def _snapshot_for(recording: Path) -> Path | None:
 
 def _select(b: Batch, allowed: set[str]) -> Batch:
     """Rows of ``allowed`` symbols, without ``timer`` rows (the warm-up fires its own timers)."""
-    keep_codes = [i for i, s in enumerate(b.symbols) if s in allowed]
-    mask = np.isin(b.symbol, np.asarray(keep_codes, dtype=b.symbol.dtype)) & (b.kind != Kind.TIMER)
-    if mask.all():
-        return b
-    fields: dict[str, Any] = {}
-    for f in b.__struct_fields__:
-        v = getattr(b, f)
-        if f == "symbols":
-            fields[f] = v
-        elif f == "text":
-            fields[f] = [t for t, k in zip(v, mask.tolist()) if k]
-        else:
-            fields[f] = v[mask]
-    return Batch(**fields)
+    return b.rows(symbol_mask(b, allowed) & (b.kind != Kind.TIMER))

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from perpsim.core.batch import Batch
+from perpsim.core.batch import Batch, symbol_mask
 from perpsim.core.clock import ReplayClock
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
@@ -114,12 +114,12 @@ class ReplayDriver:
             if warm_left:
                 k = min(warm_left, len(batch))
                 warm_left -= k
-                self._warm_up(_slice_rows(batch, 0, k))
+                self._warm_up(batch.rows(slice(0, k)))
                 if warm_left:
                     continue
                 assert warm is not None
                 self._go_live(warm)
-                batch = _slice_rows(batch, k, len(batch))
+                batch = batch.rows(slice(k, None))
             if self._allowed is not None:
                 batch = _select_symbols(batch, self._allowed)
             n = len(batch)
@@ -299,17 +299,6 @@ def _load_funding_schedules(engine: Engine, config: RunConfig) -> None:
         engine.venue.funding.add_schedule(symbol, ts.tolist(), rates.tolist())
 
 
-def _slice_rows(batch: Batch, lo: int, hi: int) -> Batch:
-    """Rows ``lo:hi`` of a batch (views; the symbol dictionary is shared)."""
-    if lo == 0 and hi == len(batch):
-        return batch
-    fields = {f: getattr(batch, f) for f in batch.__struct_fields__}
-    for f, v in fields.items():
-        if f != "symbols":
-            fields[f] = v[lo:hi]
-    return Batch(**fields)
-
-
 def _warm_meta(tape: Any) -> WarmStart | None:
     """The tape's warm-start metadata (a warm live session's recording has it), or None."""
     return getattr(getattr(tape, "meta", None), "warm", None)
@@ -317,16 +306,7 @@ def _warm_meta(tape: Any) -> WarmStart | None:
 
 def _select_symbols(batch: Batch, allowed: Sequence[str]) -> Batch:
     # Rows about no instrument (timer firings, feed status) are kept: a recorded timer row drives the replay.
-    keep_codes = [i for i, s in enumerate(batch.symbols) if s in allowed or s == PSEUDO_SYMBOL]
-    mask = np.isin(batch.symbol, np.asarray(keep_codes, dtype=batch.symbol.dtype))
-    if mask.all():
-        return batch
-    fields = {
-        f: (getattr(batch, f)[mask] if f not in ("symbols", "text") else getattr(batch, f))
-        for f in batch.__struct_fields__
-    }
-    fields["text"] = [t for t, k in zip(batch.text, mask.tolist()) if k]
-    return Batch(**fields)
+    return batch.rows(symbol_mask(batch, {*allowed, PSEUDO_SYMBOL}))
 
 
 def build_config(

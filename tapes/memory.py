@@ -42,4 +42,4 @@ class MemoryTape:
         hi = len(b) if end_ns is None else int(np.searchsorted(b.clock, end_ns, side="left"))
         for a in range(lo, hi, self.batch_rows):
             z = min(a + self.batch_rows, hi)
-            yield Batch(**{f: getattr(b, f) if f == "symbols" else getattr(b, f)[a:z] for f in b.__struct_fields__})
+            yield b.rows(slice(a, z))

@@ -152,23 +152,6 @@ def to_batch(rb: pa.RecordBatch, *, clock: str = "ts", file: str = "<batch>", ro
     )
 
 
-def _select(b: Batch, sel: slice | np.ndarray[Any, Any]) -> Batch:
-    """Rows ``sel`` of a batch (views for a slice)."""
-    fields: dict[str, Any] = {}
-    for name in Batch.__struct_fields__:
-        v = getattr(b, name)
-        if name == "symbols":
-            fields[name] = v
-        elif name == "text":
-            if isinstance(sel, slice):
-                fields[name] = v[sel]
-            else:
-                fields[name] = [v[i] for i in np.flatnonzero(sel)]
-        else:
-            fields[name] = v[sel]
-    return Batch(**fields)
-
-
 class _File(msgspec.Struct):
     path: Path
     footer: Any  # pq.FileMetaData
@@ -427,7 +410,7 @@ class Tape:
                 if window:
                     sel, done = _window(b.clock, start_ns, end_ns, sorted_=validate)
                     if sel is not None:
-                        b, rb = _select(b, sel), _select_arrow(rb, sel)
+                        b, rb = b.rows(sel), _select_arrow(rb, sel)
                     if len(b):
                         yield b, rb
                     if done:

@@ -86,3 +86,17 @@ def test_messages_group_rows_by_end_of_message() -> None:
     end = Trade(ts=1, recv_ts=1, symbol="X", price=1.0, size=1.0, flags=EOM)
     assert list(split_messages([a, a, end, end, a])) == [[a, a, end], [end], [a]]
     assert list(split_messages([])) == []
+
+
+def test_rows_by_slice_and_mask_keep_columns_and_text_aligned() -> None:
+    from perpsim.core.batch import symbol_mask
+
+    b = batch_from_events(MIXED)
+    part = b.rows(slice(5, 7))
+    assert part.text == [None, "gap"] and part.kind.tolist() == [Kind.FUNDING, Kind.STATUS]
+    assert b.rows(slice(0, None)) is b
+    eth = b.rows(symbol_mask(b, {"ETH-PERP"}))
+    assert eth.kind.tolist() == [Kind.MARK, Kind.TRADE] and eth.text == [None, None]
+    assert eth.price.tolist() == [3.5, 3.0] and eth.symbols == b.symbols
+    star = b.rows(symbol_mask(b, {"*"}))
+    assert star.text == ["gap", "cycle"]
