@@ -65,7 +65,7 @@ from perpsim.live.clock import LiveClock
 from perpsim.live.feed import CoinbaseFeed, FeedConfig, FeedState
 from perpsim.live.metrics import LiveMetrics, MetricsServer
 from perpsim.live.recorder import Recorder
-from perpsim.sim.runs import Drawdown, RunWriter, file_sha256, summarize
+from perpsim.sim.runs import Drawdown, RunWriter, file_sha256, fresh_path, summarize, write_json
 from perpsim.sim.warm import end_warm_up, warm_up
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.schema import TapeMeta, TimerSpec, WarmStart
@@ -189,7 +189,7 @@ class LiveDriver:
         self.started_ns = self.clock.stamp()
         stamp = _utc_stamp(self.started_ns)
         self.record_dir = options.record_dir or options.record_root / stamp
-        self.run_dir = options.run_dir or _fresh(options.runs_root / f"{stamp}-live-{config.profile}")
+        self.run_dir = options.run_dir or fresh_path(options.runs_root / f"{stamp}-live-{config.profile}")
         self.recorder: Recorder | None = None
         self.metrics = LiveMetrics()
         self.metrics_server: MetricsServer | None = None
@@ -466,7 +466,7 @@ class LiveDriver:
         writer.write_events(self.events)
         self.events = []
         self.sink = writer
-        _write_json(
+        write_json(
             self.record_dir / SESSION_FILE, {"run_dir": str(self.run_dir.resolve()), "profile": self.config.profile}
         )
         if warm is not None:
@@ -713,19 +713,6 @@ async def _cancel(*tasks: asyncio.Task[None], deadline: float) -> None:
 def _write_run_rows(sink: RunWriter, events: list[Any], equity: list[Any]) -> None:
     sink.write_events(events)
     sink.write_equity(equity)
-
-
-def _fresh(path: Path) -> Path:
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return candidate
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _snapshot_for(recording: Path) -> Path | None:

@@ -52,8 +52,10 @@ __all__ = [
     "equity_frame",
     "events_frame",
     "file_sha256",
+    "fresh_path",
     "new_run_dir",
     "summarize",
+    "write_json",
 ]
 
 EVENT_SCHEMA: dict[str, Any] = {
@@ -214,15 +216,21 @@ def file_sha256(path: Path) -> str:
 def new_run_dir(root: str | Path = "runs", label: str = "run") -> Path:
     """A fresh ``runs/<UTC time>-<label>`` directory name (not yet created)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    base = Path(root) / f"{stamp}-{label}"
-    path, n = base, 1
-    while path.exists():
+    return fresh_path(Path(root) / f"{stamp}-{label}")
+
+
+def fresh_path(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, … : the first that does not exist yet."""
+    candidate, n = path, 1
+    while candidate.exists():
         n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     os.replace(tmp, path)
@@ -248,7 +256,7 @@ class RunWriter:
             "clock": tape.meta.clock,
             "digest": None,
         }
-        _write_json(self.path / "manifest.json", self.manifest)
+        write_json(self.path / "manifest.json", self.manifest)
 
     def write_events(self, events: list[RunEvent]) -> None:
         """Append run events as they are drained, so memory does not grow with the run."""
@@ -281,11 +289,11 @@ class RunWriter:
                 writer.close()
         self._events = self._equity = None
         summary["status"] = status
-        _write_json(self.path / "summary.json", summary)
+        write_json(self.path / "summary.json", summary)
         self.manifest["status"] = status
         self.manifest["digest"] = summary["digest"]
         self.manifest["warnings"] = list(driver.engine.warnings)
-        _write_json(self.path / "manifest.json", self.manifest)
+        write_json(self.path / "manifest.json", self.manifest)
 
     def abort(self) -> None:
         for w in (self._events, self._equity):
