@@ -16,7 +16,7 @@ segment and deleting its journal).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -449,8 +449,8 @@ class _Group(msgspec.Struct, frozen=True):
 _Part = tuple[Batch, pa.RecordBatch, TapeError | None]
 
 
-def _decode(group: _Group, clock: str, batch_rows: int, validate: bool) -> list[_Part]:
-    """Read, convert and (with ``validate``) check the rows of one row group.
+def _decode(group: _Group, clock: str, batch_rows: int, validate: bool) -> Iterator[_Part]:
+    """Read, convert and (with ``validate``) check the rows of one row group, a batch at a time.
 
     Thread-safe: it opens its own reader, and :meth:`Validator.check_rows` keeps no
     state. A bad row is returned with its batch, for the consumer to raise in order.
@@ -464,7 +464,6 @@ def _decode(group: _Group, clock: str, batch_rows: int, validate: bool) -> list[
             parts = pf.read_row_group(g, columns=list(COLUMNS)).to_batches(max_chunksize=batch_rows)
         else:  # a foreign writer's huge row group: stream it
             parts = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=list(COLUMNS))
-        out: list[_Part] = []
         row0 = group.row0
         rows = Validator(clock) if validate else None
         for rb in parts:
@@ -477,22 +476,27 @@ def _decode(group: _Group, clock: str, batch_rows: int, validate: bool) -> list[
                     rows.check_rows(b, file=name, row0=row0, source=rb)
                 except TapeError as e:
                     problem = e
-            out.append((b, rb, problem))
+            yield b, rb, problem
             row0 += len(b)
-        return out
     finally:
         pf.close()
 
 
 def _decoded(
     groups: Iterator[_Group], clock: str, batch_rows: int, ahead: int, validate: bool
-) -> Iterator[tuple[str, int, list[_Part]]]:
+) -> Iterator[tuple[str, int, Iterable[_Part]]]:
     """``(file name, first row, converted batches)`` per row group, in order.
 
     With ``ahead > 0``, up to that many row groups are read at once on two threads
     (Parquet decoding releases the GIL); results, and the first error, still arrive
-    in row-group order. Closing the iterator cancels what has not started.
+    in row-group order. A row group too large to read whole streams on the calling
+    thread instead, so memory stays bounded. Closing the iterator cancels what has
+    not started.
     """
+
+    def whole(grp: _Group) -> list[_Part]:
+        return list(_decode(grp, clock, batch_rows, validate))
+
     if ahead <= 0:
         for grp in groups:
             yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate)
@@ -501,7 +505,13 @@ def _decoded(
     with ThreadPoolExecutor(2, thread_name_prefix="perpsim-tape-reader") as pool:
         try:
             for grp in groups:
-                pending.append((grp, pool.submit(_decode, grp, clock, batch_rows, validate)))
+                if grp.rows > _WHOLE_GROUP_ROWS:
+                    while pending:
+                        done, fut = pending.popleft()
+                        yield str(done.file.path), done.row0, fut.result()
+                    yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate)
+                    continue
+                pending.append((grp, pool.submit(whole, grp)))
                 if len(pending) > ahead:
                     done, fut = pending.popleft()
                     yield str(done.file.path), done.row0, fut.result()

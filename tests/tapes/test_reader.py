@@ -295,3 +295,17 @@ def test_float_columns_read_nulls_as_nan_at_any_offset(values: list[float | None
             part = a.slice(off, n)
             want = [np.nan if v is None else v for v in values[off : off + n]]
             assert np.array_equal(_floats(part, n), np.array(want, np.float64), equal_nan=True), (off, n)
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_row_groups_too_large_to_read_whole_stream_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefetch: int
+) -> None:
+    from perpsim.tapes import reader
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(trades(0, 5000), path, row_group_size=2000)
+    monkeypatch.setattr(reader, "_WHOLE_GROUP_ROWS", 1000)  # every group is "huge": streamed
+    batches = list(open_tape(path).batches(batch_rows=700, prefetch=prefetch))
+    assert max(len(b) for b in batches) <= 700
+    assert np.array_equal(np.concatenate([b.clock for b in batches]), T0 + np.arange(5000))
