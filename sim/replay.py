@@ -104,7 +104,6 @@ class ReplayDriver:
         self.drawdown = Drawdown(self.engine.ledger.cash_start)
         # a warm recording's transition, redone only when the whole tape is replayed
         self.warm = _warm_meta(tape) if start_ns is None and end_ns is None else None
-        self.warm_rows = 0
 
     def run(self, progress: Progress | None = None) -> None:
         eng, clock = self.engine, self.clock
@@ -151,7 +150,7 @@ class ReplayDriver:
         """Warm-up rows, exactly as :meth:`LiveDriver.warm_start` ran them (sim/warm.py)."""
         if self._allowed is not None:
             batch = _select_symbols(batch, self._allowed)
-        self.warm_rows += warm_up(self.engine, self.clock, batch)
+        warm_up(self.engine, self.clock, batch)
 
     def _go_live(self, warm: WarmStart) -> None:
         """The live session's go-live: discard the warm-up's outputs, restore, realign, take timer rows."""
