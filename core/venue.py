@@ -62,7 +62,7 @@ from perpsim.core.latency import LatencyModel
 from perpsim.core.ledger import Ledger, to_units
 from perpsim.core.margin import Margin
 from perpsim.core.market import MarketState
-from perpsim.core.matching import book_of, crossed, take, touch, visible
+from perpsim.core.matching import Take, book_of, crossed, take, touch, visible
 from perpsim.core.orders import Order, check_static, transition
 from perpsim.core.outbox import Outbox
 from perpsim.core.queue import QueueModel, QueueState
@@ -397,35 +397,38 @@ class SimVenue:
 
     # -- taking and resting ---------------------------------------------------------
 
-    def _take(self, order: Order, now: int) -> None:
-        """A market order (or triggered stop): take what the market offers, cancel the rest."""
+    def _cross(self, order: Order, limit: Fraction | None, now: int) -> Take | None:
+        """Fill what the market offers up to ``limit`` (None: any price), as a taker.
+
+        Returns what was taken, or None when the order ended here (a FOK that could not
+        fill whole is cancelled; a fill can end it).
+        """
         inst = self.instruments[order.symbol]
-        tk = take(self.market, order.sid, order.side, order.remaining, None, self.cfg, inst)
+        tk = take(self.market, order.sid, order.side, order.remaining, limit, self.cfg, inst)
         if order.tif == "FOK" and tk.qty < order.remaining:
             self._cancel(order, "fok_not_filled", now)
-            return
+            return None
         for px, q in tk.fills:
             if not self._fill(order, q, px, "taker", now):
-                return
-        if order.is_open:
+                return None
+        return tk
+
+    def _take(self, order: Order, now: int) -> None:
+        """A market order (or triggered stop): take what the market offers, cancel the rest."""
+        tk = self._cross(order, None, now)
+        if tk is not None and order.is_open:
             self._cancel(order, tk.short or "no_liquidity", now)
 
     def _work_limit(self, order: Order, now: int) -> None:
         """A limit order (or triggered stop-limit) on arrival: take what is marketable, rest the rest."""
         lim = order.limit
         assert lim is not None
-        inst = self.instruments[order.symbol]
         if self._marketable(order.sid, order.side, lim):
             if order.post_only:
                 self._cancel(order, "post_only_would_take", now)
                 return
-            tk = take(self.market, order.sid, order.side, order.remaining, lim, self.cfg, inst)
-            if order.tif == "FOK" and tk.qty < order.remaining:
-                self._cancel(order, "fok_not_filled", now)
+            if self._cross(order, lim, now) is None:
                 return
-            for px, q in tk.fills:
-                if not self._fill(order, q, px, "taker", now):
-                    return
         if not order.is_open:
             return
         if order.tif == "FOK":
