@@ -1,9 +1,11 @@
 """Recorder figures (issue 5): events/s written to closed Parquet files, and what a flush costs.
 
 The rows are a seeded level-2 tape's (mostly book levels, then quotes and trades), one
-message's list at a time through :meth:`Recorder.add`, as the live driver hands them
-over, with ``fsync`` off (the figure is the recorder's, not the disk's). "Written" means
-on disk in closed segments: the clock stops when :meth:`Recorder.close` returns.
+message's :class:`~perpsim.core.batch.Rows` at a time through :meth:`Recorder.add`, as
+the live driver hands them over (it builds them once per message for the engine; that
+cost is in the latency figure of ``bench_live.py``), with ``fsync`` off (the figure is
+the recorder's, not the disk's). "Written" means on disk in closed segments: the clock
+stops when :meth:`Recorder.close` returns.
 
 - ``test_bench_recorder``: the issue's figure, target 1,000,000 events/s. The messages
   are stamped as if they arrived at 1,000,000 events/s and the recorder is flushed every
@@ -28,8 +30,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from perpsim.core.batch import batch_events
-from perpsim.core.events import MarketEvent, split_messages
+from perpsim.core.batch import Rows, batch_events, event_rows
+from perpsim.core.events import split_messages
 from perpsim.live.recorder import Recorder
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.schema import TapeMeta
@@ -40,7 +42,7 @@ _FLUSH_NS = 500_000_000  # the live driver's flush interval
 
 
 @pytest.fixture(scope="module")
-def messages(tmp_path_factory: pytest.TempPathFactory) -> list[list[MarketEvent]]:
+def messages(tmp_path_factory: pytest.TempPathFactory) -> list[Rows]:
     """The tape's rows as messages (split at the end-of-message flag), stamped at ``_RATE``."""
     out = tmp_path_factory.mktemp("recorder-bench") / "l2.parquet"
     tape = synth(hours=1.5, symbols=["BTC-PERP"], seed=11, out=out, l2=True, trades_per_min=600, quotes_per_min=1200)
@@ -49,17 +51,17 @@ def messages(tmp_path_factory: pytest.TempPathFactory) -> list[list[MarketEvent]
     stamped = []
     for m in msgs:
         stamp = base + n * (1_000_000_000 // _RATE)
-        stamped.append([msgspec.structs.replace(e, recv_ts=stamp) for e in m])
+        stamped.append(event_rows([msgspec.structs.replace(e, recv_ts=stamp) for e in m]))
         n += len(m)
     return stamped
 
 
-def _chunks(messages: list[list[MarketEvent]], flush_every: int | None) -> list[list[list[MarketEvent]]]:
+def _chunks(messages: list[Rows], flush_every: int | None) -> list[list[Rows]]:
     """The messages between flushes: every ``flush_every`` rows, or else every 0.5 s of clock."""
     cuts, rows = [0], 0
-    due = messages[0][0].recv_ts + _FLUSH_NS
+    due = messages[0].recv_ts[0] + _FLUSH_NS
     for i, m in enumerate(messages):
-        if flush_every is None and m[0].recv_ts >= due:
+        if flush_every is None and m.recv_ts[0] >= due:
             cuts.append(i)
             due += _FLUSH_NS
         rows += len(m)
@@ -69,7 +71,7 @@ def _chunks(messages: list[list[MarketEvent]], flush_every: int | None) -> list[
     return [messages[a:b] for a, b in zip(cuts, [*cuts[1:], len(messages)]) if b > a]
 
 
-def _record(chunks: list[list[list[MarketEvent]]], folder: Path, **options: Any) -> Recorder:
+def _record(chunks: list[list[Rows]], folder: Path, **options: Any) -> Recorder:
     """Add every message, flushing between chunks, and close: the timed part."""
     rec = Recorder(folder, TapeMeta(source="bench"), fsync=False, **options)
     add, flush = rec.add, rec.flush
@@ -82,7 +84,7 @@ def _record(chunks: list[list[list[MarketEvent]]], folder: Path, **options: Any)
 
 
 def _run(
-    benchmark: Any, messages: list[list[MarketEvent]], tmp_path: Path, flush_every: int | None, **options: Any
+    benchmark: Any, messages: list[Rows], tmp_path: Path, flush_every: int | None, **options: Any
 ) -> tuple[int, float, Any, int]:
     """Time the recording (best of 3); then check that the last one reads back whole."""
     n = sum(map(len, messages))
@@ -105,7 +107,7 @@ def _run(
 
 
 @pytest.mark.parametrize("mode", ["inline", "background"])
-def test_bench_recorder(benchmark: Any, messages: list[list[MarketEvent]], tmp_path: Path, mode: str) -> None:
+def test_bench_recorder(benchmark: Any, messages: list[Rows], tmp_path: Path, mode: str) -> None:
     n, rate, st, files = _run(benchmark, messages, tmp_path, None, background=mode == "background")
     print(
         f"\nrecorder ({mode}): {n:,} events in {len(messages):,} messages, {rate:,.0f} events/s written "
@@ -114,9 +116,7 @@ def test_bench_recorder(benchmark: Any, messages: list[list[MarketEvent]], tmp_p
 
 
 @pytest.mark.parametrize("mode", ["rewrite", "journal"])
-def test_bench_recorder_flush_cost(
-    benchmark: Any, messages: list[list[MarketEvent]], tmp_path: Path, mode: str
-) -> None:
+def test_bench_recorder_flush_cost(benchmark: Any, messages: list[Rows], tmp_path: Path, mode: str) -> None:
     _, rate, st, files = _run(
         benchmark, messages, tmp_path, 10_000, background=False, rotate_rows=500_000, journal=mode == "journal"
     )

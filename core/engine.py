@@ -17,7 +17,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-from perpsim.core.batch import Batch, batch_from_events
+from perpsim.core.batch import Batch, Rows, event_rows
 from perpsim.core.book import Book
 from perpsim.core.bot import PerpsBot, in_trading_window
 from perpsim.core.clock import Clock, TimerHandle
@@ -220,6 +220,32 @@ class Engine:
         )
         self._text = batch.text
 
+    def load_rows(self, rows: Rows, clock: str = "ts") -> None:
+        """Take :class:`~perpsim.core.batch.Rows` (a feed message's) for :meth:`run`, indices from 0."""
+        ids = self.market.ids
+        names = rows.symbol
+        sid = [ids[s] for s in names] if all(s in ids for s in names) else [self._declare(s, False) for s in names]
+        self._base = 0
+        self._loaded = (
+            rows.recv_ts if clock == "recv_ts" else rows.ts,
+            rows.kind,
+            sid,
+            rows.price,
+            rows.size,
+            rows.side,
+            rows.bid,
+            rows.bid_size,
+            rows.ask,
+            rows.ask_size,
+            rows.rate,
+            rows.next_ts,
+            rows.ts,
+            rows.recv_ts,
+            rows.flags,
+            rows.seq,
+        )
+        self._text = rows.text
+
     def mark_seen(self, sid: int) -> None:
         self._seen[sid] = True
 
@@ -319,9 +345,8 @@ class Engine:
         if bad is not None:
             self._bad_price[self._declare(ev.symbol)] = bad
             return
-        self.load(batch_from_events([ev], clock="ts"))
-        if self._loaded[0]:
-            self._loaded[0][0] = self.clock.now_ns()
+        self.load_rows(event_rows([ev]))
+        self._loaded = ([self.clock.now_ns()], *self._loaded[1:])
         self.run(0, 1)
 
     def _other_row(self, i: int, k: int, s: int) -> None:

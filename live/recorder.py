@@ -27,15 +27,17 @@ one write; hidden temporaries are skipped by the reader and removed at the next 
 Segments keep the file count low (a 48-hour canary makes a few thousand files, not
 hundreds of thousands).
 
-Rows arrive as the market events the engine was given, so recording costs the event loop
-one list extend per message. A flush hands them to two background threads in a
-pipeline, each working in submission order (so a later version of a segment never loses
-to an earlier one): a *converter* turns them into Arrow columns (:func:`events_columns`,
-Python work that holds the GIL) and validates them, and a *writer* encodes and writes
-files (pyarrow, which releases the GIL). A flush goes over in pieces of 16,384 rows
-that the writer streams into the file, in full row groups, as they come, so encoding
-overlaps conversion (on two cores, about 1.3-1.5x the throughput of one thread). With
-``background=False`` both run on the calling thread, and a flush returns once on disk.
+Rows arrive as the :class:`~perpsim.core.batch.Rows` the engine was given (the driver
+builds them once per message) and are appended to a chunk's column lists, which become
+numpy columns on the caller's thread every ``_CHUNK`` rows (about 0.15 ms): recording
+costs the event loop a dozen list extends per message and that short pause. A flush
+hands the finished chunks to one writer thread, which makes them Arrow columns
+(:func:`batch_arrow`, vectorized), validates them, and encodes and writes files
+(pyarrow and numpy, which release the GIL), in submission order, so a later version of
+a segment never loses to an earlier one. Turning Python objects into columns on the
+writer thread instead held the GIL there for milliseconds at every flush, and the event
+loop waited for it: that was the latency tail of issue 5. With ``background=False`` the
+writer's work runs on the calling thread too, and a flush returns once on disk.
 """
 
 from __future__ import annotations
@@ -44,34 +46,23 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from io import FileIO
-from itertools import chain, compress, repeat
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from perpsim.core.batch import NULL_SEQ, Batch
+from perpsim.core.batch import NULL_SEQ, Batch, Rows, batch_from_events, concat_batches, rows_batch
 from perpsim.core.errors import TapeError
 from perpsim.core.events import (
     KIND_NAMES,
-    BookLevel,
-    BookReset,
-    Funding,
     Kind,
-    Mark,
     MarketEvent,
-    Quote,
-    Status,
-    TimerFired,
-    Trade,
 )
 from perpsim.tapes.reader import JOURNAL_SUFFIX, read_journal
 from perpsim.tapes.schema import META_KEY, SCHEMA, WRITE_OPTIONS, TapeMeta, TimerSpec, decode_meta, encode_meta
@@ -80,8 +71,8 @@ from perpsim.tapes.validate import Validator
 __all__ = [
     "Recorder",
     "RecorderStats",
+    "batch_arrow",
     "clean_temporaries",
-    "events_columns",
     "events_table",
     "journal_name",
     "recover_journals",
@@ -95,10 +86,9 @@ _FLOAT_COLS = ("price", "size", "bid", "bid_size", "ask", "ask_size", "rate")
 _SIDED = np.array([Kind.TRADE, Kind.BOOK], np.int8)
 _NEXT_TS = np.array([Kind.FUNDING, Kind.TIMER], np.int8)
 _ROW_GROUP = 65536  # rows per row group, the reader's unit of streaming
-# Rows converted at a time: a flush's events were made long before and are scattered in
-# memory, and converting is a dozen passes over them, so a piece that stays in the CPU
-# cache across its passes converts about 20 % faster than a whole 500,000-row flush.
-_PIECE = 16_384
+# Rows gathered before they become Arrow columns: large enough that the per-chunk costs
+# vanish, small enough that the pause in the event loop stays a fraction of a millisecond.
+_CHUNK = 512
 # The tape writer's options (zstd, delta-encoded clocks), with statistics only for the
 # two clock columns, the ones the reader uses (row-group skipping), and pages cut per
 # row group's worth of rows rather than per 1,024: together about 15 % off the encoding.
@@ -176,19 +166,20 @@ class RecorderStats(msgspec.Struct, kw_only=True):
 
 
 class _Job(msgspec.Struct):
+    """A flush, from the caller to the writer."""
+
     segment: int
-    events: list[MarketEvent]
+    chunks: list[Batch]
     close: bool
 
 
 class _Write(NamedTuple):
-    """A converted piece of a flush, from the converter to the writer."""
+    """A flush as the writer writes it."""
 
     segment: int
     batch: pa.RecordBatch | None
     meta: TapeMeta  # the segment's, rows and time range included
     close: bool
-    last: bool  # the last piece of its flush
 
 
 class _Segment:
@@ -266,19 +257,19 @@ class Recorder:
         self.fsync = fsync
         self.journal = journal
         self.stats = RecorderStats()
-        self._pending: list[MarketEvent] = []
+        self._chunk = _empty_rows()  # rows since the last chunk was converted
+        self._chunks: list[Batch] = []  # converted, not yet handed to the writer
+        self._names: dict[str, int] = {}  # one symbol numbering for all chunks, so a flush joins them
+        self._pending = 0  # rows in _chunks
         self._seg_rows = 0
         self._seg_start: int | None = None
         self._closed = False
         self._lock = threading.Lock()  # guards stats and meta between the threads
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="perpsim-recorder-convert") if background else None
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="perpsim-recorder-write") if background else None
-        self._futures: list[Future[None]] = []  # converter jobs (event loop side)
-        self._written: list[Future[None]] = []  # writer jobs (submitted by the converter; under _lock)
-        # converter state: the segment being converted
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="perpsim-recorder") if background else None
+        self._futures: list[Future[None]] = []
+        # writer state: the rows checked so far, the segment being counted, the segment on disk
         self._validator = Validator("recv_ts")
         self._conv = _Segment(-1)
-        # writer state: the segment on disk
         self._open: _Segment | None = None
 
     # -- event loop side ----------------------------------------------------------
@@ -288,20 +279,60 @@ class Recorder:
         with self._lock:
             self.meta = msgspec.structs.replace(self.meta, timers=list(timers))
 
-    def add(self, events: Sequence[MarketEvent]) -> None:
+    def add(self, rows: Rows) -> None:
         """Record rows (one message's, or a timer firing), in clock (``recv_ts``) order.
 
-        Called once per message on the event loop, so it is one list extend and
-        nothing else: counting, rotation and conversion happen at :meth:`flush` and on
-        the writer thread.
+        Called once per message on the event loop: the rows join the open chunk's lists,
+        which become numpy columns when it is full.
         """
-        if not self._closed:
-            self._pending += events
+        if self._closed:
+            return
+        c = self._chunk
+        c.ts += rows.ts
+        c.recv_ts += rows.recv_ts
+        c.kind += rows.kind
+        c.symbol += rows.symbol
+        c.price += rows.price
+        c.size += rows.size
+        c.side += rows.side
+        c.bid += rows.bid
+        c.bid_size += rows.bid_size
+        c.ask += rows.ask
+        c.ask_size += rows.ask_size
+        c.rate += rows.rate
+        c.next_ts += rows.next_ts
+        c.seq += rows.seq
+        c.flags += rows.flags
+        c.text += rows.text
+        if len(c.ts) >= _CHUNK:
+            self._seal()
+
+    def add_batch(self, batch: Batch) -> None:
+        """Record rows that are already columns (a warm start's), after those added so far."""
+        if self._closed or not len(batch):
+            return
+        self._seal()
+        names = self._names
+        codes = np.array([names.setdefault(s, len(names)) for s in batch.symbols], np.int32)
+        self._chunks.append(msgspec.structs.replace(batch, symbol=codes[batch.symbol], symbols=tuple(names)))
+        self._pending += len(batch)
+
+    def _seal(self) -> None:
+        if self._chunk.ts:
+            self._chunks.append(rows_batch(self._chunk, clock="recv_ts", names=self._names))
+            self._pending += len(self._chunk.ts)
+            self._chunk = _empty_rows()
 
     @property
     def pending_rows(self) -> int:
         """Rows added since the last flush (held in memory until it)."""
-        return len(self._pending)
+        return self._pending + len(self._chunk.ts)
+
+    def _take(self) -> list[Batch]:
+        self._seal()
+        chunks, self._chunks, self._pending = self._chunks, [], 0
+        self.stats.rows += sum(map(len, chunks))
+        return chunks
 
     def flush(self) -> None:
         """Hand the rows recorded since the last flush to the writer (call every ``flush_s``).
@@ -309,17 +340,15 @@ class Recorder:
         The open segment is rewritten with them (or they are appended to its journal),
         or it is closed when it is full by rows or by time.
         """
-        if self._closed or not self._pending:
+        if self._closed or not self.pending_rows:
             return
-        events, self._pending = self._pending, []
-        n = len(events)
-        self.stats.rows += n
-        self._seg_rows += n
+        chunks = self._take()
+        self._seg_rows += sum(map(len, chunks))
         if self._seg_start is None:
-            self._seg_start = events[0].recv_ts
-        span = events[-1].recv_ts - self._seg_start
+            self._seg_start = int(chunks[0].recv_ts[0])
+        span = int(chunks[-1].recv_ts[-1]) - self._seg_start
         close = self._seg_rows >= self.rotate_rows or span >= self.rotate_ns
-        job = _Job(segment=self._segment, events=events, close=close)
+        job = _Job(segment=self._segment, chunks=chunks, close=close)
         if close:
             self._segment += 1
             self._seg_rows = 0
@@ -337,16 +366,13 @@ class Recorder:
         """
         if self._closed:
             return True
-        if self._pending or self._seg_rows:
-            events, self._pending = self._pending, []
-            self.stats.rows += len(events)
-            self._submit(_Job(segment=self._segment, events=events, close=True))
+        if self.pending_rows or self._seg_rows:
+            self._submit(_Job(segment=self._segment, chunks=self._take(), close=True))
             self._seg_rows = 0
         self._closed = True
         ok = self.wait(timeout)
-        for ex in (self._executor, self._writer):
-            if ex is not None:
-                ex.shutdown(wait=ok, cancel_futures=not ok)
+        if self._writer is not None:
+            self._writer.shutdown(wait=ok, cancel_futures=not ok)
         if ok and self._open is not None:  # a failed write left it open: keep what the journal has
             self._open.close_journal()
             self._open = None
@@ -355,55 +381,31 @@ class Recorder:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every submitted write is on disk; False on timeout."""
         futures, self._futures = self._futures, []
-        if not _wait_all(futures, timeout):
-            return False
-        with self._lock:  # every converted flush has been handed to the writer by now
-            written, self._written = self._written, []
-        return _wait_all(written, timeout)
+        return _wait_all(futures, timeout)
 
     def files(self) -> list[Path]:
         """The closed segment files written so far, in name order."""
         return sorted(self.folder.glob("[0-9]*.parquet"))
 
     def _submit(self, job: _Job) -> None:
-        if self._executor is None:
-            for w in self._pieces(job):
-                self._write(w)
+        if self._writer is None:
+            self._write(self._prepare(job))
             return
         self._futures = [f for f in self._futures if not f.done()]
-        self._futures.append(self._executor.submit(self._convert_and_hand_over, job))
+        self._futures.append(self._writer.submit(lambda: self._write(self._prepare(job))))
 
-    # -- converter thread ----------------------------------------------------------
+    # -- writer thread -------------------------------------------------------------
 
-    def _convert_and_hand_over(self, job: _Job) -> None:
-        """Hand each converted piece to the writer as soon as it is ready.
-
-        The writer streams them into the segment's file, so a large flush is encoded
-        while its later pieces are still being converted.
-        """
-        assert self._writer is not None
-        for w in self._pieces(job):
-            with self._lock:
-                self._written = [f for f in self._written if not f.done()]
-                self._written.append(self._writer.submit(self._write, w))
-
-    def _pieces(self, job: _Job) -> Iterator[_Write]:
-        """Convert a flush in pieces of ``_PIECE`` rows (see there)."""
-        events = job.events
-        starts = range(0, len(events), _PIECE) if events else range(1)
-        for k in starts:
-            piece = _Job(segment=job.segment, events=events[k : k + _PIECE], close=job.close)
-            yield self._convert(piece, last=k == starts[-1])
-
-    def _convert(self, job: _Job, *, last: bool) -> _Write:
-        """Rows → Arrow columns, validated; the segment's metadata as of this flush."""
+    def _prepare(self, job: _Job) -> _Write:
+        """Validate a flush's rows and join them; the segment's metadata as of this flush."""
         seg = self._conv
         if seg.index != job.segment:
             seg = self._conv = _Segment(job.segment)
         try:
             rb = None
-            if job.events:
-                rb, batch = events_columns(job.events)
+            if job.chunks:
+                batch = concat_batches(job.chunks)
+                rb = batch_arrow(batch)
                 try:
                     self._validator.check(batch, file=segment_name(job.segment), row0=seg.rows, source=rb)
                 except TapeError as e:  # record what the engine saw anyway; say so loudly
@@ -413,18 +415,16 @@ class Recorder:
                     self._validator.last_clock = None
                 if seg.rows == 0:
                     seg.start_ns = int(batch.recv_ts[0])
-                seg.rows += rb.num_rows
+                seg.rows += len(batch)
                 seg.end_ns = int(batch.recv_ts[-1])
             with self._lock:
                 meta = msgspec.structs.replace(self.meta, rows=seg.rows, start_ns=seg.start_ns, end_ns=seg.end_ns)
         except Exception as e:
             with self._lock:
                 self.stats.write_errors += 1
-            log.exception("recorder: converting rows for %s failed: %s", segment_name(job.segment), e)
+            log.exception("recorder: preparing rows for %s failed: %s", segment_name(job.segment), e)
             raise
-        return _Write(segment=job.segment, batch=rb, meta=meta, close=job.close, last=last)
-
-    # -- writer thread -------------------------------------------------------------
+        return _Write(segment=job.segment, batch=rb, meta=meta, close=job.close)
 
     def _write(self, job: _Write) -> None:
         seg = self._open
@@ -448,19 +448,15 @@ class Recorder:
                     size = grew = self._append(seg, meta)
                     saved, seg.unsaved = seg.unsaved, 0
             elif seg.rows and (seg.unsaved or self.journal):  # (rewrite: unchanged since its last flush)
-                if seg.out is None:  # a new version: the segment so far, this piece included
-                    seg.out = _ParquetOut(self.folder / name)
-                    seg.out.add(seg.batches)
-                elif job.batch is not None:
-                    seg.out.add([job.batch])
-                if job.last:
-                    size = seg.out.finish(meta, fsync=self.fsync)
-                    seg.out = None
-                    grew, seg.size = size - seg.size, size  # the journal, or the previous version, goes
-                    saved, seg.unsaved = seg.unsaved, 0
-                    if len(seg.batches) > 1:  # keep one contiguous table, not one small batch per flush
-                        seg.batches = pa.Table.from_batches(seg.batches, schema=SCHEMA).combine_chunks().to_batches()
-            if job.close and job.last:
+                seg.out = _ParquetOut(self.folder / name)  # a new version: the segment so far
+                seg.out.add(seg.batches)
+                size = seg.out.finish(meta, fsync=self.fsync)
+                seg.out = None
+                grew, seg.size = size - seg.size, size  # the journal, or the previous version, goes
+                saved, seg.unsaved = seg.unsaved, 0
+                if len(seg.batches) > 1:  # keep one contiguous table, not one small batch per flush
+                    seg.batches = pa.Table.from_batches(seg.batches, schema=SCHEMA).combine_chunks().to_batches()
+            if job.close:
                 if seg.file is not None:
                     seg.close_journal()
                     (self.folder / journal_name(job.segment)).unlink(missing_ok=True)
@@ -468,12 +464,12 @@ class Recorder:
             with self._lock:
                 st = self.stats
                 st.rows_written += saved
-                st.flushes += job.last and bool(added)
+                st.flushes += bool(added)
                 st.bytes_written += grew  # the recording's growth
                 st.io_bytes += size
                 if saved:
                     st.last_flush_ns = seg.end_ns
-                if job.close and job.last and seg.rows:
+                if job.close and seg.rows:
                     st.segments += 1
         except Exception as e:
             if seg.out is not None:
@@ -591,174 +587,36 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _empty_rows() -> Rows:
+    return Rows([], [], [], [], [], [], [], [], [], [], [], [], [], [], [], [])
+
+
 def events_table(events: Sequence[MarketEvent]) -> pa.Table:
-    """Market events → one Arrow table in the tape schema (see :func:`events_columns`)."""
-    return pa.Table.from_batches([events_columns(events)[0]], schema=SCHEMA)
+    """Market events → one Arrow table in the tape schema, as the recorder writes them."""
+    return pa.Table.from_batches([batch_arrow(batch_from_events(events, clock="recv_ts"))], schema=SCHEMA)
 
 
-def events_columns(events: Sequence[MarketEvent]) -> tuple[pa.RecordBatch, Batch]:
-    """Market events → the same rows as an Arrow record batch and as a numpy :class:`Batch`.
+def batch_arrow(b: Batch) -> pa.RecordBatch:
+    """A numpy :class:`Batch` as an Arrow record batch in the tape schema.
 
-    This is the recorder's per-row cost, so it is one C-level pass per column
-    (``map`` of a getter into numpy or pyarrow) and no per-row Python: a field carried
-    by at least half the rows is read from every event with ``getattr(ev, field,
-    default)`` (absent on the other kinds); a rarer one only from the events of the
-    kinds that carry it. The :class:`Batch` (core/batch.py's null encoding) is built
-    from the same numpy arrays, so the recorder validates rows without converting the
-    Arrow batch back. Null cells follow the tape conventions (DESIGN.md §4: unused
-    prices, sizes, ``side``, ``next_ts``, ``seq``, ``text`` are null; a NaN float is
-    written as null).
+    Vectorized: the values are the batch's arrays, with masks for the tape's nulls
+    (DESIGN.md §4): NaN floats (unused prices, sizes, quotes, rates), ``side`` outside
+    trades and book rows, ``next_ts`` outside funding and timer rows (and a funding row
+    that did not know it), ``seq`` -1, ``text`` None.
     """
-    n = len(events)
-    kind = np.fromiter(map(_CODE.__getitem__, map(type, events)), np.int8, n)
-    present = np.bincount(kind, minlength=len(KIND_NAMES))
-    ts = np.fromiter(map(_TS, events), np.int64, n)
-    recv = np.fromiter(map(_RECV, events), np.int64, n)
-    flags = np.fromiter(map(_FLAGS, events), np.uint8, n)
-    codes = _Codes()
-    sym_codes = np.fromiter(map(codes.__getitem__, map(_SYMBOL, events)), np.int32, n)
-    symbols = list(codes)
-    seq_a = pa.array(list(map(_SEQ, events)), pa.int64())
-    seq = seq_a.to_numpy() if not seq_a.null_count else pc.fill_null(seq_a, NULL_SEQ).to_numpy()
-    cols: dict[str, Any] = {}
-    subsets: dict[tuple[int, ...], tuple[np.ndarray[Any, Any], list[MarketEvent]]] = {}
-    mq = int(present[Kind.QUOTE])
-    if 0 < 2 * mq < n:
-        # A minority kind's events are scattered in memory, so each visit costs a cache
-        # miss: read a quote's four fields in one visit (about 40 % off four passes).
-        mask = kind == Kind.QUOTE
-        where = np.flatnonzero(mask)
-        sub = list(compress(events, mask.tolist()))
-        subsets[(Kind.QUOTE,)] = (where, sub)
-        quad = np.fromiter(chain.from_iterable(map(_QUOTE, sub)), np.float64, 4 * mq).reshape(mq, 4)
-        for j, name in enumerate(_QUOTE_FIELDS):
-            full = np.full(n, np.nan)
-            full[where] = quad[:, j]
-            cols[name] = full
-    for name, (kinds, dtype, default) in _KIND_FIELDS.items():
-        m = int(present[list(kinds)].sum())
-        if name in cols:
-            continue
-        if m == 0:
-            cols[name] = None
-        elif 2 * m >= n:  # one pass over every event; the other kinds give the default
-            if dtype is None:
-                cols[name] = list(map(getattr, events, repeat(name), repeat(None)))
-            elif dtype is np.int64:  # next_ts: a funding row may not know it (None)
-                vals = pa.array(list(map(getattr, events, repeat(name), repeat(None))), pa.int64())
-                cols[name] = pc.fill_null(vals, default).to_numpy()
-            else:
-                cols[name] = np.fromiter(map(getattr, events, repeat(name), repeat(default)), dtype, n)
-        else:  # only the rows of the kinds that carry it
-            if kinds not in subsets:
-                mask = np.isin(kind, kinds) if len(kinds) > 1 else kind == kinds[0]
-                subsets[kinds] = (np.flatnonzero(mask), list(compress(events, mask.tolist())))
-            where, sub = subsets[kinds]
-            vals = list(map(_GETTERS[name], sub))
-            if dtype is None:
-                text: list[Any] = [None] * n
-                for i, v in zip(where.tolist(), vals):
-                    text[i] = v
-                cols[name] = text
-            else:
-                full = np.full(n, default, dtype)
-                if dtype is np.int64:  # next_ts: a funding row may not know it (None)
-                    vals = [default if v is None else v for v in vals]
-                full[where] = np.fromiter(vals, dtype, len(vals))
-                cols[name] = full
+    kind = b.kind
     arrays: dict[str, pa.Array] = {
-        "ts": pa.array(ts, pa.int64()),
-        "recv_ts": pa.array(recv, pa.int64()),
-        "kind": pa.DictionaryArray.from_arrays(pa.array(kind, pa.int8()), _KIND_DICT),
-        "symbol": pa.DictionaryArray.from_arrays(pa.array(sym_codes, pa.int32()), pa.array(symbols, pa.string())),
-        "seq": seq_a,
-        "flags": pa.array(flags, pa.uint8()),
+        "ts": pa.array(b.ts),
+        "recv_ts": pa.array(b.recv_ts),
+        "kind": pa.DictionaryArray.from_arrays(pa.array(kind), _KIND_DICT),
+        "symbol": pa.DictionaryArray.from_arrays(pa.array(b.symbol), pa.array(b.symbols, pa.string())),
+        "side": pa.array(b.side, mask=~np.isin(kind, _SIDED)),
+        "next_ts": pa.array(b.next_ts, mask=~np.isin(kind, _NEXT_TS) | ((kind == Kind.FUNDING) & (b.next_ts == 0))),
+        "text": pa.array(b.text, pa.string()),
+        "seq": pa.array(b.seq, mask=b.seq == NULL_SEQ),
+        "flags": pa.array(b.flags),
     }
-    batch: dict[str, Any] = {}
     for name in _FLOAT_COLS:
-        v = cols[name]
-        if v is None:
-            v = np.full(n, np.nan)
-            arrays[name] = pa.nulls(n, pa.float64())
-        else:
-            arrays[name] = pa.array(v, pa.float64(), mask=np.isnan(v))
-        batch[name] = v
-    side = cols["side"]
-    if side is None:
-        side = np.zeros(n, np.int8)
-        arrays["side"] = pa.nulls(n, pa.int8())
-    else:
-        arrays["side"] = pa.array(side, pa.int8(), mask=~np.isin(kind, _SIDED))
-    next_ts = cols["next_ts"]
-    if next_ts is None:
-        next_ts = np.zeros(n, np.int64)
-        arrays["next_ts"] = pa.nulls(n, pa.int64())
-    else:
-        # null where the kind has none, or a funding row did not know it (stored as 0)
-        null = ~np.isin(kind, _NEXT_TS) | ((kind == Kind.FUNDING) & (next_ts == 0))
-        arrays["next_ts"] = pa.array(next_ts, pa.int64(), mask=null)
-    text = cols["text"]
-    if text is None:
-        text = [None] * n
-        arrays["text"] = pa.nulls(n, pa.string())
-    else:
-        arrays["text"] = pa.array(text, pa.string())
-    rb = pa.RecordBatch.from_arrays([arrays[f.name] for f in SCHEMA], schema=SCHEMA)
-    b = Batch(
-        clock=recv,
-        ts=ts,
-        recv_ts=recv,
-        kind=kind,
-        symbol=sym_codes,
-        symbols=tuple(symbols),
-        side=side,
-        seq=seq,
-        flags=flags,
-        next_ts=next_ts,
-        text=text,
-        **batch,
-    )
-    return rb, b
-
-
-class _Codes(dict[str, int]):
-    """Symbol → dictionary code, numbering symbols in order of first appearance."""
-
-    def __missing__(self, key: str) -> int:
-        self[key] = code = len(self)
-        return code
-
-
-_CODE: dict[type, int] = {
-    Trade: Kind.TRADE,
-    Quote: Kind.QUOTE,
-    BookLevel: Kind.BOOK,
-    BookReset: Kind.BOOK_RESET,
-    Funding: Kind.FUNDING,
-    Mark: Kind.MARK,
-    Status: Kind.STATUS,
-    TimerFired: Kind.TIMER,
-}
-_NAN = float("nan")
-# Each kind-specific column: the kinds whose events carry it, its numpy dtype (None: a
-# list of str), and the value the other kinds get (NaN / 0 before masking to null).
-_KIND_FIELDS: dict[str, tuple[tuple[int, ...], Any, Any]] = {
-    "price": ((Kind.TRADE, Kind.BOOK, Kind.MARK), np.float64, _NAN),
-    "size": ((Kind.TRADE, Kind.BOOK), np.float64, _NAN),
-    "side": ((Kind.TRADE, Kind.BOOK), np.int8, 0),
-    "bid": ((Kind.QUOTE,), np.float64, _NAN),
-    "bid_size": ((Kind.QUOTE,), np.float64, _NAN),
-    "ask": ((Kind.QUOTE,), np.float64, _NAN),
-    "ask_size": ((Kind.QUOTE,), np.float64, _NAN),
-    "rate": ((Kind.FUNDING,), np.float64, _NAN),
-    "next_ts": ((Kind.FUNDING, Kind.TIMER), np.int64, 0),
-    "text": ((Kind.STATUS, Kind.TIMER), None, None),
-}
-_GETTERS = {f: attrgetter(f) for f in _KIND_FIELDS}
-_QUOTE_FIELDS = ("bid", "bid_size", "ask", "ask_size")
-_QUOTE = attrgetter(*_QUOTE_FIELDS)
-_TS = attrgetter("ts")
-_RECV = attrgetter("recv_ts")
-_SYMBOL = attrgetter("symbol")
-_SEQ = attrgetter("seq")
-_FLAGS = attrgetter("flags")
+        v = getattr(b, name)
+        arrays[name] = pa.array(v, mask=np.isnan(v))
+    return pa.RecordBatch.from_arrays([arrays[f.name] for f in SCHEMA], schema=SCHEMA)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 
 from perpsim.core.batch import NULL_SEQ, batch_events, batch_from_events
 from perpsim.core.events import (
@@ -70,13 +69,14 @@ def test_events_round_trip() -> None:
     assert batch_events(batch_from_events(MIXED)) == MIXED
 
 
-def test_shared_constant_columns_are_read_only() -> None:
-    one = [Quote(ts=1, recv_ts=1, symbol="BTC-PERP", bid=1.0, bid_size=1.0, ask=2.0, ask_size=1.0)]
-    a, b = batch_from_events(one), batch_from_events(one)
-    assert a.price is b.price  # one all-NaN column for every one-row batch
-    with pytest.raises(ValueError):
-        a.price[0] = 1.0
-    assert a.bid.flags.writeable  # a column the event fills is its own
+def test_rows_keep_every_column_aligned() -> None:
+    from perpsim.core.batch import event_rows
+
+    rows = event_rows(MIXED)
+    assert len(rows) == 8
+    assert rows.symbol == ["BTC-PERP", "BTC-PERP", "ETH-PERP", "ETH-PERP", "BTC-PERP", "BTC-PERP", "*", "*"]
+    assert rows.kind[5:7] == [Kind.FUNDING, Kind.STATUS] and rows.text[5:7] == [None, "gap"]
+    assert rows.next_ts == [0, 0, 0, 0, 0, 99, 0, 15] and rows.seq[:3] == [7, 7, NULL_SEQ]
 
 
 def test_messages_group_rows_by_end_of_message() -> None:

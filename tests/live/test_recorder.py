@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from perpsim.core.batch import batch_events
+from perpsim.core.batch import batch_events, event_rows
 from perpsim.core.events import (
     BookLevel,
     BookReset,
@@ -94,7 +94,7 @@ def test_recorder_flushes_rotates_and_leaves_only_complete_files(
     rec.set_timers([TimerSpec(name="cycle", interval_ns=5_000_000_000)])
     evs = _events(100)
     for i in range(0, 100, 10):
-        rec.add(evs[i : i + 10])
+        rec.add(event_rows(evs[i : i + 10]))
         rec.flush()
         rec.wait()
         # At every moment the folder is a readable tape of everything flushed so far, and
@@ -117,14 +117,14 @@ def test_recorder_rotates_by_time_and_appends_after_a_restart(tmp_path: Path) ->
     folder = tmp_path / "r"
     rec = Recorder(folder, TapeMeta(), rotate_s=0.005, fsync=False, background=False)
     evs = _events(30)
-    rec.add(evs[:10])
+    rec.add(event_rows(evs[:10]))
     rec.flush()  # 9 ms span: rotates
-    rec.add(evs[10:20])
+    rec.add(event_rows(evs[10:20]))
     rec.close()
     (folder / ".000009.parquet.tmp").write_bytes(b"torn")  # what a SIGKILL mid-write leaves
     rec2 = Recorder(folder, TapeMeta(), fsync=False, background=False)
     assert not (folder / ".000009.parquet.tmp").exists()
-    rec2.add(evs[20:])
+    rec2.add(event_rows(evs[20:]))
     rec2.close()
     assert [f.name for f in rec2.files()] == ["000000.parquet", "000001.parquet", "000002.parquet"]
     assert open_tape(folder).num_rows == 30
@@ -137,7 +137,7 @@ def test_recorder_journals_the_open_segment_and_the_reader_stops_at_a_torn_tail(
     rec.set_timers([TimerSpec(name="cycle", interval_ns=10**9)])
     evs = _events(60)
     for i in range(0, 60, 20):
-        rec.add(evs[i : i + 20])
+        rec.add(event_rows(evs[i : i + 20]))
         rec.flush()
     # the open segment is only a journal, appended per flush: no Parquet file yet
     assert sorted(p.name for p in folder.iterdir()) == [journal_name(0)]
@@ -161,7 +161,7 @@ def test_recorder_restart_recovers_a_killed_runs_journal(tmp_path: Path) -> None
     rec.set_timers([TimerSpec(name="cycle", interval_ns=10**9)])
     evs = _events(90)
     for i in range(0, 80, 20):
-        rec.add(evs[i : i + 20])
+        rec.add(event_rows(evs[i : i + 20]))
         rec.flush()  # 000000 closed at 60 rows, 000001 open with 20
     shutil.copytree(folder, crashed)  # the folder as a SIGKILL would leave it
     (crashed / journal_name(1)).write_bytes((crashed / journal_name(1)).read_bytes() + b"\xff\xff")
@@ -171,7 +171,7 @@ def test_recorder_restart_recovers_a_killed_runs_journal(tmp_path: Path) -> None
 
     rec2 = Recorder(crashed, TapeMeta(source="restart"), fsync=False, background=False)
     assert sorted(p.name for p in crashed.iterdir()) == ["000000.parquet", "000001.parquet"]
-    rec2.add(evs[80:])
+    rec2.add(event_rows(evs[80:]))
     assert rec2.close()
     assert [p.name for p in rec2.files()] == ["000000.parquet", "000001.parquet", "000002.parquet"]
     tape = open_tape(crashed)
@@ -184,10 +184,10 @@ def test_recorder_a_journal_next_to_its_written_segment_is_ignored_then_removed(
     folder = tmp_path / "r"
     rec = Recorder(folder, TapeMeta(), rotate_rows=1000, fsync=False, background=False, journal=True)
     evs = _events(30)
-    rec.add(evs[:10])
+    rec.add(event_rows(evs[:10]))
     rec.flush()
     journal = (folder / journal_name(0)).read_bytes()
-    rec.add(evs[10:])
+    rec.add(event_rows(evs[10:]))
     rec.close()
     # killed after the segment's rename, before its journal's delete
     (folder / journal_name(0)).write_bytes(journal)
@@ -198,6 +198,7 @@ def test_recorder_a_journal_next_to_its_written_segment_is_ignored_then_removed(
 
 _KILLED = """
 import sys
+from perpsim.core.batch import event_rows
 from perpsim.live.recorder import Recorder
 from perpsim.tapes.schema import TapeMeta, TimerSpec
 from tests.live.test_recorder import _events
@@ -206,7 +207,7 @@ rec = Recorder(sys.argv[1], TapeMeta(source="killed"), rotate_rows=2_000, fsync=
 rec.set_timers([TimerSpec(name="cycle", interval_ns=10**9)])
 evs, i = _events(10**6), 0
 while True:
-    rec.add(evs[i : i + 300])
+    rec.add(event_rows(evs[i : i + 300]))
     i += 300
     rec.flush()
     rec.wait()
@@ -259,11 +260,11 @@ def test_recorder_streams_a_large_flush_in_pieces_into_full_row_groups(
     folder = tmp_path / "r"
     rec = Recorder(folder, TapeMeta(), rotate_rows=10**6, fsync=False, background=background, journal=journal)
     evs = _events(140_000)
-    rec.add(evs[:139_990])
+    rec.add(event_rows(evs[:139_990]))
     rec.flush()
     rec.wait()
     assert open_tape(folder).num_rows == 139_990 and rec.stats.rows_written == 139_990
-    rec.add(evs[139_990:])
+    rec.add(event_rows(evs[139_990:]))
     assert rec.close()
     tape = open_tape(folder)
     assert [f.name for f in tape.files] == ["000000.parquet"]
