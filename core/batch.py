@@ -183,14 +183,18 @@ def rows_batch(rows: Rows, clock: str = "ts", names: dict[str, int] | None = Non
     """
     if names is None:
         names = {}
-    for s in rows.symbol:
-        if s not in names:
-            names[s] = len(names)
-    code = names.__getitem__
-    cols = {name: np.array(getattr(rows, name), dtype) for name, dtype in _DTYPES.items()}
+    try:
+        symbol = np.fromiter(map(names.__getitem__, rows.symbol), np.int32, len(rows.symbol))
+    except KeyError:  # a name not numbered yet
+        for s in rows.symbol:
+            if s not in names:
+                names[s] = len(names)
+        symbol = np.fromiter(map(names.__getitem__, rows.symbol), np.int32, len(rows))
+    n = len(rows)
+    cols = {name: np.fromiter(getattr(rows, name), dtype, n) for name, dtype in _DTYPES.items()}
     return Batch(
         clock=cols["recv_ts" if clock == "recv_ts" else "ts"],
-        symbol=np.fromiter(map(code, rows.symbol), np.int32, len(rows)),
+        symbol=symbol,
         symbols=tuple(names),
         text=list(rows.text),
         **cols,

@@ -222,9 +222,10 @@ class Engine:
 
     def load_rows(self, rows: Rows, clock: str = "ts") -> None:
         """Take :class:`~perpsim.core.batch.Rows` (a feed message's) for :meth:`run`, indices from 0."""
-        ids = self.market.ids
-        names = rows.symbol
-        sid = [ids[s] for s in names] if all(s in ids for s in names) else [self._declare(s, False) for s in names]
+        try:
+            sid = list(map(self.market.ids.__getitem__, rows.symbol))
+        except KeyError:  # a symbol seen for the first time
+            sid = [self._declare(s, False) for s in rows.symbol]
         self._base = 0
         self._loaded = (
             rows.recv_ts if clock == "recv_ts" else rows.ts,

@@ -68,7 +68,6 @@ SESSION_FILE: Final = "session.json"
 """Written into the recording folder: which run directory holds the session's snapshot."""
 
 _EOM: Final = int(Flags.END_OF_MESSAGE)
-_TIMER: Final = int(Kind.TIMER)
 
 
 _HASH_LIMIT = 256 * 2**20  # hash the recording into the manifest only up to this size
@@ -200,9 +199,7 @@ class LiveDriver:
         self._cycle_t0: float | None = None
         self._rows_window: list[tuple[float, int]] = []
         self._rows = 0
-        # each row's kind code, counted and synced to Prometheus once a second (a list
-        # extend per message is the cheapest count)
-        self._kinds: list[int] = []
+        # rows by kind, counted from the recorder's chunks (_on_chunk), synced to Prometheus once a second
         self._kind_counts = np.zeros(len(KIND_NAMES), np.int64)
         self._error: BaseException | None = None
         self._t0 = time.monotonic()
@@ -245,12 +242,20 @@ class LiveDriver:
                 clock.set_now(recv_ts)
         self.last_ns = recv_ts
         self._rows += n
-        self._kinds += rows.kind
-        m = self.metrics
-        last = events[-1]
-        if last.symbol != PSEUDO_SYMBOL and last.ts != last.recv_ts:
-            m.lag.observe(max(0.0, (recv_ts - last.ts) / 1e9))
         self._drain()
+
+    def _on_chunk(self, b: Batch) -> None:
+        """Count a chunk of recorded rows by kind, and the feed lag of its market rows.
+
+        Per chunk of the recorder's rather than per message: vectorized, a few tens of
+        microseconds a chunk instead of a few microseconds a message.
+        """
+        self._kind_counts += np.bincount(b.kind, minlength=len(self._kind_counts))
+        market = b.ts != b.recv_ts  # timer and status rows are stamped with their own clock
+        if PSEUDO_SYMBOL in b.symbols:
+            market &= b.symbol != b.symbols.index(PSEUDO_SYMBOL)
+        if market.any():
+            self.metrics.lag.observe_many(np.maximum(b.recv_ts[market] - b.ts[market], 0) / 1e9)
 
     def _on_fire(self, name: str, deadline: int, fired_at: int) -> None:
         """A timer fires: record its row (DESIGN.md §3) and time the cycle."""
@@ -264,7 +269,6 @@ class LiveDriver:
         if self.first_ns is None:  # warm, and a timer fired before the first message
             self.first_ns = fired_at
         self.last_ns = fired_at
-        self._kinds.append(_TIMER)
         self._end_timers()
         if name == "cycle":
             self._cycle_t0 = time.perf_counter()
@@ -433,6 +437,7 @@ class LiveDriver:
             rotate_s=opts.rotate_s,
             fsync=opts.fsync,
             journal=opts.journal,
+            on_chunk=self._on_chunk,
         )
         for b in self._warm_batches:  # rows the engine saw: the replay warms up on them
             self.recorder.add_batch(b)
@@ -590,9 +595,7 @@ class LiveDriver:
         m.sync_counter(m.resyncs, "resyncs", fs.resyncs)
         m.sync_counter(m.malformed, "malformed", fs.malformed)
         m.sync_counter(m.stale, "stale", fs.stale)
-        kinds, self._kinds = self._kinds, []
         counts = self._kind_counts
-        counts += np.bincount(np.asarray(kinds, np.int64), minlength=len(counts))
         for code in np.flatnonzero(counts).tolist():
             kind = KIND_NAMES[code]
             m.sync_counter(m.events.labels(kind), f"rows:{kind}", int(counts[code]))

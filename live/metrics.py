@@ -21,15 +21,57 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from perpsim.core.events import RunEvent
 
-__all__ = ["LiveMetrics", "MetricsServer"]
+__all__ = ["BulkHistogram", "LiveMetrics", "MetricsServer"]
 
 _LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _CYCLE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _KINDS = ("trade", "quote", "book", "book_reset", "funding", "mark", "status", "timer")
+
+
+class BulkHistogram(Collector):
+    """A Prometheus histogram fed many observations at a time, exposed through
+    prometheus-client's collector API.
+
+    ``Histogram.observe`` takes a lock and updates two values, about 3 µs: for the feed
+    lag, observed once per message, that was a tenth of what a message cost the event
+    loop. The driver collects the values in a list and adds them here once a second.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self._counts = np.zeros(len(self.bounds) + 1, np.int64)  # the last one: above every bound
+        self._sum = 0.0
+        self._lock = threading.Lock()  # observe_many on the loop, collect on the server thread
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float] | np.ndarray[Any, Any]) -> None:
+        v = np.asarray(values, dtype=np.float64)
+        if not v.size:
+            return
+        counts = np.bincount(np.searchsorted(self.bounds, v, side="left"), minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(v.sum())
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        buckets = [(repr(float(b)), c) for b, c in zip(self.bounds.tolist(), cumulative, strict=False)]
+        buckets.append(("+Inf", cumulative[-1]))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        return self.collect()
 
 
 class LiveMetrics:
@@ -45,8 +87,8 @@ class LiveMetrics:
         self.events = Counter("perpsim_events", "Market rows dispatched to the engine, by kind", ["kind"], registry=r)
         self.messages = Counter("perpsim_feed_messages", "Feed messages received", registry=r)
         self.feed_bytes = Counter("perpsim_feed_bytes", "Feed bytes received", registry=r)
-        self.lag = Histogram(
-            "perpsim_feed_lag_seconds", "recv_ts - ts of market rows (venue to us)", buckets=_LAG_BUCKETS, registry=r
+        self.lag = BulkHistogram(
+            "perpsim_feed_lag_seconds", "recv_ts - ts of market rows (venue to us)", _LAG_BUCKETS, registry=r
         )
         self.cycle = Histogram(
             "perpsim_cycle_duration_seconds", "Wall time of one bot cycle", buckets=_CYCLE_BUCKETS, registry=r

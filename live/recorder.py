@@ -46,7 +46,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from io import FileIO
 from pathlib import Path
@@ -224,6 +224,8 @@ class Recorder:
         background: flush on a writer thread (the live default); False writes inline.
         journal: keep the open segment as an appended journal instead of rewriting it at
             each flush (see the module docstring).
+        on_chunk: called on the caller's thread with each chunk of rows given to
+            :meth:`add` once it is columns (the live driver's metrics read it there).
 
     Raises:
         TapeError: the folder cannot be created, or holds a journal that is not one.
@@ -240,6 +242,7 @@ class Recorder:
         fsync: bool = True,
         background: bool = True,
         journal: bool = False,
+        on_chunk: Callable[[Batch], None] | None = None,
     ) -> None:
         self.folder = Path(folder)
         try:
@@ -256,8 +259,9 @@ class Recorder:
         self.rotate_ns = int(rotate_s * 1e9)
         self.fsync = fsync
         self.journal = journal
+        self.on_chunk = on_chunk
         self.stats = RecorderStats()
-        self._chunk = _empty_rows()  # rows since the last chunk was converted
+        self._new_chunk()  # rows since the last chunk was converted
         self._chunks: list[Batch] = []  # converted, not yet handed to the writer
         self._names: dict[str, int] = {}  # one symbol numbering for all chunks, so a flush joins them
         self._pending = 0  # rows in _chunks
@@ -287,23 +291,24 @@ class Recorder:
         """
         if self._closed:
             return
+        e = self._extend
+        e[0](rows.ts)
+        e[1](rows.recv_ts)
+        e[2](rows.kind)
+        e[3](rows.symbol)
+        e[4](rows.price)
+        e[5](rows.size)
+        e[6](rows.side)
+        e[7](rows.bid)
+        e[8](rows.bid_size)
+        e[9](rows.ask)
+        e[10](rows.ask_size)
+        e[11](rows.rate)
+        e[12](rows.next_ts)
+        e[13](rows.seq)
+        e[14](rows.flags)
+        e[15](rows.text)
         c = self._chunk
-        c.ts += rows.ts
-        c.recv_ts += rows.recv_ts
-        c.kind += rows.kind
-        c.symbol += rows.symbol
-        c.price += rows.price
-        c.size += rows.size
-        c.side += rows.side
-        c.bid += rows.bid
-        c.bid_size += rows.bid_size
-        c.ask += rows.ask
-        c.ask_size += rows.ask_size
-        c.rate += rows.rate
-        c.next_ts += rows.next_ts
-        c.seq += rows.seq
-        c.flags += rows.flags
-        c.text += rows.text
         if len(c.ts) >= _CHUNK:
             self._seal()
 
@@ -317,11 +322,19 @@ class Recorder:
         self._chunks.append(msgspec.structs.replace(batch, symbol=codes[batch.symbol], symbols=tuple(names)))
         self._pending += len(batch)
 
+    def _new_chunk(self) -> None:
+        self._chunk = Rows([], [], [], [], [], [], [], [], [], [], [], [], [], [], [], [])
+        # bound ``extend`` of each column, in Rows' field order: the cheapest way to append a message
+        self._extend = tuple(getattr(self._chunk, name).extend for name in Rows.__struct_fields__)
+
     def _seal(self) -> None:
         if self._chunk.ts:
-            self._chunks.append(rows_batch(self._chunk, clock="recv_ts", names=self._names))
-            self._pending += len(self._chunk.ts)
-            self._chunk = _empty_rows()
+            batch = rows_batch(self._chunk, clock="recv_ts", names=self._names)
+            self._chunks.append(batch)
+            self._pending += len(batch)
+            self._new_chunk()
+            if self.on_chunk is not None:
+                self.on_chunk(batch)
 
     @property
     def pending_rows(self) -> int:
@@ -585,10 +598,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _empty_rows() -> Rows:
-    return Rows([], [], [], [], [], [], [], [], [], [], [], [], [], [], [], [])
 
 
 def events_table(events: Sequence[MarketEvent]) -> pa.Table:
