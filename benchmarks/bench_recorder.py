@@ -12,7 +12,10 @@ stops when :meth:`Recorder.close` returns.
   0.5 s of that clock, as the live driver's ticker does, with the live rotation
   (20,000 rows, 300 s). ``inline`` writes on the calling thread (one core: the
   recorder's own cost); ``background`` is the live configuration, a writer thread
-  whose Parquet encoding (no GIL) overlaps the caller.
+  whose Parquet encoding (no GIL) overlaps the caller. ``per_read``: the live driver
+  adds one socket read's rows at a time; ``1`` adds every message alone (the worst
+  case), ``16`` a read of 16 messages, what the feed server writes at once at
+  10,000 messages/s (at 1,000,000 events/s a read would hold more).
 - ``test_bench_recorder_flush_cost``: a quieter feed's cadence (a flush every 10,000
   rows) into large segments (500,000 rows): the ``rewrite`` mode re-encodes the open
   segment at every flush, the ``journal`` mode appends only the new rows. The gap is
@@ -31,7 +34,7 @@ import msgspec
 import pytest
 
 from perpsim.core.batch import Rows, batch_events, event_rows
-from perpsim.core.events import split_messages
+from perpsim.core.events import MarketEvent, split_messages
 from perpsim.live.recorder import Recorder
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.schema import TapeMeta
@@ -42,18 +45,23 @@ _FLUSH_NS = 500_000_000  # the live driver's flush interval
 
 
 @pytest.fixture(scope="module")
-def messages(tmp_path_factory: pytest.TempPathFactory) -> list[Rows]:
+def messages(tmp_path_factory: pytest.TempPathFactory) -> list[list[MarketEvent]]:
     """The tape's rows as messages (split at the end-of-message flag), stamped at ``_RATE``."""
     out = tmp_path_factory.mktemp("recorder-bench") / "l2.parquet"
     tape = synth(hours=1.5, symbols=["BTC-PERP"], seed=11, out=out, l2=True, trades_per_min=600, quotes_per_min=1200)
-    msgs = list(split_messages(ev for b in open_tape(tape).batches() for ev in batch_events(b)))
-    base, n = 1_800_000_000_000_000_000, 0
-    stamped = []
-    for m in msgs:
-        stamp = base + n * (1_000_000_000 // _RATE)
-        stamped.append(event_rows([msgspec.structs.replace(e, recv_ts=stamp) for e in m]))
-        n += len(m)
-    return stamped
+    return list(split_messages(ev for b in open_tape(tape).batches() for ev in batch_events(b)))
+
+
+def _reads(messages: list[list[MarketEvent]], per_read: int) -> list[Rows]:
+    """The messages as the live driver hands them to the recorder: the rows of ``per_read``
+    messages at a time (one socket read's), stamped at ``_RATE`` with the read's arrival."""
+    out, n = [], 0
+    for k in range(0, len(messages), per_read):
+        stamp = 1_800_000_000_000_000_000 + n * (1_000_000_000 // _RATE)
+        events = [msgspec.structs.replace(e, recv_ts=stamp) for m in messages[k : k + per_read] for e in m]
+        out.append(event_rows(events))
+        n += len(events)
+    return out
 
 
 def _chunks(messages: list[Rows], flush_every: int | None) -> list[list[Rows]]:
@@ -86,7 +94,8 @@ def _record(chunks: list[list[Rows]], folder: Path, **options: Any) -> Recorder:
 def _run(
     benchmark: Any, messages: list[Rows], tmp_path: Path, flush_every: int | None, **options: Any
 ) -> tuple[int, float, Any, int]:
-    """Time the recording (best of 3); then check that the last one reads back whole."""
+    """Time the recording (best of 3) of ``messages`` (:func:`_reads`); then check that the
+    last one reads back whole."""
     n = sum(map(len, messages))
     chunks = _chunks(messages, flush_every)  # found beforehand: only the recorder's calls are timed
     runs: list[tuple[Path, Recorder]] = []
@@ -106,20 +115,26 @@ def _run(
     return n, rate, rec.stats, len(rec.files())
 
 
+@pytest.mark.parametrize("per_read", [1, 16])
 @pytest.mark.parametrize("mode", ["inline", "background"])
-def test_bench_recorder(benchmark: Any, messages: list[Rows], tmp_path: Path, mode: str) -> None:
-    n, rate, st, files = _run(benchmark, messages, tmp_path, None, background=mode == "background")
+def test_bench_recorder(
+    benchmark: Any, messages: list[list[MarketEvent]], tmp_path: Path, mode: str, per_read: int
+) -> None:
+    reads = _reads(messages, per_read)
+    n, rate, st, files = _run(benchmark, reads, tmp_path, None, background=mode == "background")
     print(
-        f"\nrecorder ({mode}): {n:,} events in {len(messages):,} messages, {rate:,.0f} events/s written "
-        f"({files} files, {st.flushes} flushes, {st.io_bytes / st.bytes_written:.2f}x bytes written per byte kept)"
+        f"\nrecorder ({mode}, {per_read} message(s) per add): {n:,} events in {len(messages):,} messages, "
+        f"{rate:,.0f} events/s written ({files} files, {st.flushes} flushes, "
+        f"{st.io_bytes / st.bytes_written:.2f}x bytes written per byte kept)"
     )
 
 
 @pytest.mark.parametrize("mode", ["rewrite", "journal"])
-def test_bench_recorder_flush_cost(benchmark: Any, messages: list[Rows], tmp_path: Path, mode: str) -> None:
-    _, rate, st, files = _run(
-        benchmark, messages, tmp_path, 10_000, background=False, rotate_rows=500_000, journal=mode == "journal"
-    )
+def test_bench_recorder_flush_cost(
+    benchmark: Any, messages: list[list[MarketEvent]], tmp_path: Path, mode: str
+) -> None:
+    options: dict[str, Any] = {"background": False, "rotate_rows": 500_000, "journal": mode == "journal"}
+    _, rate, st, files = _run(benchmark, _reads(messages, 1), tmp_path, 10_000, **options)
     print(
         f"\nrecorder flush cost ({mode}, a flush per 10,000 rows, 500,000-row segments): {rate:,.0f} events/s "
         f"({files} files, {st.flushes} flushes, {st.io_bytes / st.bytes_written:.2f}x bytes written per byte kept)"

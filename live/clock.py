@@ -2,13 +2,13 @@
 
 DESIGN.md §3 in live form:
 
-- :meth:`LiveClock.stamp` reads the wall clock once per message (its ``recv_ts``). Stamps
-  never go backwards (a wall-clock step back repeats the last stamp), so a recording is
-  always sorted by ``recv_ts``.
-- During a dispatch ``now_ns()`` is the message's stamp; during a timer callback it is the
+- :meth:`LiveClock.stamp` reads the wall clock once per socket read: the ``recv_ts`` of
+  every message the read carried. Stamps never go backwards (a wall-clock step back
+  repeats the last stamp), so a recording is always sorted by ``recv_ts``.
+- During a dispatch ``now_ns()`` is the read's stamp; during a timer callback it is the
   timer's deadline, exactly as under :class:`~perpsim.core.clock.ReplayClock`.
 - Timers fire in (deadline, priority, registration order). They fire from two places:
-  the driver calls :meth:`LiveClock.advance_to` with each message's stamp *before*
+  the driver calls :meth:`LiveClock.advance_to` with each read's stamp *before*
   dispatching it (so a timer due at or before a message runs first, as in replay), and an
   asyncio wake-up fires timers when no message comes. Either way the firing time is a
   stamp, and each firing is reported to ``on_fire`` so the recorder writes a ``timer`` row

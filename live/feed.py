@@ -34,7 +34,7 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import Frame, Opcode
-from websockets.protocol import Event
+from websockets.protocol import Event, State
 
 from perpsim.core.events import BookLevel, BookReset, Flags, MarketEvent, Quote, Status
 from perpsim.core.instruments import BUILTIN, Instrument
@@ -62,7 +62,8 @@ _EOM: Final = int(Flags.END_OF_MESSAGE)
 _SNAP: Final = int(Flags.SNAPSHOT)
 
 EventSink = Callable[[list[MarketEvent], int], None]
-"""``on_events(events, recv_ts)``: the driver's dispatch, called once per message."""
+"""``on_events(events, recv_ts)``: the driver's dispatch, called once per socket read
+(with the rows of every message the read carried) and for status rows."""
 
 
 class FeedState(StrEnum):
@@ -153,6 +154,9 @@ def product_ids(symbols: Sequence[str], instruments: Mapping[str, Instrument] | 
     return out
 
 
+_OWN_FRAME_MAX: Final = 1 << 16  # larger frames (book snapshots) arrive over many reads: websockets' parser
+
+
 class _FeedConnection(ClientConnection):
     """A websockets client connection that hands each data message to ``on_message`` at once.
 
@@ -160,14 +164,84 @@ class _FeedConnection(ClientConnection):
     switch and a loop iteration per message, about as much CPU as decoding and
     dispatching it, and at 10,000 messages/s the queue it builds up while the loop is
     busy is the socket-to-engine latency (issue 5). Here every message of a socket read
-    is handled inside ``data_received``, in order; the handshake, pings, close and the
-    ``max_size`` limit stay websockets'. A callback that raises closes the connection
-    (1011) and the error is kept in :attr:`failure`.
+    is handled inside ``data_received``, in order.
+
+    A frame that is a whole text or binary message (FIN set, no extension bits, not
+    masked, within ``max_size``: what an exchange sends all day) is cut out of the
+    bytes here, at a frame boundary of websockets' parser, with nothing in its buffer
+    and no fragmented message under way. Everything else (the handshake, pings, close,
+    fragments, a frame over ``max_size``) goes to websockets' own parser, and the bytes
+    after it too until that parser is back at a frame boundary; websockets' frame
+    parser, a generator with a Frame object per frame, cost about a fifth of a
+    message's CPU. A callback that raises closes the connection (1011) and the error is
+    kept in :attr:`failure`.
     """
 
     on_message: Callable[[bytes], None] | None = None
+    on_read_end: Callable[[], None] | None = None  # after the messages of one socket read
     failure: BaseException | None = None
     _fragments: list[bytes] | None = None
+    _partial: bytes = b""  # the start of a frame cut short by the end of a read
+
+    def data_received(self, data: bytes) -> None:
+        if self.on_message is None or self.response is None:
+            super().data_received(data)  # the handshake, or not ours yet
+            return
+        try:
+            self._receive(data)
+        finally:
+            end = self.on_read_end
+            if end is not None:
+                self._call(end)
+
+    def _receive(self, data: bytes) -> None:
+        proto = self.protocol
+        if self._partial:
+            data, self._partial = self._partial + data, b""
+        limit = proto.max_message_size
+        pos, n = 0, len(data)
+        while pos < n:
+            if proto.reader.buffer or proto.current_size is not None or proto.state is not State.OPEN:
+                break  # websockets is inside a frame or a fragmented message, or closing
+            if n - pos < 2:
+                self._partial = data[pos:]
+                return
+            b0, size = data[pos], data[pos + 1]
+            if (b0 != 0x81 and b0 != 0x82) or size & 0x80:
+                break  # a control frame, a fragment, extension bits, a mask: websockets'
+            start = pos + (2 if size < 126 else 4 if size == 126 else 10)
+            if start > n:
+                self._partial = data[pos:]
+                return
+            if size == 126:
+                size = int.from_bytes(data[pos + 2 : pos + 4])
+            elif size == 127:
+                size = int.from_bytes(data[pos + 2 : pos + 10])
+            if size > _OWN_FRAME_MAX or (limit is not None and size > limit):
+                break  # websockets' buffer takes a large frame in pieces; over max_size it closes (1009)
+            end = start + size
+            if end > n:
+                self._partial = data[pos:]
+                return
+            self._deliver(data[start:end])
+            pos = end
+        if pos < n:
+            super().data_received(data[pos:] if pos else data)
+
+    def _deliver(self, data: bytes) -> None:
+        cb = self.on_message
+        if cb is not None:
+            self._call(cb, data)
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        if self.failure is not None:
+            return
+        try:
+            fn(*args)
+        except Exception as exc:  # the loop's data_received must not raise
+            self.failure = exc
+            self.protocol.fail(1011, "client error")
+            self.send_data()
 
     def process_event(self, event: Event) -> None:
         cb = self.on_message
@@ -190,14 +264,7 @@ class _FeedConnection(ClientConnection):
         else:
             super().process_event(event)  # ping, pong, close
             return
-        if self.failure is not None:
-            return
-        try:
-            cb(data if type(data) is bytes else bytes(data))
-        except Exception as exc:  # the loop's data_received must not raise
-            self.failure = exc
-            self.protocol.fail(1011, "client error")
-            self.send_data()
+        self._deliver(data if type(data) is bytes else bytes(data))
 
 
 class CoinbaseFeed:
@@ -234,6 +301,8 @@ class CoinbaseFeed:
         self._malformed_logged = 0
         self._healthy = 0  # messages on this connection, up to 10
         self._tasks: set[asyncio.Task[None]] = set()
+        self._read_ts: int | None = None  # the stamp of the socket read being handled
+        self._batch: list[MarketEvent] = []  # its rows so far
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -295,7 +364,8 @@ class CoinbaseFeed:
             self._healthy = 0
             for raw in early:
                 self._on_message(raw)
-            ws.on_message = self._on_message
+            self._end_read()
+            ws.on_message, ws.on_read_end = self._on_message, self._end_read
             watchdog = asyncio.get_running_loop().create_task(self._watchdog(ws))
             try:
                 await ws.wait_closed()  # messages arrive through _on_message meanwhile
@@ -338,7 +408,15 @@ class CoinbaseFeed:
     # -- messages ---------------------------------------------------------------------
 
     def _on_message(self, raw: bytes | str) -> None:
-        recv_ts = self.clock.stamp()
+        """Normalize one message; its rows wait for the end of the socket read (:meth:`_end_read`).
+
+        Every message of one read is stamped with the read's arrival (taken at its first
+        message): they arrived together, and a stamp per message would also count the
+        time spent on the messages before it.
+        """
+        recv_ts = self._read_ts
+        if recv_ts is None:
+            recv_ts = self._read_ts = self.clock.stamp()
         st = self.stats
         st.messages += 1
         st.bytes += len(raw)
@@ -374,6 +452,15 @@ class CoinbaseFeed:
             if type(last) is not Status:
                 st.last_lag_ns = recv_ts - last.ts
             st.events += len(events)
+            self._batch += events
+
+    def _end_read(self) -> None:
+        """Dispatch the rows of one socket read's messages, in one call, at its stamp."""
+        events, recv_ts = self._batch, self._read_ts
+        self._read_ts = None
+        if events:
+            assert recv_ts is not None
+            self._batch = []
             self.on_events(events, recv_ts)
 
     def _after_gap(self, events: list[MarketEvent], recv_ts: int) -> list[MarketEvent]:

@@ -28,9 +28,10 @@ Segments keep the file count low (a 48-hour canary makes a few thousand files, n
 hundreds of thousands).
 
 Rows arrive as the :class:`~perpsim.core.batch.Rows` the engine was given (the driver
-builds them once per message) and are appended to a chunk's column lists, which become
-numpy columns on the caller's thread every ``_CHUNK`` rows (about 0.15 ms): recording
-costs the event loop a dozen list extends per message and that short pause. A flush
+builds them once per socket read) and are appended to a chunk's column lists, which
+become numpy columns on the caller's thread every ``_CHUNK`` rows (about 0.2 ms, run
+between reads when ``defer`` is given): recording costs the event loop a dozen list
+extends per read and that short pause. A flush
 hands the finished chunks to one writer thread, which makes them Arrow columns
 (:func:`batch_arrow`, vectorized), validates them, and encodes and writes files
 (pyarrow and numpy, which release the GIL), in submission order, so a later version of
@@ -226,6 +227,9 @@ class Recorder:
             each flush (see the module docstring).
         on_chunk: called on the caller's thread with each chunk of rows given to
             :meth:`add` once it is columns (the live driver's metrics read it there).
+        defer: runs a full chunk's conversion later on the caller's thread instead of
+            inside :meth:`add` (the live driver passes ``loop.call_soon``: after the
+            socket read being handled, not in the middle of its dispatch).
 
     Raises:
         TapeError: the folder cannot be created, or holds a journal that is not one.
@@ -243,6 +247,7 @@ class Recorder:
         background: bool = True,
         journal: bool = False,
         on_chunk: Callable[[Batch], None] | None = None,
+        defer: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self.folder = Path(folder)
         try:
@@ -260,6 +265,8 @@ class Recorder:
         self.fsync = fsync
         self.journal = journal
         self.on_chunk = on_chunk
+        self.defer = defer
+        self._seal_due = False
         self.stats = RecorderStats()
         self._new_chunk()  # rows since the last chunk was converted
         self._chunks: list[Batch] = []  # converted, not yet handed to the writer
@@ -284,10 +291,10 @@ class Recorder:
             self.meta = msgspec.structs.replace(self.meta, timers=list(timers))
 
     def add(self, rows: Rows) -> None:
-        """Record rows (one message's, or a timer firing), in clock (``recv_ts``) order.
+        """Record rows (a socket read's messages, or a timer firing), in clock (``recv_ts``) order.
 
-        Called once per message on the event loop: the rows join the open chunk's lists,
-        which become numpy columns when it is full.
+        Called once per socket read on the event loop: the rows join the open chunk's
+        lists, which become numpy columns when it is full.
         """
         if self._closed:
             return
@@ -308,9 +315,12 @@ class Recorder:
         e[13](rows.seq)
         e[14](rows.flags)
         e[15](rows.text)
-        c = self._chunk
-        if len(c.ts) >= _CHUNK:
-            self._seal()
+        if len(self._chunk.ts) >= _CHUNK and not self._seal_due:
+            if self.defer is None:
+                self._seal()
+            else:
+                self._seal_due = True
+                self.defer(self._seal)
 
     def add_batch(self, batch: Batch) -> None:
         """Record rows that are already columns (a warm start's), after those added so far."""
@@ -328,6 +338,7 @@ class Recorder:
         self._extend = tuple(getattr(self._chunk, name).extend for name in Rows.__struct_fields__)
 
     def _seal(self) -> None:
+        self._seal_due = False
         if self._chunk.ts:
             batch = rows_batch(self._chunk, clock="recv_ts", names=self._names)
             self._chunks.append(batch)

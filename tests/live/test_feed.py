@@ -120,6 +120,7 @@ def test_a_failing_sink_closes_the_connection_and_the_feed_reconnects() -> None:
     async def script(ws: ServerConnection, index: int) -> None:
         await _read_subscribes(ws)
         await ws.send(_ticker(0, 100.0 + index))
+        await asyncio.sleep(0.05)  # a read of its own: one sink call per message
         await ws.send(_ticker(1, 200.0 + index))
 
     def until(got: Got, feed: CoinbaseFeed) -> bool:
@@ -132,3 +133,53 @@ def test_a_failing_sink_closes_the_connection_and_the_feed_reconnects() -> None:
     assert 200.0 + 1 not in bids
     assert bids[-2:] == [100.0 + 2, 200.0 + 2]
     assert "sink failed" in feed.stats.last_error
+
+
+def _frame(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
+    """A server frame (unmasked), with the 7-, 16- or 64-bit length form its size needs."""
+    b0, n = (0x80 if fin else 0) | opcode, len(payload)
+    if n < 126:
+        return bytes([b0, n]) + payload
+    if n < 1 << 16:
+        return bytes([b0, 126]) + n.to_bytes(2, "big") + payload
+    return bytes([b0, 127]) + n.to_bytes(8, "big") + payload
+
+
+def _padded(seq: int, bid: float, size: int) -> bytes:
+    """A ticker of about ``size`` bytes whose padding is full of b"\\x81x": read from the
+    middle, that looks like the header of a text frame."""
+    doc = json.loads(_ticker(seq, bid))
+    doc["client_id"] = "\u0101x" * ((size - len(_ticker(seq, bid))) // 3)  # ā is b"\\xc4\\x81"
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def test_frames_cut_anywhere_and_mixed_with_pings_fragments_and_large_frames_arrive_in_order() -> None:
+    """The client cuts whole-message frames out of the bytes itself and leaves the rest to
+    websockets: a stream cut into reads at every awkward place (inside a header, inside
+    a 16- or 64-bit length, inside a payload) must come out as the same messages."""
+    fragmented = _ticker(3, 103.0).encode()
+    stream = b"".join(
+        [
+            _frame(_ticker(0, 100.0).encode()),
+            _frame(b"hi", opcode=0x9),  # a ping: websockets answers it
+            _frame(_padded(1, 101.0, 1_000)),  # 16-bit length
+            _frame(_padded(2, 102.0, 70_000)),  # 64-bit length, over the client's own frame limit
+            _frame(fragmented[:40], fin=False),
+            _frame(fragmented[40:], opcode=0x0),
+            _frame(_ticker(4, 104.0).encode()),
+            _frame(_ticker(5, 105.0).encode()),
+        ]
+    )
+
+    async def script(ws: ServerConnection, _: int) -> None:
+        await _read_subscribes(ws)
+        sizes, pos, k = (1, 2, 3, 7, 64, 1000, 40_000), 0, 0
+        while pos < len(stream):
+            piece = stream[pos : pos + sizes[k % len(sizes)]]
+            ws.transport.write(piece)  # one read each on the client (the pause lets it read)
+            pos, k = pos + len(piece), k + 1
+            await asyncio.sleep(0.002)
+
+    got, feed = _run(script, lambda got, _: len(_bids(got)) >= 6)
+    assert _bids(got) == [100.0, 101.0, 102.0, 103.0, 104.0, 105.0]
+    assert feed.stats.malformed == 0 and feed.stats.gaps == 0 and feed.stats.disconnects == 0

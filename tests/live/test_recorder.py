@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -272,3 +273,25 @@ def test_recorder_streams_a_large_flush_in_pieces_into_full_row_groups(
     assert rec.stats.flushes == 2 and rec.stats.segments == 1 and rec.stats.write_errors == 0
     footer = pq.read_metadata(folder / "000000.parquet")
     assert [footer.row_group(g).num_rows for g in range(footer.num_row_groups)] == [65536, 65536, 8928]
+
+
+def test_a_deferred_chunk_is_converted_when_its_callback_runs_and_a_flush_takes_the_rest(tmp_path: Path) -> None:
+    """``defer`` moves a full chunk's conversion out of ``add`` (the live driver runs it
+    between socket reads); nothing is lost whether or not the callback has run."""
+    queued: list[Any] = []
+    chunks: list[int] = []
+    rec = Recorder(tmp_path / "rec", TapeMeta(), fsync=False, background=False, defer=queued.append)
+    rec.on_chunk = lambda b: chunks.append(len(b))
+    evs = _events(1_500)
+    rec.add(event_rows(evs[:600]))  # a full chunk: converted later, once
+    rec.add(event_rows(evs[600:700]))
+    assert len(queued) == 1 and chunks == []
+    queued.pop()()
+    assert chunks == [700]  # what the chunk held when its conversion ran
+    rec.add(event_rows(evs[700:]))
+    rec.flush()  # converts the open chunk itself; the queued callback then finds nothing to do
+    for cb in queued:
+        cb()
+    assert sum(chunks) == 1_500
+    rec.close()
+    assert open_tape(tmp_path / "rec").num_rows == 1_500
