@@ -219,40 +219,37 @@ def batch_from_events(events: Sequence[MarketEvent], clock: str = "ts") -> Batch
 
 
 def batch_events(b: Batch) -> list[MarketEvent]:
-    """The inverse of :func:`batch_from_events`: one event per row (tests and the feed server)."""
+    """The inverse of :func:`batch_from_events`: one event per row (tests, warm starts and
+    the feed server, which plays tapes as messages).
+
+    Columns become Python lists once, so each row costs one event's construction.
+    """
+    ts, recv, kinds, flags = b.ts.tolist(), b.recv_ts.tolist(), b.kind.tolist(), b.flags.tolist()
+    names = b.symbols
+    syms = [names[c] for c in b.symbol.tolist()]
+    seqs = [None if q == NULL_SEQ else q for q in b.seq.tolist()]
+    price, size, side = b.price.tolist(), b.size.tolist(), b.side.tolist()
+    bid, bsz, ask, asz = b.bid.tolist(), b.bid_size.tolist(), b.ask.tolist(), b.ask_size.tolist()
+    rate, next_ts, text = b.rate.tolist(), b.next_ts.tolist(), b.text
     out: list[MarketEvent] = []
-    for i in range(len(b)):
-        common: dict[str, Any] = {
-            "ts": int(b.ts[i]),
-            "recv_ts": int(b.recv_ts[i]),
-            "symbol": b.symbols[int(b.symbol[i])],
-            "seq": None if int(b.seq[i]) == NULL_SEQ else int(b.seq[i]),
-            "flags": int(b.flags[i]),
-        }
-        k = int(b.kind[i])
-        ev: MarketEvent
-        if k == Kind.TRADE:
-            ev = Trade(price=float(b.price[i]), size=float(b.size[i]), side=int(b.side[i]), **common)
-        elif k == Kind.QUOTE:
-            ev = Quote(
-                bid=float(b.bid[i]),
-                bid_size=float(b.bid_size[i]),
-                ask=float(b.ask[i]),
-                ask_size=float(b.ask_size[i]),
-                **common,
-            )
-        elif k == Kind.BOOK:
-            ev = BookLevel(price=float(b.price[i]), size=float(b.size[i]), side=int(b.side[i]), **common)
-        elif k == Kind.BOOK_RESET:
-            ev = BookReset(**common)
-        elif k == Kind.FUNDING:
-            nt = int(b.next_ts[i])
-            ev = Funding(rate=float(b.rate[i]), next_ts=nt or None, **common)
-        elif k == Kind.MARK:
-            ev = Mark(price=float(b.price[i]), **common)
-        elif k == Kind.STATUS:
-            ev = Status(text=b.text[i] or "", **common)
+    append = out.append
+    for i, k in enumerate(kinds):
+        t, r, s, q, f = ts[i], recv[i], syms[i], seqs[i], flags[i]
+        if k == _QUOTE:
+            quote = {"bid": bid[i], "bid_size": bsz[i], "ask": ask[i], "ask_size": asz[i]}
+            append(Quote(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, **quote))
+        elif k == _BOOK:
+            append(BookLevel(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, price=price[i], size=size[i], side=side[i]))
+        elif k == _TRADE:
+            append(Trade(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, price=price[i], size=size[i], side=side[i]))
+        elif k == _BOOK_RESET:
+            append(BookReset(ts=t, recv_ts=r, symbol=s, seq=q, flags=f))
+        elif k == _FUNDING:
+            append(Funding(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, rate=rate[i], next_ts=next_ts[i] or None))
+        elif k == _MARK:
+            append(Mark(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, price=price[i]))
+        elif k == _STATUS:
+            append(Status(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, text=text[i] or ""))
         else:
-            ev = TimerFired(text=b.text[i] or "", next_ts=int(b.next_ts[i]), **common)
-        out.append(ev)
+            append(TimerFired(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, text=text[i] or "", next_ts=next_ts[i]))
     return out
