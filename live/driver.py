@@ -75,6 +75,10 @@ SESSION_FILE: Final = "session.json"
 """Written into the recording folder: which run directory holds the session's snapshot."""
 
 _EOM: Final = int(Flags.END_OF_MESSAGE)
+# Run events and equity rows go to their Parquet files this often (and at shutdown). Each
+# write holds the GIL for a millisecond or two whatever its size (polars, a row group), and
+# the event loop waits for it; the recording, not these files, is what a crash must keep.
+_SINK_EVERY_S: Final = 10.0
 
 
 _HASH_LIMIT = 256 * 2**20  # hash the recording into the manifest only up to this size
@@ -514,15 +518,23 @@ class LiveDriver:
             self._stop_reason = f"feed failed: {exc}"
 
     async def _ticker(self) -> None:
-        """Once per flush interval: flush the recorder; once a second: metrics and status."""
+        """Once per flush interval: flush the recorder; once a second: metrics and status;
+        every ``_SINK_EVERY_S``: hand the run outputs to their writer."""
         opts = self.options
-        last_status = 0.0
+        last_status, last_sink = 0.0, time.monotonic()
         while True:
             await asyncio.sleep(opts.flush_s)
+            # Each step a fraction of a millisecond, with the loop free to take a socket
+            # read between them: a message waits for one step, not for all of them.
             if self.recorder is not None:
+                self.recorder.seal()
+                await asyncio.sleep(0)
                 self.recorder.flush()
-            self._flush_sink()
+                await asyncio.sleep(0)
             now = time.monotonic()
+            if now - last_sink >= _SINK_EVERY_S:
+                last_sink = now
+                self._flush_sink()
             if now - last_status >= 1.0:
                 last_status = now
                 self._refresh_metrics()

@@ -317,16 +317,16 @@ class Recorder:
         e[15](rows.text)
         if len(self._chunk.ts) >= _CHUNK and not self._seal_due:
             if self.defer is None:
-                self._seal()
+                self.seal()
             else:
                 self._seal_due = True
-                self.defer(self._seal)
+                self.defer(self.seal)
 
     def add_batch(self, batch: Batch) -> None:
         """Record rows that are already columns (a warm start's), after those added so far."""
         if self._closed or not len(batch):
             return
-        self._seal()
+        self.seal()
         names = self._names
         codes = np.array([names.setdefault(s, len(names)) for s in batch.symbols], np.int32)
         self._chunks.append(msgspec.structs.replace(batch, symbol=codes[batch.symbol], symbols=tuple(names)))
@@ -337,7 +337,9 @@ class Recorder:
         # bound ``extend`` of each column, in Rows' field order: the cheapest way to append a message
         self._extend = tuple(getattr(self._chunk, name).extend for name in Rows.__struct_fields__)
 
-    def _seal(self) -> None:
+    def seal(self) -> None:
+        """Make the open chunk columns now (:meth:`flush` does it too; the live driver calls
+        it just before, so the loop can take a socket read in between)."""
         self._seal_due = False
         if self._chunk.ts:
             batch = rows_batch(self._chunk, clock="recv_ts", names=self._names)
@@ -353,7 +355,7 @@ class Recorder:
         return self._pending + len(self._chunk.ts)
 
     def _take(self) -> list[Batch]:
-        self._seal()
+        self.seal()
         chunks, self._chunks, self._pending = self._chunks, [], 0
         self.stats.rows += sum(map(len, chunks))
         return chunks
