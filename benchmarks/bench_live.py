@@ -12,8 +12,9 @@
   the end of the engine's dispatch: loopback, websockets, decoding, the engine and the
   recorder — the latency added between the socket and the engine, plus the kernel's
   loopback hop. Target p99 under 1 ms. Printed split in two: *send→recv* (the hop and
-  the time a message waits behind earlier ones in the client) and *recv→done* (the
-  dispatch of the message itself, stamp to engine done).
+  the time a socket read waits behind earlier ones in the client) and *recv→done* (the
+  dispatch of the read that carried the message: the driver stamps a read once and
+  dispatches all its messages in one call, so they all finish together).
 
   Two choices make the figure about the client rather than the machine, both here only:
 
@@ -22,11 +23,12 @@
     ~40 µs of CPU per message competes with the client it feeds. Its own lateness is
     not counted either way (messages are stamped as they leave it).
   * the test runs twice, recording (the real configuration) and with the recorder
-    replaced by a stub that only counts rows, so what the recorder's writer threads
-    cost the event loop (the GIL they hold while converting) shows as the difference.
+    replaced by a stub that only counts rows, so what recording costs the event loop
+    (its chunk conversions, and the GIL its writer thread holds) shows as the
+    difference.
 
   The load average is printed with each figure: on this shared 2-core machine anything
-  else running moves the tail by tens of milliseconds.
+  else running moves the tail.
 
 Run: ``.venv/bin/pytest benchmarks/bench_live.py -s`` (about a minute).
 """
