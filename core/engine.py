@@ -221,7 +221,7 @@ class Engine:
         self._text = batch.text
 
     def load_rows(self, rows: Rows, clock: str = "ts") -> None:
-        """Take :class:`~perpsim.core.batch.Rows` (a feed message's) for :meth:`run`, indices from 0."""
+        """Take :class:`~perpsim.core.batch.Rows` (a socket read's) for :meth:`run`, indices from 0."""
         try:
             sid = list(map(self.market.ids.__getitem__, rows.symbol))
         except KeyError:  # a symbol seen for the first time
