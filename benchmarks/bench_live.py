@@ -53,7 +53,7 @@ import pytest
 
 import perpsim.live.driver as live_driver
 from perpsim.cli import perpsim_cli
-from perpsim.core.batch import batch_events
+from perpsim.core.batch import Rows, batch_events
 from perpsim.core.events import MarketEvent, Quote, split_messages
 from perpsim.live.driver import LiveDriver, LiveOptions
 from perpsim.live.feed import FeedConfig
@@ -120,10 +120,13 @@ class _CountingRecorder:
         self.stats = RecorderStats()
         self.pending_rows = 0
 
-    def add(self, events: Sequence[MarketEvent]) -> None:
-        self.stats.rows_written += len(events)
+    def add(self, rows: Rows) -> None:
+        self.stats.rows_written += len(rows)
 
     def set_timers(self, timers: Sequence[TimerSpec]) -> None:
+        pass
+
+    def seal(self) -> None:
         pass
 
     def flush(self) -> None:

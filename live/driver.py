@@ -486,7 +486,7 @@ class LiveDriver:
         try:
             timeout = opts.duration_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_or_feed_death(feed_task), timeout)
+                await asyncio.wait_for(self._stop_or_task_death(feed_task, tick_task), timeout)
             if not self._stop.is_set():
                 self._stop_reason = "duration"
         finally:
@@ -506,16 +506,21 @@ class LiveDriver:
             warnings=list(self.engine.warnings),
         )
 
-    async def _stop_or_feed_death(self, feed_task: asyncio.Task[None]) -> None:
+    async def _stop_or_task_death(self, feed_task: asyncio.Task[None], tick_task: asyncio.Task[None]) -> None:
+        """Return on a stop request, or when the feed or the ticker ends with an error (a
+        dead ticker would stop flushing the recording without a word)."""
         stop = asyncio.ensure_future(self._stop.wait())
         try:
-            await asyncio.wait({stop, feed_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stop, feed_task, tick_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-        if feed_task.done() and not feed_task.cancelled() and feed_task.exception() is not None:
-            exc = feed_task.exception()
-            self._error = exc
-            self._stop_reason = f"feed failed: {exc}"
+        for what, task in (("feed", feed_task), ("ticker", tick_task)):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                log.error("live: the %s failed: %r", what, exc)
+                self._error = exc
+                self._stop_reason = f"{what} failed: {exc}"
+                return
 
     async def _ticker(self) -> None:
         """Once per flush interval: flush the recorder; once a second: metrics and status;

@@ -123,3 +123,24 @@ def test_live_survives_malformed_unknown_wrongly_typed_and_huge_messages(
         assert feed["gaps"] == 0
     assert res.summary["cycles"] >= 5
     assert replay_digest(s, fast_config) == res.digest
+
+
+def test_a_failing_ticker_ends_the_session_with_an_error_instead_of_silently(
+    tape: Path, tmp_path: Path, fast_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ticker flushes the recording: if it dies, the session must stop and say so."""
+    from perpsim.live.driver import LiveDriver
+
+    refresh, calls = LiveDriver._refresh_metrics, []
+
+    def broken_once(self: LiveDriver) -> None:  # the ticker's first call; shutdown's works
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("metrics broke")
+        refresh(self)
+
+    monkeypatch.setattr(LiveDriver, "_refresh_metrics", broken_once)
+    s = run_session(tape, tmp_path, fast_config, duration_s=30.0)
+    assert s.result.status == "error"
+    assert s.result.summary["wall_s"] < 10  # stopped at the failure, not at the 30 s duration
+    assert rows(s.result.record_dir)  # what was recorded before is on disk
