@@ -236,8 +236,11 @@ def batch_events(b: Batch) -> list[MarketEvent]:
     for i, k in enumerate(kinds):
         t, r, s, q, f = ts[i], recv[i], syms[i], seqs[i], flags[i]
         if k == _QUOTE:
-            quote = {"bid": bid[i], "bid_size": bsz[i], "ask": ask[i], "ask_size": asz[i]}
-            append(Quote(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, **quote))
+            append(
+                Quote(
+                    ts=t, recv_ts=r, symbol=s, seq=q, flags=f, bid=bid[i], bid_size=bsz[i], ask=ask[i], ask_size=asz[i]
+                )
+            )
         elif k == _BOOK:
             append(BookLevel(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, price=price[i], size=size[i], side=side[i]))
         elif k == _TRADE:
