@@ -172,6 +172,7 @@ class _Job(msgspec.Struct):
     segment: int
     chunks: list[Batch]
     close: bool
+    meta: TapeMeta  # the segment's, rows and time range included
 
 
 class _Write(NamedTuple):
@@ -184,14 +185,13 @@ class _Write(NamedTuple):
 
 
 class _Segment:
-    """The open segment as the converter sees it (rows, time range) or the writer does
-    (also its rows kept for the next version, the version being written, its journal)."""
+    """The open segment as the writer sees it: its rows kept for the next version, the
+    version being written, its journal."""
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.batches: list[pa.RecordBatch] = []  # writer: one contiguous batch after each flush
         self.rows = 0
-        self.start_ns = 0  # clock of the first row
         self.end_ns = 0  # clock of the last row
         self.size = 0  # bytes on disk: its current version, or its journal so far
         self.unsaved = 0  # rows of the flush being written, not yet on disk
@@ -273,22 +273,21 @@ class Recorder:
         self._names: dict[str, int] = {}  # one symbol numbering for all chunks, so a flush joins them
         self._pending = 0  # rows in _chunks
         self._seg_rows = 0
-        self._seg_start: int | None = None
+        self._seg_start: int | None = None  # the open segment's first and last clock values
+        self._seg_end = 0
         self._closed = False
-        self._lock = threading.Lock()  # guards stats and meta between the threads
+        self._lock = threading.Lock()  # guards stats between the threads
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="perpsim-recorder") if background else None
         self._futures: list[Future[None]] = []
-        # writer state: the rows checked so far, the segment being counted, the segment on disk
+        # writer state: the rows checked so far, the segment on disk
         self._validator = Validator("recv_ts")
-        self._conv = _Segment(-1)
         self._open: _Segment | None = None
 
     # -- event loop side ----------------------------------------------------------
 
     def set_timers(self, timers: Sequence[TimerSpec]) -> None:
         """Store the run's timer set in every file's metadata (DESIGN.md §3)."""
-        with self._lock:
-            self.meta = msgspec.structs.replace(self.meta, timers=list(timers))
+        self.meta = msgspec.structs.replace(self.meta, timers=list(timers))
 
     def add(self, rows: Rows) -> None:
         """Record rows (a socket read's messages, or a timer firing), in clock (``recv_ts``) order.
@@ -368,18 +367,25 @@ class Recorder:
         """
         if self._closed or not self.pending_rows:
             return
+        self._submit(self._job(closing=False))
+
+    def _job(self, *, closing: bool) -> _Job:
+        """The rows since the last flush, with the open segment's metadata; the segment is
+        closed when ``closing`` or full by rows or by time."""
         chunks = self._take()
-        self._seg_rows += sum(map(len, chunks))
-        if self._seg_start is None:
-            self._seg_start = int(chunks[0].recv_ts[0])
-        span = int(chunks[-1].recv_ts[-1]) - self._seg_start
-        close = self._seg_rows >= self.rotate_rows or span >= self.rotate_ns
-        job = _Job(segment=self._segment, chunks=chunks, close=close)
+        if chunks:
+            if self._seg_start is None:
+                self._seg_start = int(chunks[0].recv_ts[0])
+            self._seg_end = int(chunks[-1].recv_ts[-1])
+            self._seg_rows += sum(map(len, chunks))
+        start = self._seg_start or 0
+        meta = msgspec.structs.replace(self.meta, rows=self._seg_rows, start_ns=start, end_ns=self._seg_end)
+        close = closing or self._seg_rows >= self.rotate_rows or self._seg_end - start >= self.rotate_ns
+        job = _Job(segment=self._segment, chunks=chunks, close=close, meta=meta)
         if close:
             self._segment += 1
-            self._seg_rows = 0
-            self._seg_start = None
-        self._submit(job)
+            self._seg_rows, self._seg_start, self._seg_end = 0, None, 0
+        return job
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is left, write the open segment as Parquet and wait for the writer.
@@ -393,8 +399,7 @@ class Recorder:
         if self._closed:
             return True
         if self.pending_rows or self._seg_rows:
-            self._submit(_Job(segment=self._segment, chunks=self._take(), close=True))
-            self._seg_rows = 0
+            self._submit(self._job(closing=True))
         self._closed = True
         ok = self.wait(timeout)
         if self._writer is not None:
@@ -423,34 +428,26 @@ class Recorder:
     # -- writer thread -------------------------------------------------------------
 
     def _prepare(self, job: _Job) -> _Write:
-        """Validate a flush's rows and join them; the segment's metadata as of this flush."""
-        seg = self._conv
-        if seg.index != job.segment:
-            seg = self._conv = _Segment(job.segment)
+        """Join a flush's chunks as Arrow columns and check them."""
+        rb = None
         try:
-            rb = None
             if job.chunks:
                 batch = concat_batches(job.chunks)
                 rb = batch_arrow(batch)
+                row0 = (job.meta.rows or 0) - len(batch)  # the flush's place in its segment
                 try:
-                    self._validator.check(batch, file=segment_name(job.segment), row0=seg.rows, source=rb)
+                    self._validator.check(batch, file=segment_name(job.segment), row0=row0, source=rb)
                 except TapeError as e:  # record what the engine saw anyway; say so loudly
                     with self._lock:
                         self.stats.invalid_rows += 1
                     log.error("recorder: %s", e)
                     self._validator.last_clock = None
-                if seg.rows == 0:
-                    seg.start_ns = int(batch.recv_ts[0])
-                seg.rows += len(batch)
-                seg.end_ns = int(batch.recv_ts[-1])
-            with self._lock:
-                meta = msgspec.structs.replace(self.meta, rows=seg.rows, start_ns=seg.start_ns, end_ns=seg.end_ns)
         except Exception as e:
             with self._lock:
                 self.stats.write_errors += 1
             log.exception("recorder: preparing rows for %s failed: %s", segment_name(job.segment), e)
             raise
-        return _Write(segment=job.segment, batch=rb, meta=meta, close=job.close)
+        return _Write(segment=job.segment, batch=rb, meta=job.meta, close=job.close)
 
     def _write(self, job: _Write) -> None:
         seg = self._open
