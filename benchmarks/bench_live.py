@@ -14,7 +14,7 @@
   loopback hop. Target p99 under 1 ms. Printed split in two: *send→recv* (the hop and
   the time a socket read waits behind earlier ones in the client) and *recv→done* (the
   dispatch of the read that carried the message: the driver stamps a read once and
-  dispatches all its messages in one call, so they all finish together).
+  dispatches its messages in parts of about 16 rows, a part's messages finishing together).
 
   Two choices make the figure about the client rather than the machine, both here only:
 

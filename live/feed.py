@@ -63,7 +63,8 @@ _SNAP: Final = int(Flags.SNAPSHOT)
 
 EventSink = Callable[[list[MarketEvent], int], None]
 """``on_events(events, recv_ts)``: the driver's dispatch, called once per socket read
-(with the rows of every message the read carried) and for status rows."""
+(with the rows of every message the read carried; a long read in parts of about
+``_DISPATCH_ROWS`` rows) and for status rows."""
 
 
 class FeedState(StrEnum):
@@ -153,6 +154,13 @@ def product_ids(symbols: Sequence[str], instruments: Mapping[str, Instrument] | 
         out[s] = ins.product_id if ins is not None and ins.product_id else s
     return out
 
+
+_DISPATCH_ROWS: Final = 16
+"""A read's rows are dispatched when it ends, or as soon as this many are waiting: a
+burst of a hundred messages in one read (a server catching up) would otherwise hold its
+first message until the last is normalized. Measured at 10,000 messages/s (about 12
+messages and 19 rows a read): p99 0.82 ms against 0.92 ms with one dispatch per read,
+the mean of six alternating pairs of runs."""
 
 _OWN_FRAME_MAX: Final = 1 << 16  # larger frames (book snapshots) arrive over many reads: websockets' parser
 
@@ -452,10 +460,14 @@ class CoinbaseFeed:
             if type(last) is not Status:
                 st.last_lag_ns = recv_ts - last.ts
             st.events += len(events)
-            self._batch += events
+            batch = self._batch
+            batch += events
+            if len(batch) >= _DISPATCH_ROWS:
+                self._batch = []
+                self.on_events(batch, recv_ts)
 
     def _end_read(self) -> None:
-        """Dispatch the rows of one socket read's messages, in one call, at its stamp."""
+        """Dispatch the rows of one socket read not yet dispatched, at its stamp."""
         events, recv_ts = self._batch, self._read_ts
         self._read_ts = None
         if events:

@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from perpsim.core.events import MarketEvent, Quote
 from perpsim.live.clock import LiveClock
-from perpsim.live.feed import CoinbaseFeed, FeedConfig
+from perpsim.live.feed import _DISPATCH_ROWS, CoinbaseFeed, FeedConfig
 
 
 def _ticker(seq: int, bid: float) -> str:
@@ -183,3 +183,21 @@ def test_frames_cut_anywhere_and_mixed_with_pings_fragments_and_large_frames_arr
     got, feed = _run(script, lambda got, _: len(_bids(got)) >= 6)
     assert _bids(got) == [100.0, 101.0, 102.0, 103.0, 104.0, 105.0]
     assert feed.stats.malformed == 0 and feed.stats.gaps == 0 and feed.stats.disconnects == 0
+
+
+def test_a_long_read_is_dispatched_in_parts_of_at_most_dispatch_rows_at_one_stamp() -> None:
+    """A burst (a server catching up) arrives in one socket read; its first messages must
+    not wait for the last to be normalized, and every part keeps the read's one stamp."""
+    n = 3 * _DISPATCH_ROWS + 5
+
+    async def script(ws: ServerConnection, _: int) -> None:
+        await _read_subscribes(ws)
+        ws.transport.write(b"".join(_frame(_ticker(i, 100.0 + i).encode()) for i in range(n)))
+
+    got, _ = _run(script, lambda got, _: len(_bids(got)) >= n)
+    assert _bids(got) == [100.0 + i for i in range(n)]
+    sizes = [len(evs) for _, evs in got]
+    assert max(sizes) == _DISPATCH_ROWS  # one ticker, one row
+    stamps = [{e.recv_ts for e in evs} for _, evs in got]
+    assert all(len(s) == 1 for s in stamps)
+    assert len({s.pop() for s in stamps}) < len(got)  # parts of one read share its stamp
