@@ -7,7 +7,7 @@ Nulls are encoded so the hot path needs no masks: NaN for floats, 0 for ``side``
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Generator, Sequence
 from itertools import compress
 from typing import Any
 
@@ -35,7 +35,9 @@ __all__ = [
     "batch_from_events",
     "concat_batches",
     "event_rows",
+    "finish_steps",
     "rows_batch",
+    "rows_batch_steps",
     "symbol_mask",
 ]
 
@@ -181,21 +183,46 @@ def rows_batch(rows: Rows, clock: str = "ts", names: dict[str, int] | None = Non
     ``names`` carries the numbering over from earlier batches (new names are added to
     it), so that batches made with one dict can be joined by :func:`concat_batches`.
     """
+    return finish_steps(rows_batch_steps(rows, clock, names, per_step=len(_DTYPES)))
+
+
+def finish_steps(steps: Generator[None, None, Batch]) -> Batch:
+    """Run the rest of :func:`rows_batch_steps` at once; the batch."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def rows_batch_steps(
+    rows: Rows, clock: str = "ts", names: dict[str, int] | None = None, *, per_step: int = 4
+) -> Generator[None, None, Batch]:
+    """:func:`rows_batch` in steps of ``per_step`` columns; the generator returns the batch.
+
+    The live recorder converts a chunk between socket reads, one step per event loop
+    iteration, so a read that arrives meanwhile waits for one step, not for the chunk.
+    """
     if names is None:
         names = {}
+    n = len(rows)
     try:
-        symbol = np.fromiter(map(names.__getitem__, rows.symbol), np.int32, len(rows.symbol))
+        symbol = np.fromiter(map(names.__getitem__, rows.symbol), np.int32, n)
     except KeyError:  # a name not numbered yet
         for s in rows.symbol:
             if s not in names:
                 names[s] = len(names)
-        symbol = np.fromiter(map(names.__getitem__, rows.symbol), np.int32, len(rows))
-    n = len(rows)
-    cols = {name: np.fromiter(getattr(rows, name), dtype, n) for name, dtype in _DTYPES.items()}
+        symbol = np.fromiter(map(names.__getitem__, rows.symbol), np.int32, n)
+    symbols = tuple(names)  # as numbered now: later chunks may add names before this one is done
+    cols: dict[str, np.ndarray[Any, Any]] = {}
+    for k, (name, dtype) in enumerate(_DTYPES.items(), 1):
+        cols[name] = np.fromiter(getattr(rows, name), dtype, n)
+        if k % per_step == 0 and k < len(_DTYPES):
+            yield
     return Batch(
         clock=cols["recv_ts" if clock == "recv_ts" else "ts"],
         symbol=symbol,
-        symbols=tuple(names),
+        symbols=symbols,
         text=list(rows.text),
         **cols,
     )

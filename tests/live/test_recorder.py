@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow.parquet as pq
 import pytest
 
@@ -275,23 +276,32 @@ def test_recorder_streams_a_large_flush_in_pieces_into_full_row_groups(
     assert [footer.row_group(g).num_rows for g in range(footer.num_row_groups)] == [65536, 65536, 8928]
 
 
-def test_a_deferred_chunk_is_converted_when_its_callback_runs_and_a_flush_takes_the_rest(tmp_path: Path) -> None:
-    """``defer`` moves a full chunk's conversion out of ``add`` (the live driver runs it
-    between socket reads); nothing is lost whether or not the callback has run."""
+def test_a_full_chunk_is_converted_in_deferred_steps_and_a_flush_finishes_what_is_left(tmp_path: Path) -> None:
+    """``defer`` moves a full chunk's conversion out of ``add`` into steps (the live
+    driver runs each between socket reads); rows keep their order and symbols, and
+    nothing is lost whether a step has run, or a flush or a second full chunk comes first."""
     queued: list[Any] = []
     chunks: list[int] = []
     rec = Recorder(tmp_path / "rec", TapeMeta(), fsync=False, background=False, defer=queued.append)
     rec.on_chunk = lambda b: chunks.append(len(b))
-    evs = _events(1_500)
-    rec.add(event_rows(evs[:600]))  # a full chunk: converted later, once
-    rec.add(event_rows(evs[600:700]))
-    assert len(queued) == 1 and chunks == []
-    queued.pop()()
-    assert chunks == [700]  # what the chunk held when its conversion ran
-    rec.add(event_rows(evs[700:]))
-    rec.flush()  # converts the open chunk itself; the queued callback then finds nothing to do
-    for cb in queued:
+    evs = [msgspec.structs.replace(e, symbol="ETH-PERP") if i % 5 == 2 else e for i, e in enumerate(_events(2_100))]
+    rec.add(event_rows(evs[:600]))  # a full chunk: taken out whole, converted later
+    rec.add(event_rows(evs[600:700]))  # the next chunk's
+    assert rec.pending_rows == 700 and chunks == []
+    steps = 0
+    while queued:  # each step queues the next, then on_chunk comes as a step of its own
+        queued.pop(0)()
+        steps += 1
+    assert chunks == [600] and steps > 2
+    rec.add(event_rows(evs[700:1_300]))  # 700 rows, full: its conversion is queued ...
+    queued.pop(0)()  # ... and one step of it runs
+    rec.add(event_rows(evs[1_300:1_900]))  # full again: the first is finished at once, in order
+    assert chunks == [600, 700]
+    rec.add(event_rows(evs[1_900:]))
+    rec.flush()  # finishes the queued conversion and converts the open chunk itself
+    assert chunks == [600, 700, 600, 200]
+    for cb in queued:  # the steps left find nothing to do
         cb()
-    assert sum(chunks) == 1_500
+    assert chunks == [600, 700, 600, 200] and rec.pending_rows == 0
     rec.close()
-    assert open_tape(tmp_path / "rec").num_rows == 1_500
+    assert [ev for b in open_tape(tmp_path / "rec").batches() for ev in batch_events(b)] == evs
