@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 from perpsim.core.events import Funding, MarketEvent, Quote, Status, Trade
@@ -9,7 +14,7 @@ from perpsim.sim.replay import replay
 from perpsim.sim.runs import RunResult
 from perpsim.tapes.memory import MemoryTape
 
-__all__ = ["MIN", "T0", "S", "cli", "cycle_ts", "mark_tape", "run"]
+__all__ = ["MIN", "T0", "S", "cli", "cycle_ts", "mark_tape", "reaped", "run", "sigkill"]
 
 S = 10**9
 MIN = 60 * S
@@ -75,3 +80,20 @@ def cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = int(exc.code or 0)
     return code, out.getvalue(), err.getvalue()
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """The child, killed and reaped on the way out if still running (a failing test leaves no process)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def sigkill(proc: subprocess.Popen[Any]) -> None:
+    """Kill the child as a crash would (no handler runs), and reap it."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)

@@ -7,7 +7,6 @@ Each test starts ``perpsim serve`` on 127.0.0.1 with an ephemeral port and runs
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.validate import validate_tape
+from tests.helpers import reaped, sigkill
 from tests.live.conftest import PY
 
 BOT = ["--profile", "backtest", "--symbols", "BTC-PERP", "--interval", "0.25s"]
@@ -75,7 +75,7 @@ def test_live_process_serves_metrics_stops_on_sigterm_in_time_and_replays_to_its
     server: str, tmp_path: Path, fast_config: Path
 ) -> None:
     proc, err = _start_live(server, tmp_path, fast_config, "--metrics-port", "0")
-    try:
+    with reaped(proc):
         m = _wait_for(
             lambda: re.search(r"metrics on (http://\S+)/metrics", err.read_text()), 20, "the metrics endpoint"
         )
@@ -113,10 +113,6 @@ def test_live_process_serves_metrics_stops_on_sigterm_in_time_and_replays_to_its
         assert by_kind.get("trade", 0) > 0 and by_kind.get("timer", 0) > 0
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=15)  # a hang fails here; no speed is asserted
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err.read_text()[-2000:]
     summary = json.loads(out)
     assert summary["status"] == "complete" and summary["stop_reason"] == "SIGTERM"
@@ -138,16 +134,11 @@ def test_live_recording_survives_sigkill_with_at_most_a_second_lost(
 ) -> None:
     proc, err = _start_live(server, tmp_path, fast_config, *(["--journal"] if mode == "journal" else []))
     rec = tmp_path / "rec"
-    try:
+    with reaped(proc):
         _wait_for(lambda: list(rec.glob("0*.*")), 20, "the first recorded file")
         time.sleep(2.5)
         killed_at = time.time_ns()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        sigkill(proc)
     files = sorted(rec.glob("0*.*"))
     assert files, err.read_text()[-2000:]
     if mode == "journal":  # the open segment was a journal when the process died

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from perpsim.core.events import (
 from perpsim.live.recorder import Recorder, clean_temporaries, events_table, journal_name, recover_journals
 from perpsim.tapes.reader import open_tape, to_batch
 from perpsim.tapes.schema import TapeMeta, TimerSpec
+from tests.helpers import reaped, sigkill
 
 T = 1_700_000_000_000_000_000
 
@@ -229,19 +229,14 @@ def test_recorder_sigkill_mid_write_leaves_a_readable_recording_with_every_flush
         cwd=Path(__file__).parents[2],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
-    try:
+    with reaped(proc):
         assert proc.stdout is not None
         flushed = 0
         for line in proc.stdout:
             flushed = int(line)
             if flushed >= 30_000:  # segments closed, one open: kill while the writer keeps going
                 break
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        sigkill(proc)
     assert flushed >= 30_000
     tape = open_tape(folder)
     got = [ev for b in tape.batches() for ev in batch_events(b)]
