@@ -8,7 +8,7 @@ Nulls are encoded so the hot path needs no masks: NaN for floats, 0 for ``side``
 from __future__ import annotations
 
 from collections.abc import Collection, Generator, Sequence
-from itertools import compress
+from itertools import chain, compress
 from typing import Any
 
 import msgspec
@@ -236,8 +236,15 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
     for b in batches:
         if symbols[: len(b.symbols)] != b.symbols:
             raise ValueError("concat_batches: batches number their symbols differently")
-    arrays = {f: np.concatenate([getattr(b, f) for b in batches]) for f in _ARRAYS}
-    return Batch(symbols=symbols, text=[t for b in batches for t in b.text], **arrays)
+    arrays = {f: np.concatenate([getattr(b, f) for b in batches]) for f in _ARRAYS if f != "clock"}
+    # the clock column is one of the time columns: joined once, shared again
+    for name in ("recv_ts", "ts"):
+        if all(b.clock is getattr(b, name) for b in batches):
+            arrays["clock"] = arrays[name]
+            break
+    else:
+        arrays["clock"] = np.concatenate([b.clock for b in batches])
+    return Batch(symbols=symbols, text=list(chain.from_iterable(b.text for b in batches)), **arrays)
 
 
 def batch_from_events(events: Sequence[MarketEvent], clock: str = "ts") -> Batch:

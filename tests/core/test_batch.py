@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from perpsim.core.batch import NULL_SEQ, batch_events, batch_from_events
+from perpsim.core.batch import NULL_SEQ, Batch, batch_events, batch_from_events, concat_batches, event_rows, rows_batch
 from perpsim.core.events import (
     BookLevel,
     BookReset,
@@ -100,3 +100,20 @@ def test_rows_by_slice_and_mask_keep_columns_and_text_aligned() -> None:
     assert eth.price.tolist() == [3.5, 3.0] and eth.symbols == b.symbols
     star = b.rows(symbol_mask(b, {"*"}))
     assert star.text == ["gap", "cycle"]
+
+
+def test_concat_batches_joins_rows_in_order_and_keeps_the_clock_one_of_the_time_columns() -> None:
+    names: dict[str, int] = {}  # one symbol numbering, as the recorder keeps
+
+    def part(events: list[MarketEvent], clock: str) -> Batch:
+        return rows_batch(event_rows(events), clock, names)
+
+    by_recv = concat_batches([part(MIXED[:3], "recv_ts"), part(MIXED[3:], "recv_ts")])
+    assert batch_events(by_recv) == MIXED
+    _eq(by_recv.clock, [9, 9, 10, 10, 11, 12, 13, 14], np.int64)
+    assert by_recv.clock is by_recv.recv_ts  # shared, as in every batch it was joined from
+    by_ts = concat_batches([part(MIXED[:3], "ts"), part(MIXED[3:], "ts")])
+    _eq(by_ts.clock, [5, 5, 6, 6, 7, 8, 9, 10], np.int64)
+    assert by_ts.clock is by_ts.ts
+    mixed = concat_batches([part(MIXED[:3], "recv_ts"), part(MIXED[3:], "ts")])  # joined as they are
+    _eq(mixed.clock, [9, 9, 10, 6, 7, 8, 9, 10], np.int64)
