@@ -64,10 +64,23 @@ def _first_null(a: pa.Array) -> int:
     return int(np.flatnonzero(a.is_null().to_numpy(zero_copy_only=False))[0])
 
 
+@lru_cache(maxsize=32)
+def _constant(n: int, fill: float, dtype: Any) -> np.ndarray[Any, Any]:
+    """A read-only column of ``n`` copies of ``fill``, shared by every batch of that length.
+
+    A tape's all-null columns (``rate`` and ``next_ts`` without funding, ``text``'s
+    neighbours) would otherwise cost fresh memory per batch; read-only, so a write
+    raises instead of reaching other batches.
+    """
+    out = np.full(n, fill, dtype)
+    out.flags.writeable = False
+    return out
+
+
 def _ints(a: pa.Array, name: str, n: int) -> np.ndarray[Any, Any]:
     fill, dtype = _INT_FILL[name]
     if a.null_count == n:
-        return np.full(n, fill, dtype)
+        return _constant(n, fill, dtype)
     if a.null_count:
         a = pc.fill_null(a, fill)
     out: np.ndarray[Any, Any] = a.to_numpy().astype(dtype, copy=False)
@@ -79,17 +92,23 @@ def _floats(a: pa.Array, n: int) -> np.ndarray[Any, Any]:
 
     Reads the values and validity buffers directly: three times faster than
     ``to_numpy(zero_copy_only=False)`` on the half-null columns tapes are made of.
+    A decoded column's values buffer is its own and mutable, and what lies under a
+    null is unspecified in Arrow, so the NaNs are written into it: no new array (and
+    no fresh memory to fault in) per column, a third of the conversion's time.
     """
     if a.null_count == 0:
         out: np.ndarray[Any, Any] = a.to_numpy()
         return out
     if a.null_count == n:
-        return np.full(n, np.nan)
+        return _constant(n, np.nan, np.float64)
     validity, values = a.buffers()
     off = a.offset
     v = np.frombuffer(values, dtype=np.float64, count=n, offset=off * 8)
     valid = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), count=off + n, bitorder="little")[off:]
-    return np.where(valid.view(bool), v, np.nan)
+    if not v.flags.writeable:  # a buffer Arrow does not own (memory-mapped, foreign)
+        return np.where(valid.view(bool), v, np.nan)
+    np.copyto(v, np.nan, where=~valid.view(bool))
+    return v
 
 
 def _dict(a: pa.Array) -> pa.DictionaryArray:
