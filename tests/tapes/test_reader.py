@@ -309,3 +309,27 @@ def test_row_groups_too_large_to_read_whole_stream_in_order(
     batches = list(open_tape(path).batches(batch_rows=700, prefetch=prefetch))
     assert max(len(b) for b in batches) <= 700
     assert np.array_equal(np.concatenate([b.clock for b in batches]), T0 + np.arange(5000))
+
+
+def test_float_nulls_become_nan_in_place_in_arrows_own_buffer_and_copied_from_a_foreign_one() -> None:
+    from perpsim.tapes.reader import _floats
+
+    values = [1.0, None, 3.0, None]
+    owned = pa.array(values, pa.float64())
+    validity = owned.buffers()[0]
+    foreign = pa.Array.from_buffers(pa.float64(), 4, [validity, pa.py_buffer(np.array([1.0, 7.0, 3.0, 7.0]).tobytes())])
+    want = np.array([1.0, np.nan, 3.0, np.nan])
+    for a in (owned, foreign):
+        got = _floats(a, 4)
+        assert np.array_equal(got, want, equal_nan=True)
+        assert np.shares_memory(got, np.frombuffer(a.buffers()[1], np.float64)) == (a is owned)
+    assert owned.to_pylist() == values  # nulls are still nulls to Arrow
+
+
+def test_all_null_columns_are_one_shared_read_only_array_per_length() -> None:
+    from perpsim.tapes.reader import _floats
+
+    a, b = _floats(pa.nulls(5, pa.float64()), 5), _floats(pa.nulls(5, pa.float64()), 5)
+    assert a is b and np.isnan(a).all() and len(a) == 5
+    with pytest.raises(ValueError):
+        a[0] = 1.0  # a write would reach every batch of that length
