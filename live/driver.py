@@ -6,8 +6,9 @@
          │ stamps once on arrival              │  ├─► Recorder (the tape, as it happens)
     LiveClock ──timer firings──────────────────┘  └─► outbox → digest, run outputs, metrics
 
-The messages of one socket read are handled start to finish in one synchronous call:
-stamp (once, for every message the read carried: they arrived together); fire the
+The messages of one socket read are handled start to finish synchronously, in one call
+(a long read in calls of about 16 rows, so its first messages do not wait for its
+last): stamp (once, for every message the read carried: they arrived together); fire the
 timers due at or before the stamp (each recorded as a ``timer`` row); dispatch their
 rows with the clock at the stamp; record them; drain the engine's outbox. Nothing else
 runs in between, so the recording holds exactly what the engine saw, in the order it
@@ -17,7 +18,7 @@ the first row's clock value.
 
 The hot path keeps the event loop free for the next read: a read's rows go to the
 engine as Python lists (:class:`~perpsim.core.batch.Rows`), the recorder turns them
-into columns in chunks between reads and writes on its own thread, metrics are
+into columns in chunks, a few columns at a time between reads, and writes on its own thread, metrics are
 counted per recorder chunk, and the objects made at start-up are frozen out of the
 garbage collector's sight (a full collection over them took ~40 ms).
 
@@ -218,7 +219,7 @@ class LiveDriver:
     # -- the hot path -------------------------------------------------------------------
 
     def _on_events(self, events: list[MarketEvent], recv_ts: int) -> None:
-        """Dispatch one socket read's rows at its stamp (see the module docstring)."""
+        """Dispatch one socket read's rows (or a part of a long read's) at its stamp (see the module docstring)."""
         if self._error is not None or (self._stop.is_set() and self.status == "stopping"):
             return
         try:

@@ -305,7 +305,7 @@ class Recorder:
     def add(self, rows: Rows) -> None:
         """Record rows (a socket read's messages, or a timer firing), in clock (``recv_ts``) order.
 
-        Called once per socket read on the event loop: the rows join the open chunk's
+        Called per socket read (or part of one) on the event loop: the rows join the open chunk's
         lists, which become numpy columns when it is full.
         """
         if self._closed:
