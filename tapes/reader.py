@@ -468,11 +468,14 @@ class _Group(msgspec.Struct, frozen=True):
 _Part = tuple[Batch, pa.RecordBatch, TapeError | None]
 
 
-def _decode(group: _Group, clock: str, batch_rows: int, validate: bool) -> Iterator[_Part]:
+def _decode(group: _Group, clock: str, batch_rows: int, validate: bool, *, threads: bool = True) -> Iterator[_Part]:
     """Read, convert and (with ``validate``) check the rows of one row group, a batch at a time.
 
     Thread-safe: it opens its own reader, and :meth:`Validator.check_rows` keeps no
     state. A bad row is returned with its batch, for the consumer to raise in order.
+    ``threads``: let Arrow decode the columns on its own threads; not on the reader
+    threads, which keep both cores busy already (a fast replay of 10M rows: 0.940 s
+    without, 0.983 s with, the means of eight alternating pairs of runs).
     """
     f, g = group.file, group.index
     name = str(f.path)
@@ -480,7 +483,9 @@ def _decode(group: _Group, clock: str, batch_rows: int, validate: bool) -> Itera
     pf = pq.ParquetFile(src, metadata=f.footer, read_dictionary=f.read_dictionary or None)
     try:
         if group.rows <= _WHOLE_GROUP_ROWS:  # one read: much faster than iter_batches
-            parts = pf.read_row_group(g, columns=list(COLUMNS)).to_batches(max_chunksize=batch_rows)
+            parts = pf.read_row_group(g, columns=list(COLUMNS), use_threads=threads).to_batches(
+                max_chunksize=batch_rows
+            )
         else:  # a foreign writer's huge row group: stream it
             parts = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=list(COLUMNS))
         row0 = group.row0
@@ -514,7 +519,7 @@ def _decoded(
     """
 
     def whole(grp: _Group) -> list[_Part]:
-        return list(_decode(grp, clock, batch_rows, validate))
+        return list(_decode(grp, clock, batch_rows, validate, threads=False))
 
     if ahead <= 0:
         for grp in groups:
