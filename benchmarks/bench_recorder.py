@@ -2,7 +2,7 @@
 
 The rows are a seeded level-2 tape's (mostly book levels, then quotes and trades), one
 message's :class:`~perpsim.core.batch.Rows` at a time through :meth:`Recorder.add`, as
-the live driver hands them over (it builds them once per message for the engine; that
+the live driver hands them over (it builds them once per socket read for the engine; that
 cost is in the latency figure of ``bench_live.py``), with ``fsync`` off (the figure is
 the recorder's, not the disk's). "Written" means on disk in closed segments: the clock
 stops when :meth:`Recorder.close` returns.

@@ -41,7 +41,7 @@ class BulkHistogram(Collector):
 
     ``Histogram.observe`` takes a lock and updates two values, about 3 µs: for the feed
     lag, observed once per message, that was a tenth of what a message cost the event
-    loop. The driver collects the values in a list and adds them here once a second.
+    loop. The driver adds a recorder chunk's lags here at once (``LiveDriver._on_chunk``).
     """
 
     def __init__(self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry) -> None:

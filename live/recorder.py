@@ -386,7 +386,8 @@ class Recorder:
         self._chunks.append(batch)
         self._pending += len(batch)
         if self.on_chunk is not None:
-            if later and self.defer is not None:
+            if later:
+                assert self.defer is not None  # only a deferred conversion finishes later
                 self.defer(functools.partial(self.on_chunk, batch))
             else:
                 self.on_chunk(batch)
@@ -395,12 +396,6 @@ class Recorder:
     def pending_rows(self) -> int:
         """Rows added since the last flush (held in memory until it)."""
         return self._pending + self._converting + len(self._chunk.ts)
-
-    def _take(self) -> list[Batch]:
-        self.seal()
-        chunks, self._chunks, self._pending = self._chunks, [], 0
-        self.stats.rows += sum(map(len, chunks))
-        return chunks
 
     def flush(self) -> None:
         """Hand the rows recorded since the last flush to the writer (call every ``flush_s``).
@@ -415,12 +410,14 @@ class Recorder:
     def _job(self, *, closing: bool) -> _Job:
         """The rows since the last flush, with the open segment's metadata; the segment is
         closed when ``closing`` or full by rows or by time."""
-        chunks = self._take()
+        self.seal()
+        chunks, n, self._chunks, self._pending = self._chunks, self._pending, [], 0
+        self.stats.rows += n
         if chunks:
             if self._seg_start is None:
                 self._seg_start = int(chunks[0].recv_ts[0])
             self._seg_end = int(chunks[-1].recv_ts[-1])
-            self._seg_rows += sum(map(len, chunks))
+            self._seg_rows += n
         start = self._seg_start or 0
         meta = msgspec.structs.replace(self.meta, rows=self._seg_rows, start_ns=start, end_ns=self._seg_end)
         close = closing or self._seg_rows >= self.rotate_rows or self._seg_end - start >= self.rotate_ns

@@ -68,9 +68,9 @@ def _first_null(a: pa.Array) -> int:
 def _constant(n: int, fill: float, dtype: Any) -> np.ndarray[Any, Any]:
     """A read-only column of ``n`` copies of ``fill``, shared by every batch of that length.
 
-    A tape's all-null columns (``rate`` and ``next_ts`` without funding, ``text``'s
-    neighbours) would otherwise cost fresh memory per batch; read-only, so a write
-    raises instead of reaching other batches.
+    A tape's all-null columns (``rate`` and ``next_ts`` on a tape without funding or
+    timer rows, ``side`` without trades or book rows) would otherwise cost fresh memory
+    per batch; read-only, so a write raises instead of reaching other batches.
     """
     out = np.full(n, fill, dtype)
     out.flags.writeable = False
@@ -80,7 +80,7 @@ def _constant(n: int, fill: float, dtype: Any) -> np.ndarray[Any, Any]:
 def _ints(a: pa.Array, name: str, n: int) -> np.ndarray[Any, Any]:
     fill, dtype = _INT_FILL[name]
     if a.null_count == n:
-        return _constant(n, fill, dtype)
+        return _constant(n, fill, np.dtype(dtype))
     if a.null_count:
         a = pc.fill_null(a, fill)
     out: np.ndarray[Any, Any] = a.to_numpy().astype(dtype, copy=False)

@@ -70,8 +70,6 @@ def test_events_round_trip() -> None:
 
 
 def test_rows_keep_every_column_aligned() -> None:
-    from perpsim.core.batch import event_rows
-
     rows = event_rows(MIXED)
     assert len(rows) == 8
     assert rows.symbol == ["BTC-PERP", "BTC-PERP", "ETH-PERP", "ETH-PERP", "BTC-PERP", "BTC-PERP", "*", "*"]
