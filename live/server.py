@@ -65,6 +65,8 @@ _SUBSCRIBABLE: Final = {
     "heartbeats": "heartbeats",
 }
 _SEQ_KEY: Final = b'"sequence_num":'
+_UNSTAMPED: Final = b"1970-01-01T00:00:00.000000000Z"  # rendered first, overwritten as the frames leave
+_STAMP_LEN: Final = len(_UNSTAMPED)
 _COALESCE: Final = 16  # frames written together at most (see FeedServer._queue)
 _TS_KEY: Final = b'"timestamp":"'
 
@@ -127,10 +129,11 @@ class _Message(msgspec.Struct):
     before_seq: bytes
     tail: bytes
 
-    def render(self, seq: int, now_ns: int) -> bytes:
+    def render(self, seq: int, stamp: bytes) -> bytes:
+        """The message with ``stamp`` (:func:`_stamp`) as its ``timestamp``."""
         return b'%b%b%b"sequence_num":%d,%b' % (
             self.before_ts,
-            format_time(now_ns).encode(),
+            stamp,
             self.before_seq,
             seq,
             self.tail,
@@ -147,6 +150,20 @@ class _Message(msgspec.Struct):
 
 
 _HEADS: dict[str, bytes] = {}
+
+
+def _text_frame_header(n: int) -> bytes:
+    """The header of an unmasked, unfragmented text frame of ``n`` bytes (RFC 6455 §5.2)."""
+    if n < 126:
+        return b"\x81%c" % n
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2)
+    return b"\x81\x7f" + n.to_bytes(8)
+
+
+def _stamp(now_ns: int) -> bytes:
+    """An envelope ``timestamp``: always :data:`_STAMP_LEN` bytes (years 1000-9999)."""
+    return format_time(now_ns).encode()
 
 
 def _split(raw: bytes, products: frozenset[str]) -> _Message:
@@ -402,7 +419,7 @@ class FeedServer:
                 if f.gap_rate and rng.random() < f.gap_rate:
                     st.gaps += 1
                     conn.seq += 1
-            data = msg.render(conn.seq, time.time_ns())
+            data = msg.render(conn.seq, _stamp(time.time_ns()))
             conn.seq += 1
             st.messages += 1
             await self._write(conn, data)
@@ -437,24 +454,24 @@ class FeedServer:
         if not queued:
             return
         ws = conn.ws
-        now = time.time_ns()
         if ws.protocol.state is not State.OPEN or ws.send_in_progress is not None:
+            now = _stamp(time.time_ns())
             for msg, seq in queued:  # closing, or busy: as broadcast handles it
                 broadcast([ws], msg.render(seq, now), text=True)
             return
+        # Framed here (unmasked text frames, as websockets frames them) so that the stamp
+        # can be taken after the rendering and patched in: the messages leave at ``now``.
+        out = bytearray()
+        stamps = []
         for msg, seq in queued:
-            ws.protocol.send_text(msg.render(seq, now))
-        chunks = ws.protocol.data_to_send()
-        if all(chunks):
-            ws.transport.writelines(chunks)
-            return
-        for chunk in chunks:  # the end of the stream is among them: as websockets writes it
-            if chunk:
-                ws.transport.write(chunk)
-            elif ws.transport.can_write_eof():
-                ws.transport.write_eof()
-            else:
-                ws.transport.close()
+            data = msg.render(seq, _UNSTAMPED)
+            out += _text_frame_header(len(data))
+            stamps.append(len(out) + len(msg.before_ts))
+            out += data
+        now = _stamp(time.time_ns())
+        for at in stamps:
+            out[at : at + _STAMP_LEN] = now
+        ws.transport.write(out)
 
     async def _write(self, conn: _Conn, data: bytes) -> None:
         """Paced playback writes without waiting (an exchange does not wait for a slow
