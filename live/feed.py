@@ -422,13 +422,12 @@ class CoinbaseFeed:
         message): they arrived together, and a stamp per message would also count the
         time spent on the messages before it.
         """
+        st = self.stats
         recv_ts = self._read_ts
         if recv_ts is None:
-            recv_ts = self._read_ts = self.clock.stamp()
-        st = self.stats
+            recv_ts = self._read_ts = st.last_recv_ns = self.clock.stamp()
         st.messages += 1
         st.bytes += len(raw)
-        st.last_recv_ns = recv_ts
         gaps_before = self.normalizer.gaps
         try:
             events = self.normalizer.feed(raw, recv_ts)
@@ -488,6 +487,12 @@ class CoinbaseFeed:
     def _filter(self, events: list[MarketEvent]) -> list[MarketEvent]:
         """Drop book rows of symbols awaiting a snapshot, and crossed quotes."""
         awaiting = self._awaiting
+        if not awaiting:  # the common case: only a crossed quote can go
+            for ev in events:
+                if type(ev) is Quote and ev.bid > ev.ask:
+                    break
+            else:
+                return events
         out = events
         for i, ev in enumerate(events):
             t = type(ev)

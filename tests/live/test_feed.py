@@ -19,7 +19,7 @@ from perpsim.live.clock import LiveClock
 from perpsim.live.feed import _DISPATCH_ROWS, CoinbaseFeed, FeedConfig
 
 
-def _ticker(seq: int, bid: float) -> str:
+def _ticker(seq: int, bid: float, ask: float | None = None) -> str:
     return json.dumps(
         {
             "channel": "ticker",
@@ -35,7 +35,7 @@ def _ticker(seq: int, bid: float) -> str:
                             "product_id": "BTC-PERP-INTX",
                             "best_bid": str(bid),
                             "best_bid_quantity": "1",
-                            "best_ask": str(bid + 1),
+                            "best_ask": str(bid + 1 if ask is None else ask),
                             "best_ask_quantity": "1",
                         }
                     ],
@@ -201,3 +201,16 @@ def test_a_long_read_is_dispatched_in_parts_of_at_most_dispatch_rows_at_one_stam
     stamps = [{e.recv_ts for e in evs} for _, evs in got]
     assert all(len(s) == 1 for s in stamps)
     assert len({s.pop() for s in stamps}) < len(got)  # parts of one read share its stamp
+
+
+def test_crossed_quotes_are_dropped_and_counted_and_the_rest_keep_their_order() -> None:
+    crossed = {2, 4}
+
+    async def script(ws: ServerConnection, _: int) -> None:
+        await _read_subscribes(ws)
+        for i in range(7):
+            await ws.send(_ticker(i, 100.0 + i, ask=99.0 + i if i in crossed else None))
+
+    got, feed = _run(script, lambda _, feed: feed.stats.messages >= 7)
+    assert _bids(got) == [100.0 + i for i in range(7) if i not in crossed]
+    assert feed.stats.invalid == len(crossed)
