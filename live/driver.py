@@ -39,7 +39,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +62,7 @@ from perpsim.live.clock import LiveClock
 from perpsim.live.feed import CoinbaseFeed, FeedConfig, FeedState
 from perpsim.live.metrics import LiveMetrics, MetricsServer
 from perpsim.live.recorder import Recorder
+from perpsim.live.threads import writer_pool
 from perpsim.sim.runs import Drawdown, RunWriter, file_sha256, fresh_path, summarize, write_json
 from perpsim.sim.warm import end_warm_up, warm_up
 from perpsim.tapes.reader import open_tape
@@ -193,7 +194,7 @@ class LiveDriver:
         self.sink: RunWriter | None = None
         self._sink_events: list[Any] = []
         self._sink_equity: list[Any] = []
-        self._sink_pool = ThreadPoolExecutor(1, thread_name_prefix="perpsim-run-writer")
+        self._sink_pool = writer_pool("perpsim-run-writer")
         self._sink_jobs: list[Future[None]] = []
         self.drawdown: Drawdown | None = None
         self.last_cycle_ts: int | None = None

@@ -51,7 +51,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from io import FileIO
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -77,6 +77,7 @@ from perpsim.core.events import (
     Kind,
     MarketEvent,
 )
+from perpsim.live.threads import writer_pool
 from perpsim.tapes.reader import JOURNAL_SUFFIX, read_journal
 from perpsim.tapes.schema import META_KEY, SCHEMA, WRITE_OPTIONS, TapeMeta, TimerSpec, decode_meta, encode_meta
 from perpsim.tapes.validate import Validator
@@ -290,7 +291,7 @@ class Recorder:
         self._seg_end = 0
         self._closed = False
         self._lock = threading.Lock()  # guards stats between the threads
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="perpsim-recorder") if background else None
+        self._writer = writer_pool("perpsim-recorder") if background else None
         self._futures: list[Future[None]] = []
         # writer state: the rows checked so far, the segment on disk
         self._validator = Validator("recv_ts")
