@@ -18,7 +18,8 @@ the first row's clock value.
 
 The hot path keeps the event loop free for the next read: a read's rows go to the
 engine as Python lists (:class:`~perpsim.core.batch.Rows`), the recorder turns them
-into columns in chunks, a few columns at a time between reads, and writes on its own thread, metrics are
+into columns in chunks, a few columns at a time between reads, and writes on its own
+thread (niced, :mod:`perpsim.live.threads`), metrics are
 counted per recorder chunk, and the objects made at start-up are frozen out of the
 garbage collector's sight (a full collection over them took ~40 ms).
 
