@@ -18,6 +18,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
+__all__ = ["WRITER_NICE", "writer_pool"]
+
 WRITER_NICE: Final = 10
 
 
