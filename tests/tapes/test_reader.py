@@ -287,14 +287,48 @@ def test_prefetch_threads_end_when_the_consumer_stops(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("values", [[1.0, None, 3.0, None, 5.5], [None] * 3 + [2.0] * 20 + [None], [None, None]])
 def test_float_columns_read_nulls_as_nan_at_any_offset(values: list[float | None]) -> None:
-    from perpsim.tapes.reader import _floats
+    from perpsim.tapes.reader import _floats, _Validity
 
     a = pa.array(values, pa.float64())
     for off in range(len(a)):
         for n in range(len(a) - off + 1):
             part = a.slice(off, n)
             want = [np.nan if v is None else v for v in values[off : off + n]]
-            assert np.array_equal(_floats(part, n), np.array(want, np.float64), equal_nan=True), (off, n)
+            assert np.array_equal(_floats(part, n, _Validity(n)), np.array(want, np.float64), equal_nan=True), (off, n)
+
+
+@pytest.mark.parametrize("off", [0, 1, 5, 9])
+def test_nulls_are_filled_whatever_lies_under_them_and_signed_zeros_survive(off: int) -> None:
+    """Arrow leaves the values under a null unspecified: a reader must not trust them.
+
+    The columns share one bitmap, as a quote's four columns do, and a value of -0.0
+    must come out as -0.0 (not +0.0) after the nulls are filled.
+    """
+    from perpsim.core.batch import NULL_SEQ
+    from perpsim.tapes.reader import _floats, _ints, _Validity
+
+    n = 20
+    i = np.arange(n + off)
+    valid = i % 3 != 1
+    bits = pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
+    under = np.where(valid, 0, 1)  # garbage below the nulls, nothing below the values
+    values = np.where(i % 3 == 0, -0.0, i.astype(np.float64))
+    floats = np.where(valid, values, np.inf)
+    px = pa.Array.from_buffers(pa.float64(), n + off, [bits, pa.py_buffer(floats.tobytes())]).slice(off, n)
+    size = pa.Array.from_buffers(pa.float64(), n + off, [bits, pa.py_buffer((floats * 2).tobytes())]).slice(off, n)
+    side = pa.Array.from_buffers(pa.int8(), n + off, [bits, pa.py_buffer((under * 7).astype(np.int8).tobytes())])
+    seq = pa.Array.from_buffers(pa.int64(), n + off, [bits, pa.py_buffer((under * 9).astype(np.int64).tobytes())])
+    nulls = _Validity(n)
+    v = valid[off:]
+    got_px, got_size = _floats(px, n, nulls), _floats(size, n, nulls)
+    want = np.where(v, values[off:], np.nan)
+    assert np.array_equal(got_px, want, equal_nan=True)
+    assert np.array_equal(got_size, want * 2, equal_nan=True)
+    assert np.signbit(got_px[(i[off:] % 3 == 0)]).all()  # each -0.0 stayed negative
+    assert _ints(side.slice(off, n), "side", n, nulls).tolist() == [0] * n
+    assert _ints(seq.slice(off, n), "seq", n, nulls).tolist() == np.where(v, 0, NULL_SEQ).tolist()
+    flags = pa.Array.from_buffers(pa.uint8(), n + off, [bits, pa.py_buffer((under * 3).astype(np.uint8).tobytes())])
+    assert _ints(flags.slice(off, n), "flags", n, nulls).tolist() == [0] * n
 
 
 @pytest.mark.parametrize("prefetch", [0, 3])
@@ -312,7 +346,7 @@ def test_row_groups_too_large_to_read_whole_stream_in_order(
 
 
 def test_float_nulls_become_nan_in_place_in_arrows_own_buffer_and_copied_from_a_foreign_one() -> None:
-    from perpsim.tapes.reader import _floats
+    from perpsim.tapes.reader import _floats, _Validity
 
     values = [1.0, None, 3.0, None]
     owned = pa.array(values, pa.float64())
@@ -320,16 +354,16 @@ def test_float_nulls_become_nan_in_place_in_arrows_own_buffer_and_copied_from_a_
     foreign = pa.Array.from_buffers(pa.float64(), 4, [validity, pa.py_buffer(np.array([1.0, 7.0, 3.0, 7.0]).tobytes())])
     want = np.array([1.0, np.nan, 3.0, np.nan])
     for a in (owned, foreign):
-        got = _floats(a, 4)
+        got = _floats(a, 4, _Validity(4))
         assert np.array_equal(got, want, equal_nan=True)
         assert np.shares_memory(got, np.frombuffer(a.buffers()[1], np.float64)) == (a is owned)
     assert owned.to_pylist() == values  # nulls are still nulls to Arrow
 
 
 def test_all_null_columns_are_one_shared_read_only_array_per_length() -> None:
-    from perpsim.tapes.reader import _floats
+    from perpsim.tapes.reader import _floats, _Validity
 
-    a, b = _floats(pa.nulls(5, pa.float64()), 5), _floats(pa.nulls(5, pa.float64()), 5)
+    a, b = (_floats(pa.nulls(5, pa.float64()), 5, _Validity(5)) for _ in range(2))
     assert a is b and np.isnan(a).all() and len(a) == 5
     with pytest.raises(ValueError):
         a[0] = 1.0  # a write would reach every batch of that length
