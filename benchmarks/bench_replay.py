@@ -28,9 +28,8 @@ def test_bench_replay_baseline(benchmark, bench_tape, name: str, engine: str) ->
     path = _tape(bench_tape, name)
     rows = open_tape(path).num_rows
     kw = {"interval_s": 5.0} if name == "btcusdt_real_l2" else {}
-    rounds = 1 if name == "tq_10m" else 3
     result = benchmark.pedantic(
-        perpsim.replay, args=(path,), kwargs={"engine": engine, **kw}, rounds=rounds, iterations=1, warmup_rounds=0
+        perpsim.replay, args=(path,), kwargs={"engine": engine, **kw}, rounds=3, iterations=1, warmup_rounds=0
     )
     assert result.summary["rows"] == rows
     rate = rows / benchmark.stats["min"]
