@@ -6,9 +6,11 @@ Whole replay in process: Parquet decode, engine, digest. Run:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 import perpsim
@@ -45,6 +47,24 @@ def test_bench_tape_read(benchmark, bench_tape) -> None:
 
     n = benchmark.pedantic(read, rounds=3, iterations=1, warmup_rounds=1)
     print(f"\nread tq_1m (decode + validate): {n / benchmark.stats['min']:,.0f} rows/s")
+
+
+def test_bench_parquet_decode_ceiling(benchmark, bench_tape) -> None:
+    """Parquet decoding alone of ``tq_10m``, every row group on two threads as the reader
+    does it, nothing converted or checked: the rate no replay of this tape can pass here."""
+    path = bench_tape("tq_10m")
+    footer = pq.read_metadata(path)
+
+    def one(g: int) -> int:
+        return pq.ParquetFile(path, metadata=footer).read_row_group(g, use_threads=False).num_rows
+
+    def decode() -> int:
+        with ThreadPoolExecutor(2) as pool:
+            return sum(pool.map(one, range(footer.num_row_groups)))
+
+    n = benchmark.pedantic(decode, rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(rows=n, rows_per_s=round(n / benchmark.stats["min"]))
+    print(f"\nParquet decode only, tq_10m, two threads: {n / benchmark.stats['min']:,.0f} rows/s")
 
 
 def test_bench_tape_write(benchmark, tmp_path: Path) -> None:
