@@ -25,7 +25,7 @@ def _tape(bench_tape, name: str) -> Path:
 
 
 @pytest.mark.parametrize("engine", ["reference", "fast"])
-@pytest.mark.parametrize("name", ["tq_1m", "tq_10m", "tq_sparse_1m", "l2_1m", "btcusdt_real_l2"])
+@pytest.mark.parametrize("name", ["tq_1m", "tq_10m", "tq_sparse_1m", "l2_1m", "l2_10m", "btcusdt_real_l2"])
 def test_bench_replay_baseline(benchmark, bench_tape, name: str, engine: str) -> None:
     path = _tape(bench_tape, name)
     rows = open_tape(path).num_rows

@@ -20,6 +20,7 @@ _SPECS = {
     "tq_10m": dict(hours=5.556, **_DENSE),
     "tq_sparse_1m": dict(hours=93, symbols=["BTC-PERP", "ETH-PERP"], trades_per_min=30, quotes_per_min=60),
     "l2_1m": dict(hours=40, symbols=["BTC-PERP", "ETH-PERP"], trades_per_min=30, quotes_per_min=60, l2=True),
+    "l2_10m": dict(hours=216, symbols=["BTC-PERP", "ETH-PERP"], trades_per_min=30, quotes_per_min=60, l2=True),
 }
 
 
