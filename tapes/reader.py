@@ -50,6 +50,10 @@ _INT_FILL: dict[str, tuple[int, type[np.integer[Any]]]] = {
 }
 _DICT_COLUMNS = ("kind", "symbol")
 _WHOLE_GROUP_ROWS = 1 << 20  # row groups up to this size are read whole
+# Reader threads. One more than this machine's two cores: a reader holds the GIL while
+# it converts and checks a batch, and the third decodes meanwhile (a fast replay of 10M
+# rows: 0.841 s against 0.880 s, the means of nine alternating pairs).
+_READERS = 3
 # Columns whose nulls are an error (to_batch names the row): always decoded.
 _REQUIRED = frozenset(("ts", "kind", "symbol"))
 
@@ -427,7 +431,7 @@ class Tape:
             start_ns: keep rows whose clock value is >= this.
             end_ns: keep rows whose clock value is < this.
             batch_rows: the most rows in one batch; a batch never spans row groups.
-            prefetch: decode up to this many row groups ahead on two reader threads,
+            prefetch: decode up to this many row groups ahead on reader threads,
                 so decoding overlaps the consumer's work (0: decode on demand). Order,
                 values and errors are the same either way.
 
@@ -588,8 +592,8 @@ def _decoded(
 ) -> Iterator[tuple[str, int, Iterable[_Part]]]:
     """``(file name, first row, converted batches)`` per row group, in order.
 
-    With ``ahead > 0``, up to that many row groups are read at once on two threads
-    (Parquet decoding releases the GIL); results, and the first error, still arrive
+    With ``ahead > 0``, up to that many row groups are read at once on ``_READERS``
+    threads (Parquet decoding releases the GIL); results, and the first error, still arrive
     in row-group order. A row group too large to read whole streams on the calling
     thread instead, so memory stays bounded. Closing the iterator cancels what has
     not started.
@@ -603,7 +607,7 @@ def _decoded(
             yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate)
         return
     pending: deque[tuple[_Group, Future[list[_Part]]]] = deque()
-    with ThreadPoolExecutor(2, thread_name_prefix="perpsim-tape-reader") as pool:
+    with ThreadPoolExecutor(_READERS, thread_name_prefix="perpsim-tape-reader") as pool:
         try:
             for grp in groups:
                 if grp.rows > _WHOLE_GROUP_ROWS:
