@@ -32,6 +32,7 @@ from perpsim.core.batch import NULL_SEQ, Batch
 from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.instruments import Instrument, resolve
+from perpsim.tapes.malloc import tune_malloc
 from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, WRITE_OPTIONS, TapeMeta, decode_meta
 from perpsim.tapes.validate import Validator, check_columns, check_kinds
 
@@ -462,6 +463,7 @@ class Tape:
     ) -> Iterator[tuple[Batch, pa.RecordBatch]]:
         if batch_rows < 1:
             raise TapeError(f"batch_rows must be >= 1, not {batch_rows}")
+        tune_malloc()
         clock = self.meta.clock
         window = start_ns is not None or end_ns is not None
         validator = Validator(clock) if validate else None
