@@ -128,7 +128,8 @@ def _ints(a: pa.Array, name: str, n: int, nulls: _Validity) -> np.ndarray[Any, A
     if a.null_count == n:
         return _constant(n, fill, np.dtype(dtype))
     if not a.null_count:
-        return a.to_numpy().astype(dtype, copy=False)
+        out: np.ndarray[Any, Any] = a.to_numpy().astype(dtype, copy=False)
+        return out
     v = np.frombuffer(a.buffers()[1], dtype=a.type.to_pandas_dtype(), count=n, offset=a.offset * a.type.byte_width)
     valid = nulls.valid(a)
     if fill == 0 and v.flags.writeable:
@@ -154,7 +155,8 @@ def _floats(a: pa.Array, n: int, nulls: _Validity) -> np.ndarray[Any, Any]:
     v = np.frombuffer(a.buffers()[1], dtype=np.float64, count=n, offset=a.offset * 8)
     addend = nulls.nan_addend(a)
     if not v.flags.writeable:  # a buffer Arrow does not own (memory-mapped, foreign)
-        return v + addend
+        copied: np.ndarray[Any, Any] = v + addend
+        return copied
     np.add(v, addend, out=v)
     return v
 
