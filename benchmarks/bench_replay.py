@@ -1,4 +1,4 @@
-"""Replay throughput of the baseline bot, reference and fast engines (events/s, one core).
+"""Replay throughput of the baseline bot, reference and fast engines (events/s).
 
 Whole replay in process: Parquet decode, engine, digest. Run:
 ``.venv/bin/pytest benchmarks/bench_replay.py --benchmark-only -s``
@@ -90,8 +90,8 @@ def test_bench_tape_read(benchmark, bench_tape) -> None:
 
 
 def test_bench_parquet_decode_ceiling(benchmark, bench_tape) -> None:
-    """Parquet decoding alone of ``tq_10m``, every row group on two threads as the reader
-    does it, nothing converted or checked: the rate no replay of this tape can pass here."""
+    """Parquet decoding alone of ``tq_10m``, every row group on two threads (one per core),
+    nothing converted or checked: the rate no replay of this tape can pass here."""
     path = bench_tape("tq_10m")
     footer = pq.read_metadata(path)
 

@@ -10,8 +10,9 @@ and 0.13-0.33 s of system time with the defaults; 2,700-8,900 faults and 0.06-0.
 with the thresholds fixed (mmap above 1 MB, trim above 16 MB), and 0.769 s against
 0.860 s of wall time (means).
 
-Process-wide and permanent, so it is applied once, on the first tape read, and never
-on other C libraries. ``PERPSIM_MALLOC=default`` leaves glibc's defaults alone.
+The setting is process-wide and permanent: it is applied once, on the first tape
+read, and only where the C library is glibc. ``PERPSIM_MALLOC=default`` leaves
+glibc's defaults alone.
 """
 
 from __future__ import annotations
