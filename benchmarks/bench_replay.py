@@ -27,7 +27,9 @@ def _tape(bench_tape, name: str) -> Path:
 
 
 @pytest.mark.parametrize("engine", ["reference", "fast"])
-@pytest.mark.parametrize("name", ["tq_1m", "tq_10m", "tq_sparse_1m", "l2_1m", "l2_10m", "btcusdt_real_l2"])
+@pytest.mark.parametrize(
+    "name", ["tq_1m", "tq_10m", "tq_10m_lz4", "tq_sparse_1m", "l2_1m", "l2_10m", "btcusdt_real_l2"]
+)
 def test_bench_replay_baseline(benchmark, bench_tape, name: str, engine: str) -> None:
     path = _tape(bench_tape, name)
     rows = open_tape(path).num_rows
@@ -52,8 +54,10 @@ _CHILD = (
 )
 
 
-def test_bench_fast_over_reference_interleaved(benchmark, bench_tape) -> None:
-    """Issue 7's ratio on ``tq_10m``: each engine in three fresh processes, alternating.
+@pytest.mark.parametrize("name", ["tq_10m", "tq_10m_lz4"])
+def test_bench_fast_over_reference_interleaved(benchmark, bench_tape, name: str) -> None:
+    """Issue 7's ratio on ``tq_10m`` (and its lz4 copy): each engine in three fresh
+    processes, alternating.
 
     Fresh processes, because a replay in a process that has just replayed another tape
     runs slower (the reference engine on ``tq_10m``: 6.0-6.9 s after ``l2_10m``
@@ -61,7 +65,7 @@ def test_bench_fast_over_reference_interleaved(benchmark, bench_tape) -> None:
     slower stretches lasting tens of seconds, and engines run one after the other can
     land in different ones.
     """
-    path = bench_tape("tq_10m")
+    path = bench_tape(name)
     best = {"reference": float("inf"), "fast": float("inf")}
 
     def interleave() -> None:
@@ -76,7 +80,7 @@ def test_bench_fast_over_reference_interleaved(benchmark, bench_tape) -> None:
     rows = open_tape(path).num_rows
     ref, fast = rows / best["reference"], rows / best["fast"]
     benchmark.extra_info.update(reference_events_per_s=round(ref), fast_events_per_s=round(fast), ratio=fast / ref)
-    print(f"\ntq_10m interleaved: reference {ref:,.0f} events/s, fast {fast:,.0f} events/s, {fast / ref:.1f}x")
+    print(f"\n{name} interleaved: reference {ref:,.0f} events/s, fast {fast:,.0f} events/s, {fast / ref:.1f}x")
 
 
 def test_bench_tape_read(benchmark, bench_tape) -> None:
@@ -89,10 +93,11 @@ def test_bench_tape_read(benchmark, bench_tape) -> None:
     print(f"\nread tq_1m (decode + validate): {n / benchmark.stats['min']:,.0f} rows/s")
 
 
-def test_bench_parquet_decode_ceiling(benchmark, bench_tape) -> None:
-    """Parquet decoding alone of ``tq_10m``, every row group on two threads (one per core),
-    nothing converted or checked: the rate no replay of this tape can pass here."""
-    path = bench_tape("tq_10m")
+@pytest.mark.parametrize("name", ["tq_10m", "tq_10m_lz4"])
+def test_bench_parquet_decode_ceiling(benchmark, bench_tape, name: str) -> None:
+    """Parquet decoding alone, every row group on two threads (one per core), nothing
+    converted or checked: the rate no replay of this tape can pass here."""
+    path = bench_tape(name)
     footer = pq.read_metadata(path)
 
     def one(g: int) -> int:
@@ -104,7 +109,7 @@ def test_bench_parquet_decode_ceiling(benchmark, bench_tape) -> None:
 
     n = benchmark.pedantic(decode, rounds=3, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(rows=n, rows_per_s=round(n / benchmark.stats["min"]))
-    print(f"\nParquet decode only, tq_10m, two threads: {n / benchmark.stats['min']:,.0f} rows/s")
+    print(f"\nParquet decode only, {name}, two threads: {n / benchmark.stats['min']:,.0f} rows/s")
 
 
 def test_bench_tape_write(benchmark, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from perpsim.cli_tapes import codec_option
 from perpsim.core.timefmt import fmt_ns
 from perpsim.tapes import convert as tapes_convert
 from perpsim.tapes.convert import FORMATS, ConvertKind, ConvertReport
@@ -85,6 +86,7 @@ def _print(rep: ConvertReport, console: Console) -> None:
     help="funding-csv: hours east of UTC of the CSV dates. Default by venue in the file "
     "name: binance +3, bybit +3, dydx 0.",
 )
+@codec_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def convert(
     src: Path,
@@ -93,6 +95,7 @@ def convert(
     strict: bool,
     symbol: str | None,
     utc_offset: float | None,
+    codec: str,
     as_json: bool,
 ) -> None:
     """Convert a venue recording SRC into a tape.
@@ -110,6 +113,7 @@ def convert(
         strict=strict,
         symbol=symbol,
         utc_offset_h=utc_offset,
+        codec=codec,
     )
     if as_json:
         click.echo(json.dumps(report_json(rep), indent=2))

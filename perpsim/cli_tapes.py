@@ -21,14 +21,23 @@ from perpsim.core.errors import InputError, TapeError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.timefmt import fmt_ns, parse_time_ns
 from perpsim.tapes.reader import open_tape
-from perpsim.tapes.schema import SCHEMA, TapeMeta
+from perpsim.tapes.schema import CODECS, SCHEMA, TapeMeta
 from perpsim.tapes.synth import parse_shock, synth
 from perpsim.tapes.validate import TapeReport, inspect_tape, validate_tape
 from perpsim.tapes.writer import TapeWriter, write_table
 
-__all__ = ["report_dict", "tapes"]
+__all__ = ["codec_option", "report_dict", "tapes"]
 
 _TAPE = click.Path(path_type=Path)
+
+codec_option = click.option(
+    "--codec",
+    type=click.Choice(CODECS),
+    default="zstd",
+    show_default=True,
+    help="Compression: zstd makes the smallest files; lz4 reads in about two thirds of the time "
+    "(files 10-27% larger), for a tape replayed many times.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -56,6 +65,7 @@ def _print_report(r: TapeReport, console: Console) -> None:
     head.add_row("symbols", ", ".join(r.symbols) or "-")
     head.add_row("source", meta.source)
     head.add_row("schema version", str(meta.schema_version))
+    head.add_row("compression", ", ".join(r.codecs) or "-")
     if meta.timers:
         head.add_row("timers", ", ".join(f"{t.name}/{t.interval_ns / 1e9:g}s" for t in meta.timers))
     head.add_row("validated", "yes" if r.validated else "no")
@@ -135,6 +145,7 @@ def validate(tape: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--shock", help="AT_H:PCT:OVER_H, e.g. 2:-30:1 = -30% during hour 2-3.")
 @click.option("--l2", is_flag=True, help="Also write a level-2 book (snapshot and updates).")
 @click.option("--marks", type=float, help="Also write mark rows every this many seconds.")
+@codec_option
 def synth_cmd(
     hours: float,
     symbols: str,
@@ -147,6 +158,7 @@ def synth_cmd(
     shock: str | None,
     l2: bool,
     marks: float | None,
+    codec: str,
 ) -> None:
     """Generate a seeded synthetic tape: random-walk prices with volatility regimes,
     Poisson trades and quotes, hourly funding, optional shock and L2 book."""
@@ -164,6 +176,7 @@ def synth_cmd(
         shock=parse_shock(shock) if shock else None,
         l2=l2,
         mark_interval_s=marks,
+        codec=codec,
         **kwargs,
     )
     t = open_tape(path)
@@ -175,8 +188,12 @@ def synth_cmd(
 @click.option("--start", help="Keep rows at or after this clock time (ISO 8601 UTC or ns).")
 @click.option("--end", help="Keep rows before this clock time.")
 @click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
-def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: Path) -> None:
-    """Copy the rows of TAPE whose clock value is in [--start, --end) to --out (streaming)."""
+@codec_option
+def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: Path, codec: str) -> None:
+    """Copy the rows of TAPE whose clock value is in [--start, --end) to --out (streaming).
+
+    Without --start and --end it copies the whole tape, e.g. to change its --codec.
+    """
     src = open_tape(_one(tape))
     lo = parse_time_ns(start, what="--start") if start else None
     hi = parse_time_ns(end, what="--end") if end else None
@@ -185,7 +202,7 @@ def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: P
     meta = msgspec.structs.replace(src.meta, source=f"slice of {src.meta.source}")
     tmp = out.with_name(f".{out.name}.slice.tmp")
     try:
-        with TapeWriter(tmp, meta, validate=False, name=str(out)) as w:
+        with TapeWriter(tmp, meta, validate=False, name=str(out), codec=codec) as w:
             for rb in src.record_batches(start_ns=lo, end_ns=hi):
                 w.write(rb)
         tmp.replace(out)
@@ -198,7 +215,8 @@ def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: P
 @tapes.command()
 @click.argument("tape", type=_TAPE, nargs=-1, required=True)
 @click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
-def merge(tape: tuple[Path, ...], out: Path) -> None:
+@codec_option
+def merge(tape: tuple[Path, ...], out: Path, codec: str) -> None:
     """Merge several TAPEs (e.g. one per symbol) into one tape sorted by the clock column.
 
     Ties keep the order of the arguments, then row order. The tapes are read into
@@ -225,7 +243,7 @@ def merge(tape: tuple[Path, ...], out: Path) -> None:
         instruments=instruments,
         timers=opened[0].meta.timers,
     )
-    write_table(table, out, meta)
+    write_table(table, out, meta, codec=codec)
     click.echo(f"wrote {out}: {table.num_rows:,} rows from {len(tape)} tapes")
 
 

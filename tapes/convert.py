@@ -74,6 +74,7 @@ def convert(
     symbol: str | None = None,
     utc_offset_h: float | None = None,
     row_group_rows: int = 65536,
+    codec: str = "zstd",
 ) -> ConvertReport:
     """Convert a recording to a tape file.
 
@@ -87,6 +88,7 @@ def convert(
         utc_offset_h: ``funding-csv`` only: hours east of UTC of the CSV's dates
             (default by venue in the file name: Binance/Bybit +3, dYdX 0).
         row_group_rows: rows per Parquet row group.
+        codec: ``zstd`` or ``lz4`` (:class:`~perpsim.tapes.writer.TapeWriter`).
 
     Returns:
         The report, with ``out``, ``size_bytes``, ``start_ns``/``end_ns`` and
@@ -125,7 +127,7 @@ def convert(
         out_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out_path}: cannot create its folder: {exc}") from exc
-    write_table(table, out_path, meta, row_group_rows=row_group_rows)
+    write_table(table, out_path, meta, row_group_rows=row_group_rows, codec=codec)
     rep.out = str(out_path)
     rep.size_bytes = out_path.stat().st_size
     rep.start_ns = int(np.min(clock_col))

@@ -403,6 +403,17 @@ class Tape:
         return sum(f.footer.num_row_groups for f in self._files)
 
     @property
+    def codecs(self) -> tuple[str, ...]:
+        """The compression codecs its column chunks use, lower case, sorted (``zstd``, ``lz4``...)."""
+        found = {
+            f.footer.row_group(g).column(c).compression.lower()
+            for f in self._files
+            for g in range(f.footer.num_row_groups)
+            for c in range(f.footer.num_columns)
+        }
+        return tuple(sorted(found))
+
+    @property
     def instruments(self) -> dict[str, Instrument]:
         """Instruments recorded in the tape's metadata (may be empty)."""
         return self.meta.instruments

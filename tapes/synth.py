@@ -484,6 +484,7 @@ def synth(
     l2: bool = False,
     mark_interval_s: float | None = None,
     row_group_rows: int = 65536,
+    codec: str = "zstd",
 ) -> Path:
     """Generate a seeded synthetic tape and write it to ``out``.
 
@@ -500,12 +501,14 @@ def synth(
         l2: also write a level-2 book: a snapshot, then level updates.
         mark_interval_s: also write ``mark`` rows at this period (none by default).
         row_group_rows: rows per Parquet row group.
+        codec: ``zstd`` or ``lz4`` (:class:`~perpsim.tapes.writer.TapeWriter`).
 
     Returns:
         The path written.
 
     Raises:
         InputError: an argument out of range.
+        TapeError: an unknown codec.
     """
     _check_args(hours, symbols, seed, trades_per_min, quotes_per_min, funding_interval_s, shock)
     span = round(hours * 3600e9)
@@ -543,7 +546,7 @@ def synth(
     if l2:
         source += ",l2"
     meta = TapeMeta(clock="ts", source=source, instruments=instruments)
-    return write_table(table, out, meta, row_group_rows=row_group_rows)
+    return write_table(table, out, meta, row_group_rows=row_group_rows, codec=codec)
 
 
 def _table(cols: dict[str, Any], symbols: list[str]) -> pa.Table:

@@ -257,7 +257,7 @@ class TapeReport(msgspec.Struct, kw_only=True):
     """What a tape holds: the summary ``perpsim tapes inspect`` prints.
 
     ``counts`` maps symbol → kind → rows; ``start_ns``/``end_ns`` are the first and
-    last clock values (None for an empty tape).
+    last clock values (None for an empty tape); ``codecs`` the files' compression.
     """
 
     path: str
@@ -269,6 +269,7 @@ class TapeReport(msgspec.Struct, kw_only=True):
     counts: dict[str, dict[str, int]]
     meta: TapeMeta
     validated: bool
+    codecs: tuple[str, ...] = ()
 
 
 def inspect_tape(path: str | Path | Sequence[str | Path], *, validate: bool = False) -> TapeReport:
@@ -314,6 +315,7 @@ def inspect_tape(path: str | Path | Sequence[str | Path], *, validate: bool = Fa
         counts={s: {KIND_NAMES[k]: int(c) for k, c in enumerate(counts[s]) if c} for s in symbols},
         meta=tape.meta,
         validated=validate,
+        codecs=tape.codecs,
     )
 
 

@@ -1,4 +1,4 @@
-"""Tape writer (DESIGN.md §4): validated, zstd-compressed Parquet with ``perpsim.tape`` metadata.
+"""Tape writer (DESIGN.md §4): validated, compressed Parquet with ``perpsim.tape`` metadata.
 
 :class:`TapeWriter` streams: rows are buffered only up to one row group, and the
 metadata (row count, clock range) is added to the footer at :meth:`TapeWriter.close`,
@@ -25,7 +25,7 @@ from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.instruments import Instrument
 from perpsim.tapes.reader import to_batch
-from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, WRITE_OPTIONS, TapeMeta, TimerSpec, encode_meta
+from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, TapeMeta, TimerSpec, encode_meta, write_options
 from perpsim.tapes.validate import Validator, check_columns
 
 __all__ = ["TapeWriter", "write", "write_table"]
@@ -57,6 +57,7 @@ class TapeWriter:
         row_group_rows: int = 65536,
         validate: bool = True,
         name: str | None = None,
+        codec: str = "zstd",
     ) -> None:
         """Open ``path`` for writing (it is truncated).
 
@@ -67,12 +68,17 @@ class TapeWriter:
             row_group_rows: rows per row group (the reader's unit of streaming).
             validate: check each write (sorted clock, prices, sizes, kinds).
             name: the file name used in error messages (default: ``path``).
+            codec: ``zstd`` (smallest) or ``lz4`` (faster to read; tapes/schema.py).
 
         Raises:
-            TapeError: the file cannot be created.
+            TapeError: the file cannot be created, or an argument is out of range.
         """
         if row_group_rows < 1:
             raise TapeError(f"{path}: row_group_rows must be >= 1, not {row_group_rows}")
+        try:
+            options = write_options(codec)
+        except ValueError as e:
+            raise TapeError(f"{name if name is not None else path}: {e}") from e
         self.path = Path(path)
         self.name = name if name is not None else str(path)
         self.meta = meta
@@ -89,7 +95,7 @@ class TapeWriter:
             self._sink = pa.OSFile(str(self.path), "wb")
         except (OSError, pa.ArrowException) as e:
             raise TapeError(f"{self.name}: cannot create ({_one_line(e)})") from e
-        self._writer = pq.ParquetWriter(self._sink, SCHEMA, **WRITE_OPTIONS)
+        self._writer = pq.ParquetWriter(self._sink, SCHEMA, **options)
 
     @property
     def bytes_written(self) -> int:
@@ -197,8 +203,11 @@ def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_table(table: pa.Table, path: str | Path, meta: TapeMeta, *, row_group_rows: int = 65536) -> Path:
-    """Validate and write a whole Arrow table as one tape file, atomically.
+def write_table(
+    table: pa.Table, path: str | Path, meta: TapeMeta, *, row_group_rows: int = 65536, codec: str = "zstd"
+) -> Path:
+    """Validate and write a whole Arrow table as one tape file, atomically (``codec``: see
+    :class:`TapeWriter`).
 
     Returns:
         The path written.
@@ -209,7 +218,7 @@ def write_table(table: pa.Table, path: str | Path, meta: TapeMeta, *, row_group_
     path = Path(path)
     tmp = _temp_path(path)
     try:
-        with TapeWriter(tmp, meta, row_group_rows=row_group_rows, name=str(path)) as w:
+        with TapeWriter(tmp, meta, row_group_rows=row_group_rows, name=str(path), codec=codec) as w:
             w.write(table)
         os.replace(tmp, path)
     except BaseException:
@@ -348,6 +357,7 @@ def write(
     clock: Literal["ts", "recv_ts"] = "ts",
     timers: Sequence[TimerSpec | Mapping[str, Any]] | None = None,
     row_group_rows: int = 65536,
+    codec: str = "zstd",
 ) -> Path:
     """Write a validated tape from a polars/pandas DataFrame or an Arrow Table.
 
@@ -364,6 +374,7 @@ def write(
         clock: the column the tape is sorted by and replayed on.
         timers: the recorded timer set, if the rows include ``timer`` rows.
         row_group_rows: rows per row group.
+        codec: ``zstd`` (smallest files, the default) or ``lz4`` (faster to read).
 
     Returns:
         The path written.
@@ -390,4 +401,4 @@ def write(
         instruments=_instruments(instruments, path),
         timers=timer_specs,
     )
-    return write_table(table, path, meta, row_group_rows=row_group_rows)
+    return write_table(table, path, meta, row_group_rows=row_group_rows, codec=codec)

@@ -213,6 +213,31 @@ def test_tape_writer_flush_writes_a_short_row_group(tmp_path: Path) -> None:
         w.write(_trades(20, 1))
 
 
+def test_codec_changes_the_compression_and_nothing_read_back(tmp_path: Path) -> None:
+    zstd = write(sample_df(), tmp_path / "z.parquet")
+    lz4 = write(sample_df(), tmp_path / "l.parquet", codec="lz4")
+    for path, stored in ((zstd, "ZSTD"), (lz4, "LZ4")):  # pyarrow's name for LZ4_RAW
+        md = pq.ParquetFile(path).metadata
+        assert {md.row_group(0).column(c).compression for c in range(md.num_columns)} == {stored}
+    assert (open_tape(zstd).codecs, open_tape(lz4).codecs) == (("zstd",), ("lz4",))
+    assert open_tape([zstd, lz4]).codecs == ("lz4", "zstd")
+    a, b = read_all(zstd), read_all(lz4)
+    for name in Batch.__struct_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y)
+        else:
+            assert x == y
+
+
+def test_an_unknown_codec_is_refused_before_any_file_is_made(tmp_path: Path) -> None:
+    with pytest.raises(TapeError, match=r"t.parquet: codec must be one of zstd, lz4, not 'snappy'"):
+        write(sample_df(), tmp_path / "t.parquet", codec="snappy")
+    with pytest.raises(TapeError, match=r"w.parquet: codec must be one of zstd, lz4, not 'gzip'"):
+        TapeWriter(tmp_path / "w.parquet", TapeMeta(), codec="gzip")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_table_is_atomic_on_failure(tmp_path: Path) -> None:
     bad = _trades(0, 3).to_pydict()
     bad["price"][2] = -1.0
