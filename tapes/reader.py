@@ -15,6 +15,7 @@ segment and deleting its journal).
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,10 +52,23 @@ _INT_FILL: dict[str, tuple[int, type[np.integer[Any]]]] = {
 }
 _DICT_COLUMNS = ("kind", "symbol")
 _WHOLE_GROUP_ROWS = 1 << 20  # row groups up to this size are read whole
-# Reader threads. One more than this machine's two cores: a reader holds the GIL while
-# it converts and checks a batch, and the third decodes meanwhile (a fast replay of 10M
-# rows: 0.841 s against 0.880 s, the means of nine alternating pairs).
-_READERS = 3
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 2
+
+
+# Reader threads: one per core, at least two (one decodes while another converts and
+# checks a batch, holding the GIL) and at most four (a replay reads four row groups
+# ahead). On this 2-core machine two were no slower than three (session 6's choice):
+# fast replays of tq_10m took 0.673 and 0.714 s against 0.682 and 0.722 s (means of
+# six and ten alternating pairs), of its lz4 copy 0.612 s against 0.648 s (six pairs).
+# Machines with more cores: not measured.
+_READERS = min(4, max(2, _cores()))
 # Columns whose nulls are an error (to_batch names the row): always decoded.
 _REQUIRED = frozenset(("ts", "kind", "symbol"))
 
