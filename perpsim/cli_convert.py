@@ -86,7 +86,7 @@ def _print(rep: ConvertReport, console: Console) -> None:
     help="funding-csv: hours east of UTC of the CSV dates. Default by venue in the file "
     "name: binance +3, bybit +3, dydx 0.",
 )
-@codec_option
+@codec_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def convert(
     src: Path,

@@ -7,6 +7,7 @@ Errors are raised as :class:`~perpsim.core.errors.TapeError` / ``InputError``;
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from rich.table import Table
 from perpsim.core.errors import InputError, TapeError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.timefmt import fmt_ns, parse_time_ns
-from perpsim.tapes.reader import open_tape
+from perpsim.tapes.reader import Tape, open_tape
 from perpsim.tapes.schema import CODECS, SCHEMA, TapeMeta
 from perpsim.tapes.synth import parse_shock, synth
 from perpsim.tapes.validate import TapeReport, inspect_tape, validate_tape
@@ -30,14 +31,25 @@ __all__ = ["codec_option", "report_dict", "tapes"]
 
 _TAPE = click.Path(path_type=Path)
 
-codec_option = click.option(
-    "--codec",
-    type=click.Choice(CODECS),
-    default="zstd",
-    show_default=True,
-    help="Compression: zstd makes the smallest files; lz4 reads in about two thirds of the time "
-    "(files 10-27% larger), for a tape replayed many times.",
+_CODEC_HELP = (
+    "Compression: zstd makes the smallest files; lz4 reads in about two thirds of the time "
+    "(files 10-27% larger), for a tape replayed many times."
 )
+
+
+def codec_option(*, copies: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--codec`` option; a command that copies tapes keeps theirs by default."""
+    if copies:
+        return click.option(
+            "--codec", type=click.Choice(CODECS), help=f"{_CODEC_HELP} Default: the source's (else zstd)."
+        )
+    return click.option("--codec", type=click.Choice(CODECS), default="zstd", show_default=True, help=_CODEC_HELP)
+
+
+def _source_codec(*opened: Tape) -> str:
+    """The codec of the tapes being copied when they share one perpsim writes, else zstd."""
+    found = {c for t in opened for c in t.codecs}
+    return found.pop() if len(found) == 1 and found <= set(CODECS) else "zstd"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -145,7 +157,7 @@ def validate(tape: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--shock", help="AT_H:PCT:OVER_H, e.g. 2:-30:1 = -30% during hour 2-3.")
 @click.option("--l2", is_flag=True, help="Also write a level-2 book (snapshot and updates).")
 @click.option("--marks", type=float, help="Also write mark rows every this many seconds.")
-@codec_option
+@codec_option()
 def synth_cmd(
     hours: float,
     symbols: str,
@@ -188,8 +200,8 @@ def synth_cmd(
 @click.option("--start", help="Keep rows at or after this clock time (ISO 8601 UTC or ns).")
 @click.option("--end", help="Keep rows before this clock time.")
 @click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
-@codec_option
-def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: Path, codec: str) -> None:
+@codec_option(copies=True)
+def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: Path, codec: str | None) -> None:
     """Copy the rows of TAPE whose clock value is in [--start, --end) to --out (streaming).
 
     Without --start and --end it copies the whole tape, e.g. to change its --codec.
@@ -202,7 +214,7 @@ def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: P
     meta = msgspec.structs.replace(src.meta, source=f"slice of {src.meta.source}")
     tmp = out.with_name(f".{out.name}.slice.tmp")
     try:
-        with TapeWriter(tmp, meta, validate=False, name=str(out), codec=codec) as w:
+        with TapeWriter(tmp, meta, validate=False, name=str(out), codec=codec or _source_codec(src)) as w:
             for rb in src.record_batches(start_ns=lo, end_ns=hi):
                 w.write(rb)
         tmp.replace(out)
@@ -215,8 +227,8 @@ def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: P
 @tapes.command()
 @click.argument("tape", type=_TAPE, nargs=-1, required=True)
 @click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
-@codec_option
-def merge(tape: tuple[Path, ...], out: Path, codec: str) -> None:
+@codec_option(copies=True)
+def merge(tape: tuple[Path, ...], out: Path, codec: str | None) -> None:
     """Merge several TAPEs (e.g. one per symbol) into one tape sorted by the clock column.
 
     Ties keep the order of the arguments, then row order. The tapes are read into
@@ -243,7 +255,7 @@ def merge(tape: tuple[Path, ...], out: Path, codec: str) -> None:
         instruments=instruments,
         timers=opened[0].meta.timers,
     )
-    write_table(table, out, meta, codec=codec)
+    write_table(table, out, meta, codec=codec or _source_codec(*opened))
     click.echo(f"wrote {out}: {table.num_rows:,} rows from {len(tape)} tapes")
 
 

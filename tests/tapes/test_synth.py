@@ -260,3 +260,22 @@ def test_cli_slice_recompresses_a_whole_tape_and_the_replay_is_unchanged(tmp_pat
     res = CliRunner().invoke(tapes, ["slice", str(src), "--codec", "brotli", "--out", str(tmp_path / "x.parquet")])
     assert res.exit_code == 2
     assert "'brotli' is not one of 'zstd', 'lz4'" in res.output
+
+
+def test_cli_slice_and_merge_keep_the_source_codec_unless_told(tmp_path: Path) -> None:
+    kw: dict[str, Any] = dict(hours=1, seed=2)
+    a = synth(symbols=["BTC-PERP"], out=tmp_path / "a.parquet", codec="lz4", **kw)
+    b = synth(symbols=["ETH-PERP"], out=tmp_path / "b.parquet", codec="lz4", **kw)
+    z = synth(symbols=["SOL-PERP"], out=tmp_path / "z.parquet", **kw)
+
+    def run(*args: str) -> tuple[str, ...]:
+        out = tmp_path / "out.parquet"
+        res = CliRunner().invoke(tapes, [*args, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        return open_tape(out).codecs
+
+    assert run("slice", str(a)) == ("lz4",)
+    assert run("slice", str(a), "--codec", "zstd") == ("zstd",)
+    assert run("merge", str(a), str(b)) == ("lz4",)
+    assert run("merge", str(a), str(z)) == ("zstd",)  # mixed sources: the default
+    assert run("merge", str(a), str(z), "--codec", "lz4") == ("lz4",)
