@@ -28,7 +28,7 @@ from perpsim.tapes.formats import ConvertReport, RowBuffer, Skipped
 from perpsim.tapes.formats.binance import convert_binance
 from perpsim.tapes.formats.coinbase import ALL_SYMBOLS, convert_coinbase
 from perpsim.tapes.formats.funding_csv import convert_funding_csv
-from perpsim.tapes.schema import TapeMeta
+from perpsim.tapes.schema import ROW_GROUP_ROWS, TapeMeta
 from perpsim.tapes.writer import write_table
 
 __all__ = ["FORMATS", "ConvertKind", "ConvertReport", "Skipped", "convert", "read_rows"]
@@ -73,7 +73,7 @@ def convert(
     strict: bool = False,
     symbol: str | None = None,
     utc_offset_h: float | None = None,
-    row_group_rows: int = 65536,
+    row_group_rows: int = ROW_GROUP_ROWS,
     codec: str = "zstd",
 ) -> ConvertReport:
     """Convert a recording to a tape file.

@@ -25,7 +25,16 @@ from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.instruments import Instrument
 from perpsim.tapes.reader import to_batch
-from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, TapeMeta, TimerSpec, encode_meta, write_options
+from perpsim.tapes.schema import (
+    COLUMNS,
+    META_KEY,
+    ROW_GROUP_ROWS,
+    SCHEMA,
+    TapeMeta,
+    TimerSpec,
+    encode_meta,
+    write_options,
+)
 from perpsim.tapes.validate import Validator, check_columns
 
 __all__ = ["TapeWriter", "write", "write_table"]
@@ -54,7 +63,7 @@ class TapeWriter:
         path: str | Path,
         meta: TapeMeta,
         *,
-        row_group_rows: int = 65536,
+        row_group_rows: int = ROW_GROUP_ROWS,
         validate: bool = True,
         name: str | None = None,
         codec: str = "zstd",
@@ -204,7 +213,7 @@ def _temp_path(path: Path) -> Path:
 
 
 def write_table(
-    table: pa.Table, path: str | Path, meta: TapeMeta, *, row_group_rows: int = 65536, codec: str = "zstd"
+    table: pa.Table, path: str | Path, meta: TapeMeta, *, row_group_rows: int = ROW_GROUP_ROWS, codec: str = "zstd"
 ) -> Path:
     """Validate and write a whole Arrow table as one tape file, atomically (``codec``: see
     :class:`TapeWriter`).
@@ -356,7 +365,7 @@ def write(
     source: str = "user",
     clock: Literal["ts", "recv_ts"] = "ts",
     timers: Sequence[TimerSpec | Mapping[str, Any]] | None = None,
-    row_group_rows: int = 65536,
+    row_group_rows: int = ROW_GROUP_ROWS,
     codec: str = "zstd",
 ) -> Path:
     """Write a validated tape from a polars/pandas DataFrame or an Arrow Table.
