@@ -65,11 +65,11 @@ WRITE_OPTIONS: Final[dict[str, Any]] = {
     "column_encoding": {name: "DELTA_BINARY_PACKED" for name in ("ts", "recv_ts", "next_ts", "seq")},
 }
 
-# Rows per row group, the reader's unit of decoding and read-ahead. Larger groups cost
-# less per row to read: a fast replay of a 10M-row trades-and-quotes tape took
-# 0.667-0.704 s with 131,072-row groups against 0.714-0.791 s with 65,536 (peak RSS
-# 247-285 MB against 227-251 MB); 262,144 rows were a little faster again (0.629-0.683 s)
-# for 318-349 MB (benchmarks/README.md).
+# Rows per row group, the reader's unit of decoding and read-ahead. Reading a row group
+# has a cost of its own: a fast replay of a 10M-row trades-and-quotes tape took
+# 0.646-0.691 s with 131,072-row groups against 0.695-0.791 s with 65,536, for a peak
+# RSS of 255-285 MB against 227-251 MB; 262,144 rows, 0.640-0.678 s for 320-348 MB
+# (benchmarks/README.md).
 ROW_GROUP_ROWS: Final = 131072
 
 # The codecs a tape may be written with. zstd, the default, makes the smallest files;
