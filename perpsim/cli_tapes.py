@@ -204,7 +204,8 @@ def synth_cmd(
 def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: Path, codec: str | None) -> None:
     """Copy the rows of TAPE whose clock value is in [--start, --end) to --out (streaming).
 
-    Without --start and --end it copies the whole tape, e.g. to change its --codec.
+    Without --start and --end it copies the whole tape: to change its --codec, or to
+    compact a live recording's folder of small files into one tape that replays faster.
     """
     src = open_tape(_one(tape))
     lo = parse_time_ns(start, what="--start") if start else None
@@ -217,6 +218,10 @@ def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: P
         with TapeWriter(tmp, meta, validate=False, name=str(out), codec=codec or _source_codec(src)) as w:
             for rb in src.record_batches(start_ns=lo, end_ns=hi):
                 w.write(rb)
+            warm = w.meta.warm
+            if warm is not None and (lo is not None or w.rows < warm.rows):
+                # a warm recording's first rows are its warm-up: without all of them, no warm start
+                w.meta = msgspec.structs.replace(w.meta, warm=None)
         tmp.replace(out)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
+from perpsim.cli_tapes import tapes
 from perpsim.core import snapshot as snap
 from perpsim.core.baseline import MACrossover, SymbolState
 from perpsim.core.clock import ReplayClock
@@ -133,6 +135,14 @@ def test_warm_session_recording_replays_to_the_live_runs_digest_and_state(tape: 
 
     cli = replay(second.result.record_dir, profile="backtest", config=fast_config, interval_s=INTERVAL_S)
     assert cli.digest == second.result.digest
+
+    # compacted into one file (perpsim tapes slice), the recording still replays to the live digest
+    compact = tmp_path / "compact.parquet"
+    res = CliRunner().invoke(tapes, ["slice", str(second.result.record_dir), "--out", str(compact)])
+    assert res.exit_code == 0, res.output
+    assert open_tape(compact).meta.warm == warm
+    again = replay(compact, profile="backtest", config=fast_config, interval_s=INTERVAL_S)
+    assert again.digest == second.result.digest
 
 
 def _first_file_warm(recording: Tape) -> WarmStart | None:

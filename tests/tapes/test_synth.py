@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from msgspec.structs import replace
 
 from perpsim.cli_tapes import tapes
 from perpsim.core.batch import Batch, batch_events
 from perpsim.core.errors import InputError
 from perpsim.core.events import BookLevel, BookReset, Flags, Kind, Quote
 from perpsim.tapes import open_tape, synth, validate_tape
+from perpsim.tapes.schema import WarmStart
 from perpsim.tapes.synth import DEFAULT_START_NS, Shock, parse_shock
+from perpsim.tapes.writer import write_table
 
 HOUR = 3600 * 10**9
 
@@ -279,3 +283,24 @@ def test_cli_slice_and_merge_keep_the_source_codec_unless_told(tmp_path: Path) -
     assert run("merge", str(a), str(b)) == ("lz4",)
     assert run("merge", str(a), str(z)) == ("zstd",)  # mixed sources: the default
     assert run("merge", str(a), str(z), "--codec", "lz4") == ("lz4",)
+
+
+def test_cli_slice_keeps_a_warm_start_only_with_all_its_warm_up_rows(tmp_path: Path) -> None:
+    src = synth(hours=1, symbols=["BTC-PERP"], seed=4, out=tmp_path / "s.parquet")
+    tape = open_tape(src)
+    warm = WarmStart(rows=100, realign_ns=DEFAULT_START_NS + HOUR // 2)
+    rec = write_table(
+        pa.Table.from_batches(list(tape.record_batches())), tmp_path / "rec.parquet", replace(tape.meta, warm=warm)
+    )
+    assert open_tape(rec).meta.warm == warm
+
+    def sliced(*args: str) -> WarmStart | None:
+        out = tmp_path / "out.parquet"
+        res = CliRunner().invoke(tapes, ["slice", str(rec), *args, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        return open_tape(out).meta.warm
+
+    assert sliced() == warm  # the whole recording: the replay redoes the warm start
+    assert sliced("--end", str(DEFAULT_START_NS + HOUR // 4)) == warm
+    assert sliced("--start", str(DEFAULT_START_NS + 60 * 10**9)) is None  # the warm-up rows are cut
+    assert sliced("--end", str(DEFAULT_START_NS + 10**9)) is None  # fewer rows than the warm-up
