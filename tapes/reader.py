@@ -62,13 +62,13 @@ def _cores() -> int:
         return os.cpu_count() or 2
 
 
-# Reader threads: one per core, at least two (one decodes while another converts and
-# checks a batch, holding the GIL) and at most four (a replay reads four row groups
-# ahead). On this 2-core machine two were no slower than three (session 6's choice):
-# fast replays of tq_10m took 0.673 and 0.714 s against 0.682 and 0.722 s (means of
-# six and ten alternating pairs), of its lz4 copy 0.612 s against 0.648 s (six pairs).
-# Machines with more cores: not measured.
-_READERS = min(4, max(2, _cores()))
+# Reader threads: one more than the cores (a reader holds the GIL while it converts and
+# checks a batch; the extra one decodes meanwhile), at most four (a replay reads four
+# row groups ahead). On this 2-core machine, with 131,072-row groups, three against two:
+# fast replays of tq_10m took 0.718 and 0.714 s against 0.766 and 0.721 s (means of six
+# and eight alternating pairs), of its lz4 copy 0.611 s against 0.625 s (eight pairs).
+# With 65,536-row groups two had been no slower. More cores: not measured.
+_READERS = min(4, _cores() + 1)
 # Columns whose nulls are an error (to_batch names the row): always decoded.
 _REQUIRED = frozenset(("ts", "kind", "symbol"))
 
