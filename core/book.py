@@ -9,6 +9,12 @@ size. Keys are arranged so the best level is always the *last* list element (bid
 by price, asks ascending by negated price): best-price access is O(1), and the inserts and
 deletes that dominate real feeds (near the touch) move only a few list slots.
 
+A fast-forward replay (core/fastpath.py) does not apply rows one by one: it stages them
+(:meth:`Book.stage`), and the book settles them, last size per level, at its next read or
+:meth:`Book.apply`. Between two reads a busy feed updates the same levels many times, and
+most books are read rarely (a market order's walk), so most of those updates are never
+applied.
+
 Pure stdlib; no I/O, no clock.
 """
 
@@ -31,27 +37,35 @@ class Book:
 
     Attributes:
         symbol: the symbol, only used in error messages.
-        version: incremented by every :meth:`apply` and :meth:`reset`; cache derived values
-            (mid, imbalance) against it.
+        version: changes with every :meth:`apply`, :meth:`reset` and staged level; cache
+            derived values (mid, imbalance) against it.
     """
 
-    __slots__ = ("_ak", "_asz", "_bk", "_bsz", "symbol", "version")
+    __slots__ = ("_ak", "_asz", "_bk", "_bsz", "_staged", "_version", "symbol")
 
     def __init__(self, symbol: str = "") -> None:
         self.symbol = symbol
-        self.version = 0
+        self._version = 0
+        self._staged: dict[float, float] = {}  # size by level (price * side), not yet applied
         self._bk: list[float] = []  # bid prices, ascending: best bid is the last element
         self._bsz: dict[float, float] = {}
         self._ak: list[float] = []  # negated ask prices, ascending: best ask is the last element
         self._asz: dict[float, float] = {}
 
+    @property
+    def version(self) -> int:
+        if self._staged:
+            self._settle()
+        return self._version
+
     def reset(self) -> None:
         """Drop every level (a ``book_reset`` row, or a gap that invalidates the book)."""
+        self._staged.clear()
         self._bk.clear()
         self._bsz.clear()
         self._ak.clear()
         self._asz.clear()
-        self.version += 1
+        self._version += 1
 
     def apply(self, side: int, price: float, size: float) -> None:
         """Set the absolute size of one level; ``size == 0`` removes it.
@@ -67,13 +81,15 @@ class Book:
         Raises:
             InputError: for a negative size or a side other than +1/-1.
         """
+        if self._staged:
+            self._settle()
         if side == 1:
             keys, sizes, k = self._bk, self._bsz, price
         elif side == -1:
             keys, sizes, k = self._ak, self._asz, -price
         else:
             raise InputError(f"book {self.symbol!r}: side {side!r} at price {price!r} is not +1 or -1")
-        self.version += 1
+        self._version += 1
         if size > 0.0:
             if k not in sizes:
                 insort(keys, k)
@@ -85,13 +101,56 @@ class Book:
         else:
             raise InputError(f"book {self.symbol!r}: negative size {size!r} at price {price!r} side {side}")
 
+    def stage(self, levels: list[float], sizes: list[float]) -> None:
+        """Queue rows for the next read: as :meth:`apply` in order, each row's level keyed by
+        ``price * side`` (asks negated), its size >= 0 (callers pass validated rows)."""
+        self._staged.update(zip(levels, sizes, strict=True))
+
+    def _settle(self) -> None:
+        """Apply the staged rows: each level's last size, one sort per side that changed."""
+        staged, self._staged = self._staged, {}
+        self._version += len(staged)
+        bids, asks = self._bsz, self._asz
+        new_bids: list[float] = []
+        new_asks: list[float] = []
+        dropped_bids = dropped_asks = False
+        for k, size in staged.items():
+            if k > 0.0:
+                if size > 0.0:
+                    if k not in bids:
+                        new_bids.append(k)
+                    bids[k] = size
+                elif k in bids:
+                    del bids[k]
+                    dropped_bids = True
+            elif size > 0.0:
+                if k not in asks:
+                    new_asks.append(k)
+                asks[k] = size
+            elif k in asks:
+                del asks[k]
+                dropped_asks = True
+        for keys, held, new, dropped in (
+            (self._bk, bids, new_bids, dropped_bids),
+            (self._ak, asks, new_asks, dropped_asks),
+        ):
+            if dropped:
+                keys[:] = filter(held.__contains__, keys)
+            if new:
+                keys += new
+                keys.sort()
+
     @property
     def empty(self) -> bool:
         """True when neither side has a level."""
+        if self._staged:
+            self._settle()
         return not self._bk and not self._ak
 
     def best_bid(self) -> tuple[float, float] | None:
         """The highest bid as ``(price, size)``, or None when there are no bids."""
+        if self._staged:
+            self._settle()
         if not self._bk:
             return None
         p = self._bk[-1]
@@ -99,6 +158,8 @@ class Book:
 
     def best_ask(self) -> tuple[float, float] | None:
         """The lowest ask as ``(price, size)``, or None when there are no asks."""
+        if self._staged:
+            self._settle()
         if not self._ak:
             return None
         k = self._ak[-1]
@@ -111,6 +172,8 @@ class Book:
             side: +1 bids, -1 asks.
             n: how many levels at most.
         """
+        if self._staged:
+            self._settle()
         if side == 1:
             keys = self._bk if n is None else self._bk[-n:] if n > 0 else []
             sz = self._bsz
@@ -121,12 +184,16 @@ class Book:
 
     def size_at(self, side: int, price: float) -> float:
         """The size resting at ``price`` on one side (+1 bids, -1 asks); 0.0 when no level."""
+        if self._staged:
+            self._settle()
         if side == 1:
             return self._bsz.get(price, 0.0)
         return self._asz.get(-price, 0.0)
 
     def depth(self, side: int) -> int:
         """The number of price levels on one side (+1 bids, -1 asks)."""
+        if self._staged:
+            self._settle()
         return len(self._bk) if side == 1 else len(self._ak)
 
     def walk(self, side_taken: int, qty: float) -> list[tuple[float, float]]:
@@ -145,6 +212,8 @@ class Book:
             ``[(price, qty_at_price), ...]``; the quantities sum to less than ``qty`` when
             the book is too thin. The caller decides what to do with the rest.
         """
+        if self._staged:
+            self._settle()
         out: list[tuple[float, float]] = []
         if qty <= 0:
             return out
@@ -165,6 +234,8 @@ class Book:
         return out
 
     def __repr__(self) -> str:
+        if self._staged:
+            self._settle()
         return (
             f"Book({self.symbol!r}, bids={len(self._bk)}, asks={len(self._ak)}, "
             f"best_bid={self.best_bid()}, best_ask={self.best_ask()})"

@@ -16,10 +16,10 @@ tape the last trade and quote are a few rows back), then through the rest of
 the rows since the previous sync. The total work stays linear in the batch.
 
 Book rows carry a level's absolute size, so the book at a point depends only on
-the last row of each level since the previous point: a sync applies those, once
-per level, instead of every update (validation guarantees each row is a valid
-level; rows that are not fall back to applying all rows in order, so a bad row
-raises exactly where the reference loop would).
+the last row of each level: a sync stages the rows (:meth:`~perpsim.core.book.Book.stage`)
+and the book applies each level's last size when it is next read (validation
+guarantees each row is a valid level; rows that are not fall back to applying all
+rows in order, so a bad row raises exactly where the reference loop would).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class FastIndex:
                 self.targets.append((sid, t, q, m, bk))
         self._code = {sid: c for c, sid in enumerate(sids)}
         self._prices: dict[int, tuple[Any, Any]] = {}
+        self._books: dict[int, tuple[Any, list[float], list[float], Any]] = {}
         self._px: Any = None
         self._moves: Any = None
         self._synced = 0
@@ -119,25 +120,37 @@ class FastIndex:
                 engine.mark_seen(sid)
 
     def _book(self, engine: Engine, sid: int, target: int, a: int, p: int) -> None:
-        rows = np.flatnonzero(self.key[a:p] == target)
-        if not rows.size:
+        rows, levels, sizes, raw = self._book_rows(target)
+        lo, hi = int(rows.searchsorted(a)), int(rows.searchsorted(p))
+        if lo == hi:
             return
-        rows += a
-        b = self.batch
-        side, price, size = b.side[rows], b.price[rows], b.size[rows]
         m = engine.market
         book = m.books[sid]
         if book is None:
             book = m.books[sid] = Book()
         engine.mark_seen(sid)
-        if not ((side == 1) | (side == -1)).all() or not (price > 0).all() or not (size >= 0).all():
-            keep = np.arange(rows.size)  # not a validated tape: every row, in order, as the reference loop
+        if raw is None:
+            book.stage(levels[lo:hi], sizes[lo:hi])
         else:
-            level = price * side  # asks negated: one number per (side, price) level
-            _, first_from_end = np.unique(level[::-1], return_index=True)
-            keep = np.sort(rows.size - 1 - first_from_end)
-        for s_, px, sz in zip(side[keep].tolist(), price[keep].tolist(), size[keep].tolist(), strict=True):
-            book.apply(s_, px, sz)
+            for s_, px, sz in zip(*(col[lo:hi] for col in raw), strict=True):
+                book.apply(s_, px, sz)
+
+    def _book_rows(self, target: int) -> tuple[Any, list[float], list[float], Any]:
+        """Row indices of one symbol's book rows in this batch, and each row's level
+        (``price * side``) and size to stage; made on first use. A batch with a row that
+        is not a valid level (not a validated tape) gets ``raw`` (side, price, size)
+        instead: applied row by row, so a bad row raises where the reference loop would."""
+        found = self._books.get(target)
+        if found is None:
+            b = self.batch
+            rows = np.flatnonzero(self.key == target)
+            side, price, size = b.side[rows], b.price[rows], b.size[rows]
+            if ((side == 1) | (side == -1)).all() and (price > 0).all() and (size >= 0).all():
+                found = (rows, (price * side).tolist(), size.tolist(), None)
+            else:
+                found = (rows, [], [], (side.tolist(), price.tolist(), size.tolist()))
+            self._books[target] = found
+        return found
 
     def _price_rows(self, sid: int) -> tuple[Any, Any]:
         """Row indices of ``sid``'s trades, quotes and marks in this batch, and the price

@@ -7,6 +7,8 @@ the converter that produces the rows.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,3 +129,54 @@ def test_book_matches_a_dict_model(ops: list[tuple[int, float, float]]) -> None:
     assert b.best_ask() == (asks[0] if asks else None)
     assert b.depth(BID) == len(bids) and b.depth(ASK) == len(asks)
     assert b.empty == (not bids and not asks)
+
+
+_staged_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("stage"),
+            st.lists(st.tuples(st.sampled_from([BID, ASK]), _prices, st.sampled_from([0.0, 0.5, 3.0]))),
+        ),
+        st.tuples(st.just("apply"), st.tuples(st.sampled_from([BID, ASK]), _prices, st.sampled_from([0.0, 1.25]))),
+        st.tuples(st.just("reset"), st.none()),
+        st.tuples(st.just("read"), st.none()),
+    ),
+    max_size=40,
+)
+
+
+@given(_staged_ops)
+def test_staged_rows_read_as_if_applied_in_order(ops: list[tuple[str, Any]]) -> None:
+    # Book.stage is the fast-forward path; every read must see what apply() row by row leaves.
+    staged, applied = Book(), Book()
+    for op, arg in ops:
+        if op == "stage":
+            staged.stage([price * side for side, price, _ in arg], [size for _, _, size in arg])
+            for row in arg:
+                applied.apply(*row)
+        elif op == "apply":
+            staged.apply(*arg)
+            applied.apply(*arg)
+        elif op == "reset":
+            staged.reset()
+            applied.reset()
+        else:
+            assert staged.levels(BID) == applied.levels(BID)
+            assert staged.levels(ASK) == applied.levels(ASK)
+    for side in (BID, ASK):
+        assert staged.levels(side) == applied.levels(side)
+        assert staged.depth(side) == applied.depth(side)
+        for p in (0.1, 1.0, 2.5, 6.0):
+            assert staged.size_at(side, p) == applied.size_at(side, p)
+    assert staged.best_bid() == applied.best_bid() and staged.best_ask() == applied.best_ask()
+    assert staged.empty == applied.empty
+    assert staged.walk(BID, 2.0) == applied.walk(BID, 2.0) and staged.walk(ASK, 2.0) == applied.walk(ASK, 2.0)
+
+
+def test_staging_changes_the_version_a_reader_sees() -> None:
+    b = _book([(100.0, 1.0)], [(101.0, 1.0)])
+    before = b.version
+    b.stage([100.0, -101.0, 99.5], [2.0, 0.0, 1.0])
+    assert b.version > before
+    assert b.levels(BID) == [(100.0, 2.0), (99.5, 1.0)]
+    assert b.levels(ASK) == []
