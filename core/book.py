@@ -15,13 +15,15 @@ A fast-forward replay (core/fastpath.py) does not apply rows one by one: it stag
 most books are read rarely (a market order's walk), so most of those updates are never
 applied.
 
-Pure stdlib; no I/O, no clock.
+No I/O, no clock.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from typing import Final
+from typing import Any, Final
+
+import numpy as np
 
 from perpsim.core.errors import InputError
 from perpsim.core.instruments import exact
@@ -30,6 +32,24 @@ __all__ = ["ASK", "BID", "Book"]
 
 BID: Final = 1
 ASK: Final = -1
+
+
+# Staged rows are merged (each level's last row) once this many wait: a book that is
+# never read holds its distinct levels and at most this many rows (16 bytes each).
+_COMPACT_ROWS: Final = 1 << 20
+
+
+def _last_rows(staged: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """The staged rows' distinct levels, each with the size of its last row."""
+    levels = np.concatenate([c[0] for c in staged]) if len(staged) > 1 else staged[0][0]
+    sizes = np.concatenate([c[1] for c in staged]) if len(staged) > 1 else staged[0][1]
+    order = np.argsort(levels, kind="stable")
+    ordered = levels[order]
+    last = np.empty(ordered.size, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=last[:-1])
+    last[-1:] = True
+    keep = order[last]
+    return levels[keep], sizes[keep]
 
 
 class Book:
@@ -41,12 +61,13 @@ class Book:
             derived values (mid, imbalance) against it.
     """
 
-    __slots__ = ("_ak", "_asz", "_bk", "_bsz", "_staged", "_version", "symbol")
+    __slots__ = ("_ak", "_asz", "_bk", "_bsz", "_staged", "_staged_rows", "_version", "symbol")
 
     def __init__(self, symbol: str = "") -> None:
         self.symbol = symbol
         self._version = 0
-        self._staged: dict[float, float] = {}  # size by level (price * side), not yet applied
+        self._staged: list[tuple[Any, Any]] = []  # (levels, sizes) arrays not yet applied, in order
+        self._staged_rows = 0
         self._bk: list[float] = []  # bid prices, ascending: best bid is the last element
         self._bsz: dict[float, float] = {}
         self._ak: list[float] = []  # negated ask prices, ascending: best ask is the last element
@@ -61,6 +82,7 @@ class Book:
     def reset(self) -> None:
         """Drop every level (a ``book_reset`` row, or a gap that invalidates the book)."""
         self._staged.clear()
+        self._staged_rows = 0
         self._bk.clear()
         self._bsz.clear()
         self._ak.clear()
@@ -101,39 +123,34 @@ class Book:
         else:
             raise InputError(f"book {self.symbol!r}: negative size {size!r} at price {price!r} side {side}")
 
-    def stage(self, levels: list[float], sizes: list[float]) -> None:
-        """Queue rows for the next read: as :meth:`apply` in order, each row's level keyed by
-        ``price * side`` (asks negated), its size >= 0 (callers pass validated rows)."""
-        self._staged.update(zip(levels, sizes, strict=True))
+    def stage(self, levels: Any, sizes: Any) -> None:
+        """Queue rows for the next read, as :meth:`apply` would take them in order.
+
+        Args:
+            levels: each row's ``price * side`` (asks negated), float64 array-like.
+            sizes: each row's size, >= 0 (not checked: callers pass validated rows).
+        """
+        staged = self._staged
+        staged.append((np.array(levels, dtype=np.float64), np.array(sizes, dtype=np.float64)))  # copies
+        self._staged_rows += len(staged[-1][0])
+        if self._staged_rows >= _COMPACT_ROWS:
+            self._staged = [_last_rows(staged)]
+            self._staged_rows = len(self._staged[0][0])
 
     def _settle(self) -> None:
         """Apply the staged rows: each level's last size, one sort per side that changed."""
-        staged, self._staged = self._staged, {}
-        self._version += len(staged)
-        bids, asks = self._bsz, self._asz
-        new_bids: list[float] = []
-        new_asks: list[float] = []
-        dropped_bids = dropped_asks = False
-        for k, size in staged.items():
-            if k > 0.0:
-                if size > 0.0:
-                    if k not in bids:
-                        new_bids.append(k)
-                    bids[k] = size
-                elif k in bids:
-                    del bids[k]
-                    dropped_bids = True
-            elif size > 0.0:
-                if k not in asks:
-                    new_asks.append(k)
-                asks[k] = size
-            elif k in asks:
-                del asks[k]
-                dropped_asks = True
-        for keys, held, new, dropped in (
-            (self._bk, bids, new_bids, dropped_bids),
-            (self._ak, asks, new_asks, dropped_asks),
-        ):
+        levels, sizes = _last_rows(self._staged)
+        self._staged = []
+        self._staged_rows = 0
+        self._version += len(levels)
+        put = sizes > 0.0
+        for keys, held, mine in ((self._bk, self._bsz, levels > 0.0), (self._ak, self._asz, levels < 0.0)):
+            changed = levels[mine & put].tolist()
+            new = [k for k in changed if k not in held]
+            held.update(zip(changed, sizes[mine & put].tolist(), strict=True))
+            dropped = [k for k in levels[mine & ~put].tolist() if k in held]
+            for k in dropped:
+                del held[k]
             if dropped:
                 keys[:] = filter(held.__contains__, keys)
             if new:

@@ -65,7 +65,7 @@ class FastIndex:
                 self.targets.append((sid, t, q, m, bk))
         self._code = {sid: c for c, sid in enumerate(sids)}
         self._prices: dict[int, tuple[Any, Any]] = {}
-        self._books: dict[int, tuple[Any, list[float], list[float], Any]] = {}
+        self._books: dict[int, tuple[Any, Any, Any, Any]] = {}
         self._px: Any = None
         self._moves: Any = None
         self._synced = 0
@@ -135,7 +135,7 @@ class FastIndex:
             for s_, px, sz in zip(*(col[lo:hi] for col in raw), strict=True):
                 book.apply(s_, px, sz)
 
-    def _book_rows(self, target: int) -> tuple[Any, list[float], list[float], Any]:
+    def _book_rows(self, target: int) -> tuple[Any, Any, Any, Any]:
         """Row indices of one symbol's book rows in this batch, and each row's level
         (``price * side``) and size to stage; made on first use. A batch with a row that
         is not a valid level (not a validated tape) gets ``raw`` (side, price, size)
@@ -146,9 +146,9 @@ class FastIndex:
             rows = np.flatnonzero(self.key == target)
             side, price, size = b.side[rows], b.price[rows], b.size[rows]
             if ((side == 1) | (side == -1)).all() and (price > 0).all() and (size >= 0).all():
-                found = (rows, (price * side).tolist(), size.tolist(), None)
+                found = (rows, price * side, size, None)
             else:
-                found = (rows, [], [], (side.tolist(), price.tolist(), size.tolist()))
+                found = (rows, size, size, (side.tolist(), price.tolist(), size.tolist()))
             self._books[target] = found
         return found
 

@@ -8,11 +8,13 @@ the converter that produces the rows.
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from perpsim.core import book as book_module
 from perpsim.core.book import ASK, BID, Book
 from perpsim.core.errors import InputError
 
@@ -145,10 +147,16 @@ _staged_ops = st.lists(
 )
 
 
-@given(_staged_ops)
-def test_staged_rows_read_as_if_applied_in_order(ops: list[tuple[str, Any]]) -> None:
-    # Book.stage is the fast-forward path; every read must see what apply() row by row leaves.
+@given(_staged_ops, st.sampled_from([1 << 20, 3]))
+def test_staged_rows_read_as_if_applied_in_order(ops: list[tuple[str, Any]], compact_rows: int) -> None:
+    # Book.stage is the fast-forward path; every read must see what apply() row by row leaves,
+    # also when staged rows are merged before a read (every 3 rows here).
     staged, applied = Book(), Book()
+    with patch.object(book_module, "_COMPACT_ROWS", compact_rows):
+        _play(ops, staged, applied)
+
+
+def _play(ops: list[tuple[str, Any]], staged: Book, applied: Book) -> None:
     for op, arg in ops:
         if op == "stage":
             staged.stage([price * side for side, price, _ in arg], [size for _, _, size in arg])
