@@ -148,7 +148,7 @@ class FastIndex:
             if ((side == 1) | (side == -1)).all() and (price > 0).all() and (size >= 0).all():
                 found = (rows, price * side, size, None)
             else:
-                found = (rows, size, size, (side.tolist(), price.tolist(), size.tolist()))
+                found = (rows, None, None, (side.tolist(), price.tolist(), size.tolist()))
             self._books[target] = found
         return found
 

@@ -125,3 +125,20 @@ def test_fast_equals_reference_on_generated_book_tapes(rows, interval: float) ->
     ref, fast = both(tape, strategy=Scripted, params={"orders": orders}, interval_s=interval)
     assert fast.digest == ref.digest
     assert fast.summary["rows"] == ref.summary["rows"] == len(rows)
+
+
+@pytest.mark.parametrize(("side", "size", "problem"), [(1, -0.5, "negative size"), (0, 1.0, "is not +1 or -1")])
+def test_a_bad_book_row_on_an_unvalidated_tape_fails_both_engines_alike(side: int, size: float, problem: str) -> None:
+    # MemoryTape skips validation: the fast path must apply the bad row, not stage it, and raise as the reference does.
+    evs = [
+        BookLevel(ts=T0 + i * S, recv_ts=T0 + i * S, symbol="BTC-PERP", price=100.0 + i, size=1.0, side=-1)
+        for i in range(40)
+    ]
+    evs.insert(25, BookLevel(ts=T0 + 24 * S, recv_ts=T0 + 24 * S, symbol="BTC-PERP", price=99.0, size=size, side=side))
+    errors = []
+    for engine in ("reference", "fast"):
+        with pytest.raises(perpsim.PerpsimError) as info:
+            perpsim.replay(MemoryTape(evs, batch_rows=16), engine=engine, interval_s=5.0)
+        errors.append(str(info.value))
+    assert problem in errors[0]
+    assert errors[0] == errors[1]
