@@ -35,8 +35,9 @@ ASK: Final = -1
 
 
 # Staged rows are merged (each level's last row) once this many wait: a book that is
-# never read holds its distinct levels and at most this many rows (16 bytes each).
-_COMPACT_ROWS: Final = 1 << 20
+# never read holds its distinct levels and at most this many rows, 4 MB, whatever the
+# tape's length; a tape of many symbols whose books nobody reads holds that per symbol.
+_COMPACT_ROWS: Final = 1 << 18
 
 
 def _last_rows(staged: list[tuple[Any, Any]]) -> tuple[Any, Any]:
