@@ -188,3 +188,15 @@ def test_staging_changes_the_version_a_reader_sees() -> None:
     assert b.version > before
     assert b.levels(BID) == [(100.0, 2.0), (99.5, 1.0)]
     assert b.levels(ASK) == []
+
+
+def test_an_unread_book_keeps_a_bounded_number_of_staged_rows() -> None:
+    # A long tape whose book is never read must not keep every row it staged.
+    b = Book()
+    with patch.object(book_module, "_COMPACT_ROWS", 64):
+        for i in range(1000):
+            b.stage([100.0 + i % 5, -(101.0 + i % 3)], [float(i % 4), 1.0])
+            assert sum(len(levels) for levels, _ in b._staged) <= 64 + 8
+    assert b.levels(ASK) == [(101.0, 1.0), (102.0, 1.0), (103.0, 1.0)]
+    # bid levels' last rows: 100 at i=995 (size 3), 101 at 996 (0: gone), 102 at 997 (1), 103 (2), 104 (3)
+    assert b.levels(BID) == [(104.0, 3.0), (103.0, 2.0), (102.0, 1.0), (100.0, 3.0)]
