@@ -42,8 +42,7 @@ _COMPACT_ROWS: Final = 1 << 18
 
 def _last_rows(staged: list[tuple[Any, Any]]) -> tuple[Any, Any]:
     """The staged rows' distinct levels, each with the size of its last row."""
-    levels = np.concatenate([c[0] for c in staged]) if len(staged) > 1 else staged[0][0]
-    sizes = np.concatenate([c[1] for c in staged]) if len(staged) > 1 else staged[0][1]
+    levels, sizes = staged[0] if len(staged) == 1 else (np.concatenate(col) for col in zip(*staged, strict=True))
     bits = levels.view(np.int64)  # one integer per level (levels are never 0 or NaN): sorts faster
     order = np.argsort(bits, kind="stable")
     ordered = bits[order]
@@ -147,10 +146,11 @@ class Book:
         self._version += len(levels)
         put = sizes > 0.0
         for keys, held, mine in ((self._bk, self._bsz, levels > 0.0), (self._ak, self._asz, levels < 0.0)):
-            changed = levels[mine & put].tolist()
+            up = mine & put
+            changed = levels[up].tolist()
             new = [k for k in changed if k not in held]
-            held.update(zip(changed, sizes[mine & put].tolist(), strict=True))
-            dropped = [k for k in levels[mine & ~put].tolist() if k in held]
+            held.update(zip(changed, sizes[up].tolist(), strict=True))
+            dropped = [k for k in levels[mine ^ up].tolist() if k in held]
             for k in dropped:
                 del held[k]
             if dropped:
@@ -253,9 +253,7 @@ class Book:
         return out
 
     def __repr__(self) -> str:
-        if self._staged:
-            self._settle()
         return (
-            f"Book({self.symbol!r}, bids={len(self._bk)}, asks={len(self._ak)}, "
+            f"Book({self.symbol!r}, bids={self.depth(BID)}, asks={self.depth(ASK)}, "
             f"best_bid={self.best_bid()}, best_ask={self.best_ask()})"
         )
