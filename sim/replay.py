@@ -38,7 +38,7 @@ from perpsim.sim.warm import dispatch_own_timers, end_warm_up, warm_up
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.schema import WarmStart
 
-__all__ = ["ReplayDriver", "build_config", "load_strategy", "replay"]
+__all__ = ["ReplayDriver", "RunSpec", "build_config", "load_strategy", "replay", "replay_many"]
 
 Progress = Callable[[int], None]
 
@@ -104,46 +104,55 @@ class ReplayDriver:
         self.drawdown = Drawdown(self.engine.ledger.cash_start)
         # a warm recording's transition, redone only when the whole tape is replayed
         self.warm = _warm_meta(tape) if start_ns is None and end_ns is None else None
+        self._warm_left = 0 if self.warm is None else self.warm.rows
 
     def run(self, progress: Progress | None = None) -> None:
+        for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=4):
+            n = self.feed(batch)
+            if n and progress is not None:
+                progress(n)
+        self.finish()
+
+    def feed(self, batch: Batch) -> int:
+        """Replay the tape's next batch; returns the rows it replayed (after warm-up and symbol selection)."""
         eng, clock = self.engine, self.clock
         warm = self.warm
-        warm_left = 0 if warm is None else warm.rows
-        for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=4):
-            if warm_left:
-                k = min(warm_left, len(batch))
-                warm_left -= k
-                self._warm_up(batch.rows(slice(0, k)))
-                if warm_left:
-                    continue
-                assert warm is not None
-                self._go_live(warm)
-                batch = batch.rows(slice(k, None))
-            if self._allowed is not None:
-                batch = _select_symbols(batch, self._allowed)
-            n = len(batch)
-            if n == 0:
-                continue
-            col = batch.clock
-            if self.first_ns is None:
-                self.first_ns = int(col[0])
-                if not eng.started:  # else it warmed up: the live part starts here
-                    clock.set_now(self.first_ns)
-                    eng.start()
-                    self._choose_timer_mode()
-            if self.timer_mode == "tape":
-                eng.load(batch)
-                self._run_scripted(batch)
-            elif self.mode == "fast" and not eng.wants_ticks:
-                self._run_fast(batch)
-            else:
-                eng.load(batch)
-                self._run_reference(batch, 0, n)
-            self.last_ns = int(col[-1])
-            self._drain()
-            if progress is not None:
-                progress(n)
-        eng.stop()
+        if self._warm_left:
+            k = min(self._warm_left, len(batch))
+            self._warm_left -= k
+            self._warm_up(batch.rows(slice(0, k)))
+            if self._warm_left:
+                return 0
+            assert warm is not None
+            self._go_live(warm)
+            batch = batch.rows(slice(k, None))
+        if self._allowed is not None:
+            batch = _select_symbols(batch, self._allowed)
+        n = len(batch)
+        if n == 0:
+            return 0
+        col = batch.clock
+        if self.first_ns is None:
+            self.first_ns = int(col[0])
+            if not eng.started:  # else it warmed up: the live part starts here
+                clock.set_now(self.first_ns)
+                eng.start()
+                self._choose_timer_mode()
+        if self.timer_mode == "tape":
+            eng.load(batch)
+            self._run_scripted(batch)
+        elif self.mode == "fast" and not eng.wants_ticks:
+            self._run_fast(batch)
+        else:
+            eng.load(batch)
+            self._run_reference(batch, 0, n)
+        self.last_ns = int(col[-1])
+        self._drain()
+        return n
+
+    def finish(self) -> None:
+        """End the run after the tape's last batch: stop the engine and take its last outputs."""
+        self.engine.stop()
         self._drain()
 
     def _warm_up(self, batch: Batch) -> None:
@@ -336,6 +345,164 @@ def build_config(
     return resolve_config(profile, config_file=config, overrides=over)
 
 
+class RunSpec(msgspec.Struct, kw_only=True, frozen=True):
+    """One run of :func:`replay_many`: its configuration and outputs, as :func:`replay` takes them."""
+
+    strategy: Any = None  # a Strategy subclass or "module:Class"
+    params: dict[str, Any] | None = None
+    profile: str = "backtest"
+    config: str | Path | None = None
+    seed: int | None = None
+    symbols: Sequence[str] | None = None
+    interval_s: float | None = None
+    overrides: dict[str, Any] | None = None
+    out: str | Path | None = None
+    keep_events: bool | None = None
+    ignore_timer_rows: bool = False
+
+
+class _Run:
+    """A run in progress inside :func:`replay_many`."""
+
+    def __init__(self, index: int, driver: ReplayDriver, writer: RunWriter | None, keep: bool) -> None:
+        self.index = index
+        self.driver = driver
+        self.writer = writer
+        self.keep = keep
+
+    def result(self, wall: float) -> RunResult:
+        driver, writer = self.driver, self.writer
+        summary = summarize(driver, wall)
+        if writer is not None:
+            writer.finish(driver, wall, status="complete")
+        return RunResult(
+            digest=driver.digest.hexdigest(),
+            summary=summary,
+            run_events=driver.events if self.keep else None,
+            equity_rows=driver.equity if self.keep else None,
+            config=msgspec.to_builtins(driver.config),
+            warnings=list(driver.engine.warnings),
+            run_dir=None if writer is None else writer.path,
+        )
+
+
+def replay_many(
+    tapes: str | Path | Sequence[str | Path] | Any,
+    runs: Sequence[RunSpec],
+    *,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    engine: str = "fast",
+    progress: Progress | None = None,
+) -> list[RunResult | Exception]:
+    """Replay ``tapes`` once for several runs: each batch is decoded once and fed to every run.
+
+    Decoding and checking a tape is most of a fast replay's CPU (benchmarks/README.md), and
+    a sweep's runs of one tape differ only in their configuration. Each run sees the same
+    batches, in the same order, as when it replays alone, so its digest is the same.
+
+    Returns one entry per run, in order: its :class:`RunResult`, or the exception that
+    stopped it. A run's own error (a bad configuration, a strategy error) stops it alone;
+    an error reading the tape (a ``TapeError``) stops every run still going. A failed
+    run's directory is removed. Each run's ``wall_s`` is the whole call's.
+
+    Raises:
+        ConfigError: an unknown ``engine``.
+    """
+    if engine not in ("fast", "reference"):
+        raise ConfigError(f"engine must be 'fast' or 'reference', got {engine!r}")
+    out: list[RunResult | Exception | None] = [None] * len(runs)
+    configs: list[tuple[int, RunConfig]] = []
+    for k, spec in enumerate(runs):
+        try:
+            configs.append((k, _config_of(spec)))
+        except Exception as exc:
+            out[k] = exc
+    try:
+        tape = tapes if hasattr(tapes, "batches") else open_tape(tapes)
+    except Exception as exc:
+        return [exc if r is None else r for r in out]
+    live: list[_Run] = []
+    for k, cfg in configs:
+        spec = runs[k]
+        try:
+            keep = spec.keep_events if spec.keep_events is not None else spec.out is None
+            cls = spec.strategy if isinstance(spec.strategy, type) else None
+            driver = ReplayDriver(
+                tape,
+                cfg,
+                cls,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                ignore_timer_rows=spec.ignore_timer_rows,
+                engine=engine,
+                keep=keep,
+            )
+            writer = driver.sink = RunWriter(spec.out, cfg, tape) if spec.out is not None else None
+        except Exception as exc:
+            out[k] = exc
+            continue
+        live.append(_Run(k, driver, writer, keep))
+
+    def fail(run: _Run, exc: Exception) -> None:
+        if run.writer is not None:
+            run.writer.abort()
+        out[run.index] = exc
+        live.remove(run)
+
+    t0 = time.perf_counter()
+    try:
+        if live:
+            for batch in tape.batches(start_ns=start_ns, end_ns=end_ns, prefetch=4):
+                for run in list(live):
+                    try:
+                        run.driver.feed(batch)
+                    except Exception as exc:
+                        fail(run, exc)
+                if not live:
+                    break
+                if progress is not None:
+                    progress(len(batch))
+        for run in list(live):
+            try:
+                run.driver.finish()
+            except Exception as exc:
+                fail(run, exc)
+    except KeyboardInterrupt:
+        for run in live:
+            if run.writer is not None:
+                run.writer.finish(run.driver, time.perf_counter() - t0, status="incomplete")
+        raise
+    except Exception as exc:  # reading the tape
+        for run in list(live):
+            fail(run, exc)
+    except BaseException:
+        for run in live:
+            if run.writer is not None:
+                run.writer.abort()
+        raise
+    wall = time.perf_counter() - t0
+    for run in live:
+        try:
+            out[run.index] = run.result(wall)
+        except Exception as exc:
+            out[run.index] = exc
+    return [r for r in out if r is not None]
+
+
+def _config_of(spec: RunSpec) -> RunConfig:
+    return build_config(
+        spec.profile,
+        config=spec.config,
+        strategy=spec.strategy,
+        params=spec.params,
+        seed=spec.seed,
+        symbols=spec.symbols,
+        interval_s=spec.interval_s,
+        overrides=spec.overrides,
+    )
+
+
 def replay(
     tapes: str | Path | Sequence[str | Path] | Any,
     *,
@@ -360,51 +527,20 @@ def replay(
     With ``out`` the run directory is written there (``manifest.json``,
     ``events.parquet``, ``equity.parquet``, ``summary.json``).
     """
-    cfg = build_config(
-        profile,
-        config=config,
+    spec = RunSpec(
         strategy=strategy,
         params=params,
+        profile=profile,
+        config=config,
         seed=seed,
         symbols=symbols,
         interval_s=interval_s,
         overrides=overrides,
-    )
-    tape = tapes if hasattr(tapes, "batches") else open_tape(tapes)
-    cls = strategy if isinstance(strategy, type) else None
-    keep = keep_events if keep_events is not None else out is None
-    driver = ReplayDriver(
-        tape,
-        cfg,
-        cls,
-        start_ns=start_ns,
-        end_ns=end_ns,
+        out=out,
+        keep_events=keep_events,
         ignore_timer_rows=ignore_timer_rows,
-        engine=engine,
-        keep=keep,
     )
-    writer = driver.sink = RunWriter(out, cfg, tape) if out is not None else None
-    t0 = time.perf_counter()
-    try:
-        driver.run(progress)
-    except KeyboardInterrupt:
-        if writer is not None:
-            writer.finish(driver, time.perf_counter() - t0, status="incomplete")
-        raise
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    wall = time.perf_counter() - t0
-    summary = summarize(driver, wall)
-    if writer is not None:
-        writer.finish(driver, wall, status="complete")
-    return RunResult(
-        digest=driver.digest.hexdigest(),
-        summary=summary,
-        run_events=driver.events if keep else None,
-        equity_rows=driver.equity if keep else None,
-        config=msgspec.to_builtins(cfg),
-        warnings=list(driver.engine.warnings),
-        run_dir=None if writer is None else writer.path,
-    )
+    [result] = replay_many(tapes, [spec], start_ns=start_ns, end_ns=end_ns, engine=engine, progress=progress)
+    if isinstance(result, Exception):
+        raise result
+    return result

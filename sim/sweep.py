@@ -61,9 +61,9 @@ import msgspec
 import polars as pl
 
 from perpsim.core.errors import ConfigError, InputError
-from perpsim.sim.fanout import Outcome, ProgressBar, connect_scheduler, fan_out, worker_name
+from perpsim.sim.fanout import Outcome, ProgressBar, connect_scheduler, error_text, fan_out, worker_name
 from perpsim.sim.profiles import resolve_config
-from perpsim.sim.runs import file_sha256
+from perpsim.sim.runs import RunResult, file_sha256
 
 __all__ = [
     "GRID_KEYS",
@@ -89,6 +89,9 @@ _MAX_AXIS = 100_000
 _MAX_JOBS = 1_000_000
 _YEAR_S = 365.25 * 86400.0  # perpetual futures trade around the clock
 _FLUSH_S = 5.0
+# Jobs replayed from one decode of their tape: their engines and kept outputs share one
+# worker's memory, and a group's result lands only when its last job ends.
+_GROUP_MAX = 16
 
 RESULT_SCHEMA: dict[str, Any] = {
     "key": pl.Utf8,
@@ -117,6 +120,7 @@ RESULT_SCHEMA: dict[str, Any] = {
     "rows": pl.Int64,
     "events_per_s": pl.Float64,
     "wall_s": pl.Float64,
+    "group_size": pl.Int64,
     "worker": pl.Utf8,
     "perpsim_version": pl.Utf8,
     "tape_sha256": pl.Utf8,
@@ -126,9 +130,11 @@ RESULT_SCHEMA: dict[str, Any] = {
 
 ``pnl`` is realized + unrealized; ``net_pnl`` is final equity minus the starting
 balance (after fees and funding); money in USD. ``trades`` counts fills.
-``sharpe`` is defined in :func:`sharpe`. ``wall_s``, ``events_per_s`` and
-``worker`` describe where and how fast a job ran and are the only columns that
-differ between two runs of the same job.
+``sharpe`` is defined in :func:`sharpe`. ``wall_s``, ``events_per_s``,
+``group_size`` and ``worker`` describe where and how fast a job ran and are the only
+columns that differ between two runs of the same job. Jobs of one tape run in groups
+that share one decode of it (:func:`run_jobs`): ``group_size`` counts the group's
+jobs, and ``wall_s`` is the group's.
 """
 
 
@@ -523,26 +529,63 @@ def sharpe(equity: Sequence[int], interval_s: float) -> float | None:
 def run_job(job: Job) -> dict[str, Any]:
     """Run one job (in any process) and return its figures as a results row.
 
-    The worker first checks that it has the sweep's perpsim version and that the
-    tape's content hashes match the job's, then replays and measures.
+    Raises:
+        PerpsimError: see :func:`run_jobs`; any strategy error passes through.
+    """
+    [result] = _run_group([job])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def run_jobs(jobs: Sequence[Job]) -> list[Outcome]:
+    """Run jobs of one tape together (in any process), one :class:`Outcome` per job.
+
+    The tape is decoded once for all of them (:func:`perpsim.sim.replay.replay_many`);
+    one job's error fails that job alone. The worker first checks that it has the
+    sweep's perpsim version and that the tape's content hashes match the jobs'.
 
     Raises:
-        PerpsimError: a version or tape mismatch, a bad tape (``TapeError``) or a
-            bad parameter (``ConfigError``); any strategy error passes through.
-            :func:`fan_out` turns these into a failed :class:`Outcome`.
+        InputError: a version or tape mismatch (every job would compute from other input).
     """
-    from perpsim import __version__
-    from perpsim.sim.replay import replay
+    here = worker_name()
+    return [
+        Outcome(ok=False, error=error_text(r), worker=here)
+        if isinstance(r, Exception)
+        else Outcome(ok=True, value=r, worker=here)
+        for r in _run_group(jobs)
+    ]
 
-    if __version__ != job.version:
-        raise InputError(f"worker {worker_name()} has perpsim {__version__}, the sweep expects {job.version}")
-    if tape_hashes(job.tape) != job.tape_sha256:
-        raise InputError(f"{job.tape}: content on worker {worker_name()} differs from when the sweep was planned")
-    over = _overrides(job.strategy, job.seed, job.interval_s, job.symbols, job.params, job.config)
-    # Events stay in memory only when there is no run directory to stream them to (memory stays flat).
-    result = replay(job.tape, profile=job.profile, overrides=over, out=job.run_dir, keep_events=job.run_dir is None)
+
+def _run_group(jobs: Sequence[Job]) -> list[dict[str, Any] | Exception]:
+    from perpsim import __version__
+    from perpsim.sim.replay import RunSpec, replay_many
+
+    tape = jobs[0].tape
+    if any(j.tape != tape or j.tape_sha256 != jobs[0].tape_sha256 for j in jobs):
+        raise InputError("a job group must share one tape")
+    if __version__ != jobs[0].version:
+        raise InputError(f"worker {worker_name()} has perpsim {__version__}, the sweep expects {jobs[0].version}")
+    if tape_hashes(tape) != jobs[0].tape_sha256:
+        raise InputError(f"{tape}: content on worker {worker_name()} differs from when the sweep was planned")
+    specs = [
+        RunSpec(
+            profile=j.profile,
+            overrides=_overrides(j.strategy, j.seed, j.interval_s, j.symbols, j.params, j.config),
+            out=j.run_dir,
+            # Events stay in memory only when there is no run directory to stream them to (memory stays flat).
+            keep_events=j.run_dir is None,
+        )
+        for j in jobs
+    ]
+    results = replay_many(tape, specs)
+    return [r if isinstance(r, Exception) else _figures(j, r, len(jobs)) for j, r in zip(jobs, results, strict=True)]
+
+
+def _figures(job: Job, result: RunResult, group: int) -> dict[str, Any] | Exception:
+    """A job's results row, or an error if its config resolved differently here."""
     if hashlib.sha256(_canonical(result.config)).hexdigest() != job.config_sha256:
-        raise InputError(f"profile {job.profile!r} resolves differently on worker {worker_name()}")
+        return InputError(f"profile {job.profile!r} resolves differently on worker {worker_name()}")
     s = result.summary
     u = s["units"]
     equity = result.equity["equity"].to_list()
@@ -563,6 +606,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "rows": s["rows"],
         "events_per_s": None if s["events_per_s"] is None else float(s["events_per_s"]),
         "wall_s": s["wall_s"],
+        "group_size": group,
         "run_dir": None if result.run_dir is None else str(result.run_dir),
     }
 
@@ -633,6 +677,40 @@ class _Results:
         self._flushed = time.monotonic()
 
 
+def _parallelism(workers: int | None, client: Any) -> int:
+    """How many jobs run at once: the pool's processes or the cluster's threads."""
+    if client is not None:
+        return max(1, sum(client.nthreads().values()))
+    if workers is None:
+        return os.cpu_count() or 1
+    return max(1, workers)
+
+
+def _groups(jobs: Sequence[Job], indexes: Sequence[int], slots: int) -> list[list[int]]:
+    """``indexes`` of ``jobs`` in groups that share a tape, each replayed from one decode.
+
+    Each tape's jobs are split into contiguous groups of near-equal size: enough groups
+    that every slot has work while there are jobs to spread, and none larger than
+    :data:`_GROUP_MAX`.
+    """
+    by_tape: dict[str, list[int]] = {}
+    for i in indexes:
+        by_tape.setdefault(jobs[i].tape, []).append(i)
+    if not by_tape:
+        return []
+    per_tape = -(-slots // len(by_tape))
+    out: list[list[int]] = []
+    for idx in by_tape.values():
+        k = max(min(per_tape, len(idx)), -(-len(idx) // _GROUP_MAX))
+        q, r = divmod(len(idx), k)
+        pos = 0
+        for c in range(k):
+            size = q + (c < r)
+            out.append(idx[pos : pos + size])
+            pos += size
+    return out
+
+
 def run_sweep(
     grid: Grid | str | Path,
     *,
@@ -680,16 +758,40 @@ def run_sweep(
     # Connect before the bar starts, so an unreachable scheduler is one clear error.
     client = connect_scheduler(scheduler, connect_timeout) if scheduler is not None and todo else None
     bar = ProgressBar(progress, len(todo), f"sweep {g.name}")
-    results = fan_out(run_job, todo, workers=workers, client=client)
-    try:
+
+    def land(i: int, outcome: Outcome, attempts: int) -> None:
+        nonlocal ok, failed
+        row = _job_row(todo[i], outcome, attempts)
+        ok, failed = ok + outcome.ok, failed + (not outcome.ok)
+        table.add(i, row)
+        bar.advance(failed)
+        if on_row is not None:
+            on_row(row)
+
+    def run_pass(groups: list[list[int]], before: int) -> list[int]:
+        """Run ``groups`` (``before``: attempts made already) and land their rows, except
+        a job's first failure inside a group that ran: those are returned, to go once more."""
+        again: list[int] = []
+        results = fan_out(
+            run_jobs, [[todo[i] for i in grp] for grp in groups], workers=workers, client=client, retries=1 - before
+        )
         with contextlib.closing(results):
-            for i, outcome, attempts in results:
-                row = _job_row(todo[i], outcome, attempts)
-                ok, failed = ok + outcome.ok, failed + (not outcome.ok)
-                table.add(i, row)
-                bar.advance(failed)
-                if on_row is not None:
-                    on_row(row)
+            for k, outcome, attempts in results:
+                n = before + attempts
+                # A group fails whole when its worker died or found other input: every job with it.
+                outcomes = outcome.value if outcome.ok else [outcome] * len(groups[k])
+                for i, one in zip(groups[k], outcomes, strict=True):
+                    if one.ok or n > 1:
+                        land(i, one, n)
+                    else:
+                        again.append(i)
+        return again
+
+    try:
+        slots = _parallelism(workers, client)
+        again = run_pass(_groups(todo, range(len(todo)), slots), 0)
+        if again:
+            run_pass(_groups(todo, again, slots), 1)
     finally:
         bar.stop()
         if client is not None:

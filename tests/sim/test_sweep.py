@@ -40,7 +40,7 @@ from perpsim.sim.sweep import (
 from perpsim.tapes import synth
 
 # Columns that say where and how fast a job ran; everything else must match exactly.
-TIMING = ["wall_s", "events_per_s", "worker"]
+TIMING = ["wall_s", "events_per_s", "group_size", "worker"]
 # distributed's own chatter at cluster start and shutdown is not ours to fail on: unclosed sockets,
 # deprecations in its dependencies, and "Port 8787 is already in use" (should a cluster ever ask for
 # the default port while another holds it; the fixture below asks for a free one).
@@ -215,6 +215,32 @@ def test_failing_jobs_are_retried_once_recorded_and_the_sweep_completes(tapes: P
     assert errors[:2] == ["ConfigError: short must be a positive integer, got 0"] * 2
     # The bad tape fails its job with the validator's message: file, row and column.
     assert errors[2].startswith("TapeError: ") and "unsorted.parquet row 1 column ts:" in errors[2]
+
+
+def test_jobs_of_one_tape_are_grouped_to_fill_the_workers_and_no_larger_than_the_cap() -> None:
+    from types import SimpleNamespace
+
+    from perpsim.sim.sweep import _groups
+
+    jobs: Any = [SimpleNamespace(tape="a")] * 10 + [SimpleNamespace(tape="b")] * 2 + [SimpleNamespace(tape="a")]
+    # Four slots, two tapes: two groups a tape, contiguous, sizes within one of each other.
+    assert _groups(jobs, range(13), 4) == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 12], [10], [11]]
+    assert _groups(jobs, range(13), 1) == [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12], [10, 11]]
+    assert _groups(jobs, [3, 11], 8) == [[3], [11]]
+    many: Any = [SimpleNamespace(tape="a")] * 40
+    assert [len(g) for g in _groups(many, range(40), 1)] == [14, 13, 13]  # at most 16 share a decode
+    assert _groups(jobs, [], 2) == []
+
+
+def test_a_group_shares_one_decode_and_each_job_keeps_its_own_figures(tapes: Path, tmp_path: Path) -> None:
+    grid = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [2, 3, 4]\nlong = [8, 12]"))
+    report = run_sweep(grid, out=tmp_path / "out", workers=0)
+    t = report.table
+    assert report.ok == 6 and t["group_size"].to_list() == [6] * 6
+    assert t["wall_s"].n_unique() == 1  # the group's wall time
+    jobs, _ = expand(load_grid(grid))
+    assert {j.key: run_job(j)["digest"] for j in jobs} == dict(zip(t["key"], t["digest"], strict=True))
+    assert t["digest"].n_unique() > 1
 
 
 def test_rerun_skips_finished_jobs_and_runs_only_new_ones(tapes: Path, tmp_path: Path) -> None:

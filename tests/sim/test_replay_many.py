@@ -1,0 +1,105 @@
+"""One decode of a tape feeding several runs (sim/replay.py's replay_many, used by sweeps)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from perpsim.core.errors import ConfigError, TapeError
+from perpsim.sim.replay import ReplayDriver, RunSpec, build_config, replay_many
+from perpsim.tapes.reader import open_tape
+
+SAMPLES = Path(str(resources.files("perpsim.tapes") / "samples"))
+REAL = SAMPLES / "btcusdt_20240808.parquet"
+
+
+def specs(interval_s: float) -> list[RunSpec]:
+    return [
+        RunSpec(params={"short": 3, "long": 8}, interval_s=interval_s),
+        RunSpec(params={"short": 5, "long": 20}, seed=7, interval_s=interval_s),
+        RunSpec(profile="prod", params={"short": 3, "long": 8}, interval_s=interval_s),
+        RunSpec(params={"short": 2, "long": 5}, interval_s=interval_s / 2),
+    ]
+
+
+SPECS = specs(60.0)
+
+
+def alone(tape: Path, spec: RunSpec, engine: str) -> ReplayDriver:
+    """The run on its own, through ReplayDriver.run: its own decode, its own loop."""
+    cfg = build_config(spec.profile, params=spec.params, seed=spec.seed, interval_s=spec.interval_s)
+    driver = ReplayDriver(open_tape(tape), cfg, engine=engine)
+    driver.run()
+    return driver
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+@pytest.mark.parametrize(
+    ("tape", "interval_s"), [(SAMPLES / "sample.parquet", 60.0), (REAL, 5.0)], ids=["sample", "real"]
+)
+def test_each_run_of_a_shared_decode_has_the_digest_it_has_alone(tape: Path, interval_s: float, engine: str) -> None:
+    runs = specs(interval_s)
+    results = replay_many(tape, runs, engine=engine)
+    digests = []
+    for spec, got in zip(runs, results, strict=True):
+        assert not isinstance(got, Exception)
+        ref = alone(tape, spec, engine)
+        assert got.digest == ref.digest.hexdigest()
+        assert got.summary["rows"] == ref.engine.rows
+        assert got.summary["cycles"] == ref.engine.cycles
+        digests.append(got.digest)
+    assert len(set(digests)) == len(runs)  # four different runs, not one run four times
+
+
+def test_a_run_that_fails_stops_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = ReplayDriver.feed
+    fed: dict[int, int] = {}
+
+    def failing_feed(self: ReplayDriver, batch: Any) -> int:
+        fed[id(self)] = fed.get(id(self), 0) + 1
+        if self.config.seed == 13 and fed[id(self)] == 2:
+            raise RuntimeError("boom")
+        return feed(self, batch)
+
+    monkeypatch.setattr(ReplayDriver, "feed", failing_feed)
+    tape = SAMPLES / "sample.parquet"  # 143,338 rows: three batches, so "b" fails part-way
+    specs = [
+        RunSpec(params={"short": 3, "long": 8}, out=tmp_path / "a"),
+        RunSpec(params={"short": 3, "long": 8}, seed=13, out=tmp_path / "b"),
+        RunSpec(params={"short": 0, "long": 8}, out=tmp_path / "c"),
+        RunSpec(params={"short": 5, "long": 20}),
+    ]
+    a, b, c, d = replay_many(tape, specs)
+    assert isinstance(b, RuntimeError) and str(b) == "boom"
+    assert isinstance(c, ConfigError) and "short must be a positive integer" in str(c)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    monkeypatch.setattr(ReplayDriver, "feed", feed)
+    for got, spec in ((a, specs[0]), (d, specs[3])):
+        assert not isinstance(got, Exception)
+        assert got.digest == alone(tape, spec, "fast").digest.hexdigest()
+    assert not isinstance(a, Exception) and a.run_dir == tmp_path / "a"
+    assert (tmp_path / "a" / "summary.json").exists()
+
+
+def test_a_tape_that_cannot_be_read_fails_every_run(tmp_path: Path) -> None:
+    table = pq.read_table(SAMPLES / "sample.parquet")
+    bad = tmp_path / "unsorted.parquet"
+    pq.write_table(table.take(list(range(table.num_rows - 1, -1, -1))), bad)
+    specs = [RunSpec(out=tmp_path / "a"), RunSpec(params={"short": 0, "long": 8}), RunSpec(seed=3)]
+    a, b, c = replay_many(bad, specs)
+    assert isinstance(b, ConfigError)  # its own error came first
+    assert isinstance(a, TapeError) and a is c
+    assert "unsorted.parquet row 2 column ts" in str(a) and str(a).endswith("(not sorted)")
+    assert not (tmp_path / "a").exists()
+    missing = replay_many(tmp_path / "nope.parquet", specs[:1])
+    assert len(missing) == 1 and isinstance(missing[0], Exception) and "nope.parquet" in str(missing[0])
+
+
+def test_progress_counts_the_tapes_rows_once() -> None:
+    seen: list[int] = []
+    replay_many(SAMPLES / "sample.parquet", SPECS[:3], progress=seen.append)
+    assert sum(seen) == open_tape(SAMPLES / "sample.parquet").num_rows
