@@ -20,7 +20,7 @@ from perpsim.core.baseline import MACrossover
 from perpsim.core.errors import CheckFailed, ConfigError, InputError, PerpsimError, TapeError
 from perpsim.core.events import RunEvent
 from perpsim.core.strategy import Context, Strategy
-from perpsim.sim.replay import replay
+from perpsim.sim.replay import RunSpec, replay, replay_many
 from perpsim.sim.runs import RunResult
 
 __all__ = [
@@ -32,9 +32,11 @@ __all__ = [
     "PerpsimError",
     "RunEvent",
     "RunResult",
+    "RunSpec",
     "Strategy",
     "TapeError",
     "__version__",
     "replay",
+    "replay_many",
     "tapes",
 ]
