@@ -3,8 +3,8 @@
 Between two points where something can happen (a timer is due, a row that is
 not a trade, quote or mark arrives), nothing reads market state, so only the
 last trade, quote and mark of each symbol before the next point matter. A
-:class:`FastIndex` finds those rows with vectorized searches over the rows since
-the previous point, and :meth:`~FastIndex.sync` copies them into the market
+:class:`BatchIndex` finds those rows with vectorized searches over the rows since
+the previous point, and :meth:`FastIndex.sync` copies them into the market
 state, exactly as the reference loop would have left it. The driver uses it only
 while no strategy hook wants ticks and the venue has no order that could fill
 (``venue.active``), so the run's events are bit-identical to the reference
@@ -35,15 +35,17 @@ from perpsim.core.events import Kind
 if TYPE_CHECKING:
     from perpsim.core.engine import Engine
 
-__all__ = ["FastIndex"]
+__all__ = ["BatchIndex", "FastIndex"]
 
 _TAIL = 512  # rows searched first, backwards from a sync point
 _T, _Q, _B, _M = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK), int(Kind.MARK)
 
 
-class FastIndex:
-    """One batch's rows other than trades, quotes, marks and book levels, and syncs of market
-    state from it.
+class BatchIndex:
+    """What fast-forwarding needs to know about one batch: its rows other than trades,
+    quotes, marks and book levels, and (made on first use) each symbol's price and book
+    rows. It depends on the batch and the engine's symbol ids alone, so the engines that
+    one decode feeds (sim/replay.py's ``replay_many``) share one.
 
     ``key`` packs each row's symbol code and kind (``code * 8 + kind``), so "the last
     trade of BTC before row p" is one comparison over a slice.
@@ -68,9 +70,8 @@ class FastIndex:
         self._books: dict[int, tuple[Any, Any, Any, Any]] = {}
         self._px: Any = None
         self._moves: Any = None
-        self._synced = 0
 
-    def _last(self, target: int, a: int, p: int) -> int:
+    def last(self, target: int, a: int, p: int) -> int:
         """The last row in ``[a, p)`` with key ``target``, or -1."""
         key = self.key
         lo = max(a, p - _TAIL)
@@ -83,59 +84,7 @@ class FastIndex:
                 return a + int(hit[-1])
         return -1
 
-    def dispatched(self, p: int) -> None:
-        """Rows before ``p`` went through the reference loop: their state is in place."""
-        self._synced = max(self._synced, p)
-
-    def sync(self, engine: Engine, p: int) -> None:
-        """Make market state what the reference loop leaves after rows ``< p`` of this batch.
-
-        Rows before the previous sync point are already in the state (synced, or
-        dispatched by the reference loop), so only the rows since then are searched.
-        """
-        a = self._synced
-        if p <= a:
-            return
-        self._synced = p
-        b: Any = self.batch
-        m = engine.market
-        clk = b.clock
-        last = self._last
-        for sid, t, q, k, bk in self.targets:
-            if bk >= 0:
-                self._book(engine, sid, bk, a, p)
-            if t >= 0 and (r := last(t, a, p)) >= 0:
-                m.last_px[sid] = float(b.price[r])
-                m.last_size[sid] = float(b.size[r])
-                m.last_ts[sid] = int(clk[r])
-            if q >= 0 and (r := last(q, a, p)) >= 0:
-                m.bid[sid] = float(b.bid[r])
-                m.bid_size[sid] = float(b.bid_size[r])
-                m.ask[sid] = float(b.ask[r])
-                m.ask_size[sid] = float(b.ask_size[r])
-                m.quote_ts[sid] = int(clk[r])
-            if k >= 0 and (r := last(k, a, p)) >= 0:
-                m.mark_px[sid] = float(b.price[r])
-                m.mark_ts[sid] = int(clk[r])
-                engine.mark_seen(sid)
-
-    def _book(self, engine: Engine, sid: int, target: int, a: int, p: int) -> None:
-        rows, levels, sizes, raw = self._book_rows(target)
-        lo, hi = int(rows.searchsorted(a)), int(rows.searchsorted(p))
-        if lo == hi:
-            return
-        m = engine.market
-        book = m.books[sid]
-        if book is None:
-            book = m.books[sid] = Book()
-        engine.mark_seen(sid)
-        if raw is None:
-            book.stage(levels[lo:hi], sizes[lo:hi])
-        else:
-            for s_, px, sz in zip(*(col[lo:hi] for col in raw), strict=True):
-                book.apply(s_, px, sz)
-
-    def _book_rows(self, target: int) -> tuple[Any, Any, Any, Any]:
+    def book_rows(self, target: int) -> tuple[Any, Any, Any, Any]:
         """Row indices of one symbol's book rows in this batch, and each row's level
         (``price * side``) and size to stage; made on first use. A batch with a row that
         is not a valid level (not a validated tape) gets ``raw`` (side, price, size)
@@ -182,3 +131,66 @@ class FastIndex:
         seg = px[a:b]
         out = np.flatnonzero((seg <= lo) | (seg >= hi) | (seg != seg))
         return int(rows[a + out[0]]) if out.size else hi_row
+
+
+class FastIndex:
+    """One engine's pass over a batch: syncs its market state from the :class:`BatchIndex`."""
+
+    def __init__(self, rows: BatchIndex) -> None:
+        self.rows = rows
+        self.special = rows.special
+        self.first_outside = rows.first_outside
+        self._synced = 0
+
+    def dispatched(self, p: int) -> None:
+        """Rows before ``p`` went through the reference loop: their state is in place."""
+        self._synced = max(self._synced, p)
+
+    def sync(self, engine: Engine, p: int) -> None:
+        """Make market state what the reference loop leaves after rows ``< p`` of this batch.
+
+        Rows before the previous sync point are already in the state (synced, or
+        dispatched by the reference loop), so only the rows since then are searched.
+        """
+        a = self._synced
+        if p <= a:
+            return
+        self._synced = p
+        rows = self.rows
+        b: Any = rows.batch
+        m = engine.market
+        clk = b.clock
+        last = rows.last
+        for sid, t, q, k, bk in rows.targets:
+            if bk >= 0:
+                self._book(engine, sid, bk, a, p)
+            if t >= 0 and (r := last(t, a, p)) >= 0:
+                m.last_px[sid] = float(b.price[r])
+                m.last_size[sid] = float(b.size[r])
+                m.last_ts[sid] = int(clk[r])
+            if q >= 0 and (r := last(q, a, p)) >= 0:
+                m.bid[sid] = float(b.bid[r])
+                m.bid_size[sid] = float(b.bid_size[r])
+                m.ask[sid] = float(b.ask[r])
+                m.ask_size[sid] = float(b.ask_size[r])
+                m.quote_ts[sid] = int(clk[r])
+            if k >= 0 and (r := last(k, a, p)) >= 0:
+                m.mark_px[sid] = float(b.price[r])
+                m.mark_ts[sid] = int(clk[r])
+                engine.mark_seen(sid)
+
+    def _book(self, engine: Engine, sid: int, target: int, a: int, p: int) -> None:
+        rows, levels, sizes, raw = self.rows.book_rows(target)
+        lo, hi = int(rows.searchsorted(a)), int(rows.searchsorted(p))
+        if lo == hi:
+            return
+        m = engine.market
+        book = m.books[sid]
+        if book is None:
+            book = m.books[sid] = Book()
+        engine.mark_seen(sid)
+        if raw is None:
+            book.stage(levels[lo:hi], sizes[lo:hi])
+        else:
+            for s_, px, sz in zip(*(col[lo:hi] for col in raw), strict=True):
+                book.apply(s_, px, sz)

@@ -28,7 +28,7 @@ from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
 from perpsim.core.errors import ConfigError
 from perpsim.core.events import Kind
-from perpsim.core.fastpath import FastIndex
+from perpsim.core.fastpath import BatchIndex, FastIndex
 from perpsim.core.ledger import to_units
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy
@@ -105,6 +105,8 @@ class ReplayDriver:
         # a warm recording's transition, redone only when the whole tape is replayed
         self.warm = _warm_meta(tape) if start_ns is None and end_ns is None else None
         self._warm_left = 0 if self.warm is None else self.warm.rows
+        # Batch indexes shared with the other runs fed the same batches (replay_many), who clear it.
+        self.shared: dict[tuple[int, tuple[int, ...]], BatchIndex] | None = None
 
     def run(self, progress: Progress | None = None) -> None:
         for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=4):
@@ -185,7 +187,7 @@ class ReplayDriver:
         timer go through the reference loop; so does a batch dense with stops.
         """
         eng, clock, col, n = self.engine, self.clock, batch.clock, len(batch)
-        index = FastIndex(batch, eng.symbol_ids(batch))
+        index = FastIndex(self._batch_index(batch))
         special, si, ns = index.special, 0, len(index.special)
         if ns * 8 > n:
             eng.load(batch)
@@ -231,6 +233,18 @@ class ReplayDriver:
                 i += 1
                 index.dispatched(i)
         index.sync(eng, n)
+
+    def _batch_index(self, batch: Batch) -> BatchIndex:
+        """The batch's index: from :attr:`shared` when another run fed this batch made it."""
+        sids = self.engine.symbol_ids(batch)
+        if self.shared is None:
+            return BatchIndex(batch, sids)
+        # An entry holds its batch, so no other batch can take its id while it is there.
+        key = (id(batch), tuple(sids))
+        found = self.shared.get(key)
+        if found is None:
+            found = self.shared[key] = BatchIndex(batch, sids)
+        return found
 
     def _band_stop(self, index: FastIndex, watched: list[int], i: int, p: int) -> int:
         """The first row before ``p`` where a watched symbol's price leaves its skip band."""
@@ -450,10 +464,14 @@ def replay_many(
         out[run.index] = exc
         live.remove(run)
 
+    shared: dict[tuple[int, tuple[int, ...]], BatchIndex] = {}
+    for run in live:
+        run.driver.shared = shared
     t0 = time.perf_counter()
     try:
         if live:
             for batch in tape.batches(start_ns=start_ns, end_ns=end_ns, prefetch=4):
+                shared.clear()
                 for run in list(live):
                     try:
                         run.driver.feed(batch)
