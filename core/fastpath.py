@@ -10,10 +10,11 @@ while no strategy hook wants ticks and the venue has no order that could fill
 (``venue.active``), so the run's events are bit-identical to the reference
 engine's (DESIGN.md §5; tests/sim/test_fastpath.py checks equal digests).
 
-Nothing is indexed up front: a batch costs one pass to find its other rows, and
-each sync looks backwards from its point, first through a short tail (on a busy
-tape the last trade and quote are a few rows back), then through the rest of
-the rows since the previous sync. The total work stays linear in the batch.
+A batch costs one pass to find its other rows; the rows of each symbol and kind
+are found on first use, in one pass each, and every sync then finds its last
+trade, quote and mark with a binary search. A margin-band search reads blocks of
+prices by their least and greatest first, so the work stays linear in the batch
+and shrinks where prices stay inside the band.
 
 Book rows carry a level's absolute size, so the book at a point depends only on
 the last row of each level: a sync stages the rows (:meth:`~perpsim.core.book.Book.stage`)
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchIndex", "FastIndex"]
 
-_TAIL = 512  # rows searched first, backwards from a sync point
+_BLOCK = 64  # prices per block of a band search
 _T, _Q, _B, _M = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK), int(Kind.MARK)
 
 
@@ -66,23 +67,24 @@ class BatchIndex:
             if t >= 0 or q >= 0 or m >= 0 or bk >= 0:
                 self.targets.append((sid, t, q, m, bk))
         self._code = {sid: c for c, sid in enumerate(sids)}
-        self._prices: dict[int, tuple[Any, Any]] = {}
+        self._rows: dict[int, Any] = {}
+        self._prices: dict[int, tuple[Any, Any, Any, Any]] = {}
         self._books: dict[int, tuple[Any, Any, Any, Any]] = {}
         self._px: Any = None
         self._moves: Any = None
 
+    def rows_of(self, target: int) -> Any:
+        """The rows with key ``target``, ascending; found on first use."""
+        found = self._rows.get(target)
+        if found is None:
+            found = self._rows[target] = np.flatnonzero(self.key == target)
+        return found
+
     def last(self, target: int, a: int, p: int) -> int:
         """The last row in ``[a, p)`` with key ``target``, or -1."""
-        key = self.key
-        lo = max(a, p - _TAIL)
-        hit = np.flatnonzero(key[lo:p] == target)
-        if hit.size:
-            return lo + int(hit[-1])
-        if lo > a:
-            hit = np.flatnonzero(key[a:lo] == target)
-            if hit.size:
-                return a + int(hit[-1])
-        return -1
+        rows = self.rows_of(target)
+        j = int(rows.searchsorted(p)) - 1
+        return int(rows[j]) if j >= 0 and rows[j] >= a else -1
 
     def book_rows(self, target: int) -> tuple[Any, Any, Any, Any]:
         """Row indices of one symbol's book rows in this batch, and each row's level
@@ -92,7 +94,7 @@ class BatchIndex:
         found = self._books.get(target)
         if found is None:
             b = self.batch
-            rows = np.flatnonzero(self.key == target)
+            rows = self.rows_of(target)
             side, price, size = b.side[rows], b.price[rows], b.size[rows]
             if ((side == 1) | (side == -1)).all() and (price > 0).all() and (size >= 0).all():
                 found = (rows, price * side, size, None)
@@ -101,18 +103,27 @@ class BatchIndex:
             self._books[target] = found
         return found
 
-    def _price_rows(self, sid: int) -> tuple[Any, Any]:
-        """Row indices of ``sid``'s trades, quotes and marks in this batch, and the price
-        each moves the venue mark to (quote: the mid); made on first use."""
+    def _price_rows(self, sid: int) -> tuple[Any, Any, Any, Any]:
+        """Row indices of ``sid``'s trades, quotes and marks in this batch, the price each
+        moves the venue mark to (quote: the mid; NaN as +inf, outside every band), and
+        each block of :data:`_BLOCK` prices' least and greatest; made on first use."""
         found = self._prices.get(sid)
         if found is None:
             b = self.batch
             if self._px is None:  # once per batch, for every symbol: price rows and their prices
                 kind = b.kind
                 self._moves = (kind <= _Q) | (kind == _M)
-                self._px = np.where(kind == _Q, (b.bid + b.ask) / 2, b.price)
+                px = np.where(kind == _Q, (b.bid + b.ask) / 2, b.price)
+                px[np.isnan(px)] = np.inf
+                self._px = px
             rows = np.flatnonzero(self._moves & (b.symbol == self._code[sid]))
-            found = self._prices[sid] = (rows, self._px[rows])
+            px = self._px[rows]
+            starts = np.arange(0, len(px), _BLOCK)
+            if len(px):
+                found = (rows, px, np.minimum.reduceat(px, starts), np.maximum.reduceat(px, starts))
+            else:
+                found = (rows, px, px, px)
+            self._prices[sid] = found
         return found
 
     def first_outside(self, sid: int, lo_row: int, hi_row: int, lo: float, hi: float) -> int:
@@ -120,17 +131,29 @@ class BatchIndex:
         is not strictly inside ``(lo, hi)``; ``hi_row`` if none.
 
         Conservative: any row that might move the venue mark out of the band is a stop,
-        and the reference loop dispatches it.
+        and the reference loop dispatches it. Whole blocks whose least and greatest
+        prices lie inside are passed over unread.
         """
         if sid not in self._code:
             return hi_row
-        rows, px = self._price_rows(sid)
-        a, b = np.searchsorted(rows, (lo_row, hi_row))
-        if a == b:
-            return hi_row
-        seg = px[a:b]
-        out = np.flatnonzero((seg <= lo) | (seg >= hi) | (seg != seg))
-        return int(rows[a + out[0]]) if out.size else hi_row
+        if lo != lo or hi != hi:  # a NaN bound: no price is strictly inside
+            lo, hi = np.inf, -np.inf
+        rows, px, least, most = self._price_rows(sid)
+        a, b = (int(x) for x in np.searchsorted(rows, (lo_row, hi_row)))
+        while a < b:
+            end = min(b, (a // _BLOCK + 1) * _BLOCK)
+            seg = px[a:end]
+            out = np.flatnonzero((seg <= lo) | (seg >= hi))
+            if out.size:
+                return int(rows[a + out[0]])
+            if end == b:
+                break
+            k0, k1 = end // _BLOCK, (b - 1) // _BLOCK + 1
+            hit = np.flatnonzero((least[k0:k1] <= lo) | (most[k0:k1] >= hi))
+            if not hit.size:
+                break
+            a = (k0 + int(hit[0])) * _BLOCK
+        return hi_row
 
 
 class FastIndex:
