@@ -33,7 +33,7 @@ from perpsim.core.ledger import to_units
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy
 from perpsim.sim.profiles import resolve_config
-from perpsim.sim.runs import Drawdown, RunResult, RunWriter, summarize
+from perpsim.sim.runs import Drawdown, RunResult, RunWriter, summarize, tape_entries
 from perpsim.sim.warm import dispatch_own_timers, end_warm_up, warm_up
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.schema import WarmStart
@@ -437,6 +437,7 @@ def replay_many(
     except Exception as exc:
         return [exc if r is None else r for r in out]
     live: list[_Run] = []
+    entries: list[dict[str, str]] | None = None  # the tape's manifest entries, hashed once
     for k, cfg in configs:
         spec = runs[k]
         try:
@@ -452,7 +453,10 @@ def replay_many(
                 engine=engine,
                 keep=keep,
             )
-            writer = driver.sink = RunWriter(spec.out, cfg, tape) if spec.out is not None else None
+            writer = None
+            if spec.out is not None:
+                entries = tape_entries(tape) if entries is None else entries
+                writer = driver.sink = RunWriter(spec.out, cfg, tape, tapes=entries)
         except Exception as exc:
             out[k] = exc
             continue

@@ -55,6 +55,7 @@ __all__ = [
     "fresh_path",
     "new_run_dir",
     "summarize",
+    "tape_entries",
     "write_json",
 ]
 
@@ -213,6 +214,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def tape_entries(tape: Any) -> list[dict[str, str]]:
+    """A manifest's ``tapes``: each file of ``tape``, its path and SHA-256."""
+    return [{"path": str(f), "sha256": file_sha256(Path(f))} for f in tape.files]
+
+
 def new_run_dir(root: str | Path = "runs", label: str = "run") -> Path:
     """A fresh ``runs/<UTC time>-<label>`` directory name (not yet created)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -239,7 +245,9 @@ def write_json(path: Path, data: Any) -> None:
 class RunWriter:
     """Writes one run directory; ``finish`` or ``abort`` exactly once."""
 
-    def __init__(self, path: str | Path, config: Any, tape: Any) -> None:
+    def __init__(self, path: str | Path, config: Any, tape: Any, *, tapes: list[dict[str, str]] | None = None) -> None:
+        """``tapes``: the manifest's entries for ``tape`` (:func:`tape_entries`), when the
+        caller has them already: runs sharing a tape hash its files once."""
         from perpsim import __version__
 
         self.path = Path(path)
@@ -252,7 +260,7 @@ class RunWriter:
             "profile": config.profile,
             "seed": config.seed,
             "config": msgspec.to_builtins(config),
-            "tapes": [{"path": str(f), "sha256": file_sha256(Path(f))} for f in tape.files],
+            "tapes": tapes if tapes is not None else tape_entries(tape),
             "clock": tape.meta.clock,
             "digest": None,
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,8 @@ def test_a_run_that_fails_stops_alone(tmp_path: Path, monkeypatch: pytest.Monkey
         assert got.digest == alone(tape, spec, "fast").digest.hexdigest()
     assert not isinstance(a, Exception) and a.run_dir == tmp_path / "a"
     assert (tmp_path / "a" / "summary.json").exists()
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["tapes"] == [{"path": str(tape), "sha256": hashlib.sha256(tape.read_bytes()).hexdigest()}]
 
 
 def test_a_tape_that_cannot_be_read_fails_every_run(tmp_path: Path) -> None:
