@@ -88,6 +88,8 @@ def print_sweep(report: SweepReport, console: Console, *, top: int = 10) -> None
     old_failed = frame.filter(frame["status"] == "failed").height - report.failed
     if old_failed > 0:
         line += f"; {old_failed} failed earlier (--retry-failed re-runs them)"
+    if report.groups:  # each group of jobs replayed from one decode of its tape
+        line += f"; {report.groups} tape decode{'s' if report.groups != 1 else ''}"
     console.print(f"{line}; {report.wall_s:.2f} s → {report.results}", soft_wrap=True)
 
 
@@ -189,6 +191,7 @@ def sweep(
             "ok": report.ok,
             "failed": report.failed,
             "duplicates": report.duplicates,
+            "groups": report.groups,
             "wall_s": report.wall_s,
             "top": best.to_dicts(),
             "failures": failures,

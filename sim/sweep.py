@@ -197,6 +197,7 @@ class SweepReport(msgspec.Struct, kw_only=True):
     duplicates: int
     wall_s: float
     rows: list[dict[str, Any]]
+    groups: int = 0  # job groups run, each replayed from one decode of its tape (retries included)
 
     @property
     def table(self) -> pl.DataFrame:
@@ -754,7 +755,7 @@ def run_sweep(
     done = table.keys() - (table.keys(status="failed") if retry_failed else set())
     todo = [j for j in jobs if j.key not in done]
     t0 = time.perf_counter()
-    ok = failed = 0
+    ok = failed = groups_run = 0
     # Connect before the bar starts, so an unreachable scheduler is one clear error.
     client = connect_scheduler(scheduler, connect_timeout) if scheduler is not None and todo else None
     bar = ProgressBar(progress, len(todo), f"sweep {g.name}")
@@ -771,6 +772,8 @@ def run_sweep(
     def run_pass(groups: list[list[int]], before: int) -> list[int]:
         """Run ``groups`` (``before``: attempts made already) and land their rows, except
         a job's first failure inside a group that ran: those are returned, to go once more."""
+        nonlocal groups_run
+        groups_run += len(groups)
         again: list[int] = []
         results = fan_out(
             run_jobs, [[todo[i] for i in grp] for grp in groups], workers=workers, client=client, retries=1 - before
@@ -811,6 +814,7 @@ def run_sweep(
         duplicates=dropped,
         wall_s=round(wall, 3),
         rows=[table.new[i] for i in sorted(table.new)],
+        groups=groups_run,
     )
     _write_manifest(out_dir, g, report, scheduler, workers)
     return report
@@ -831,6 +835,7 @@ def _write_manifest(out_dir: Path, grid: Grid, report: SweepReport, scheduler: s
         "ok": report.ok,
         "failed": report.failed,
         "duplicates": report.duplicates,
+        "groups": report.groups,
         "wall_s": report.wall_s,
         "results": Path(report.results).name,
         "tapes": grid.tapes,

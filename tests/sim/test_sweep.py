@@ -236,7 +236,7 @@ def test_a_group_shares_one_decode_and_each_job_keeps_its_own_figures(tapes: Pat
     grid = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [2, 3, 4]\nlong = [8, 12]"))
     report = run_sweep(grid, out=tmp_path / "out", workers=0)
     t = report.table
-    assert report.ok == 6 and t["group_size"].to_list() == [6] * 6
+    assert report.ok == 6 and report.groups == 1 and t["group_size"].to_list() == [6] * 6
     assert t["wall_s"].n_unique() == 1  # the group's wall time
     jobs, _ = expand(load_grid(grid))
     assert {j.key: run_job(j)["digest"] for j in jobs} == dict(zip(t["key"], t["digest"], strict=True))
@@ -432,7 +432,10 @@ def test_cli_sweep_summary_json_and_exit_status(
     out_dir = tmp_path / "out"
     code, out, err = cli("sweep", str(grid), "--workers", "0", "--out", str(out_dir), capsys=capsys)
     assert code == 1  # a job failed: recorded, reported, and the status says so
-    assert "sweep t: top 2 of 2 by PnL (USD)" in out and "3 jobs: 3 ran (2 ok, 1 failed)" in out
+    assert (
+        "sweep t: top 2 of 2 by PnL (USD)" in out
+        and "3 jobs: 3 ran (2 ok, 1 failed), 0 already in the table; 2 tape decodes;" in out
+    )
     assert err.splitlines() == [
         "failed: a.parquet {'short': 0, 'long': 8}: ConfigError: short must be a positive integer, got 0",
         f"perpsim: sweep t: 1 of 3 jobs failed; see {out_dir / 'results.parquet'}",
@@ -440,7 +443,7 @@ def test_cli_sweep_summary_json_and_exit_status(
     code, out, err = cli("sweep", str(grid), "--out", str(out_dir), "--json", capsys=capsys)
     assert (code, err) == (0, "")
     data = json.loads(out)
-    assert (data["jobs"], data["ran"], data["skipped"]) == (3, 0, 3)
+    assert (data["jobs"], data["ran"], data["skipped"], data["groups"]) == (3, 0, 3, 0)
     assert [r["param.short"] for r in data["top"]] == sorted(
         [2, 3], key=lambda s: -next(r["pnl"] for r in data["top"] if r["param.short"] == s)
     )
