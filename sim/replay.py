@@ -110,13 +110,13 @@ class ReplayDriver:
 
     def run(self, progress: Progress | None = None) -> None:
         for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=4):
-            n = self.feed(batch)
-            if n and progress is not None:
-                progress(n)
+            self.feed(batch)
+            if progress is not None:
+                progress(len(batch))
         self.finish()
 
-    def feed(self, batch: Batch) -> int:
-        """Replay the tape's next batch; returns the rows it replayed (after warm-up and symbol selection)."""
+    def feed(self, batch: Batch) -> None:
+        """Replay the tape's next batch (its warm-up rows as warm-up, its other symbols' rows not at all)."""
         eng, clock = self.engine, self.clock
         warm = self.warm
         if self._warm_left:
@@ -124,7 +124,7 @@ class ReplayDriver:
             self._warm_left -= k
             self._warm_up(batch.rows(slice(0, k)))
             if self._warm_left:
-                return 0
+                return
             assert warm is not None
             self._go_live(warm)
             batch = batch.rows(slice(k, None))
@@ -132,7 +132,7 @@ class ReplayDriver:
             batch = _select_symbols(batch, self._allowed)
         n = len(batch)
         if n == 0:
-            return 0
+            return
         col = batch.clock
         if self.first_ns is None:
             self.first_ns = int(col[0])
@@ -150,7 +150,6 @@ class ReplayDriver:
             self._run_reference(batch, 0, n)
         self.last_ns = int(col[-1])
         self._drain()
-        return n
 
     def finish(self) -> None:
         """End the run after the tape's last batch: stop the engine and take its last outputs."""
@@ -509,7 +508,9 @@ def replay_many(
             out[run.index] = run.result(wall)
         except Exception as exc:
             out[run.index] = exc
-    return [r for r in out if r is not None]
+    results = [r for r in out if r is not None]
+    assert len(results) == len(runs)  # every run ended one way or the other
+    return results
 
 
 def _config_of(spec: RunSpec) -> RunConfig:

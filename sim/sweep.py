@@ -4,8 +4,9 @@ One replay is single-threaded by design; a sweep runs many of them side by side.
 A **grid** (TOML) names tapes (paths or globs), profiles and parameter axes; it
 expands into :class:`Job` s, each one replay of one tape under one resolved
 config. Jobs run on a local process pool (``workers``) or on a Dask cluster
-(``scheduler``) through :func:`perpsim.sim.fanout.fan_out`; each finished job
-becomes one row of ``results.parquet``, which DuckDB or polars query directly
+(``scheduler``) through :func:`perpsim.sim.fanout.fan_out`, in groups of one tape's
+jobs that a worker replays from one decode of the tape (:func:`run_jobs`); each
+finished job becomes one row of ``results.parquet``, which DuckDB or polars query directly
 (``notebooks/sweep.ipynb`` draws PnL over two parameters).
 
 A grid file::
@@ -531,7 +532,8 @@ def run_job(job: Job) -> dict[str, Any]:
     """Run one job (in any process) and return its figures as a results row.
 
     Raises:
-        PerpsimError: see :func:`run_jobs`; any strategy error passes through.
+        PerpsimError: a version or tape mismatch (see :func:`run_jobs`), a bad tape
+            (``TapeError``) or a bad parameter (``ConfigError``).
     """
     [result] = _run_group([job])
     if isinstance(result, Exception):

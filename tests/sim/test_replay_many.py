@@ -75,11 +75,11 @@ def test_a_run_that_fails_stops_alone(tmp_path: Path, monkeypatch: pytest.Monkey
     feed = ReplayDriver.feed
     fed: dict[int, int] = {}
 
-    def failing_feed(self: ReplayDriver, batch: Any) -> int:
+    def failing_feed(self: ReplayDriver, batch: Any) -> None:
         fed[id(self)] = fed.get(id(self), 0) + 1
         if self.config.seed == 13 and fed[id(self)] == 2:
             raise RuntimeError("boom")
-        return feed(self, batch)
+        feed(self, batch)
 
     monkeypatch.setattr(ReplayDriver, "feed", failing_feed)
     tape = SAMPLES / "sample.parquet"  # 143,338 rows: three batches, so "b" fails part-way
