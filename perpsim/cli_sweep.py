@@ -136,8 +136,9 @@ def sweep(
     """Replay every combination of GRID.toml's tapes, profiles and parameters.
 
     Jobs run on a local process pool, or on a Dask cluster with --scheduler (its
-    workers need perpsim installed and the tapes at the same paths). Each job
-    becomes one row of OUT/results.parquet: parameters, tape, digest, PnL, fees,
+    workers need perpsim installed and the tapes at the same paths); a worker
+    replays a group of one tape's jobs (up to 16) from one decode of the tape. Each
+    job becomes one row of OUT/results.parquet: parameters, tape, digest, PnL, fees,
     funding, max drawdown, trades, Sharpe, events/s, wall time, status and error.
     A failing job is retried once, then recorded; the sweep goes on. Running the
     same grid again skips jobs already in the table (keyed by tape hashes, config
