@@ -70,7 +70,7 @@ def _dumps(data: Any) -> str:
 @click.option("--report", type=click.Path(path_type=Path), help="Write a self-contained report: out.html or out.md.")
 @click.option("--force", is_flag=True, help="Compare runs of different tapes, versions or incomplete runs anyway.")
 @click.option("--many", is_flag=True, help="RUN_A and RUN_B are folders of runs: check every pair, fanned out.")
-@click.option("--workers", type=int, help="--many: local worker processes (default: all cores).")
+@click.option("--workers", type=int, help="--many: local worker processes (default: the cores this process may use).")
 @click.option("--scheduler", help="--many: a Dask scheduler address, tcp://HOST:PORT.")
 @click.option(
     "--timeout",

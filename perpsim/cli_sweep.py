@@ -107,7 +107,9 @@ def _params(row: dict[str, Any]) -> dict[str, Any]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("grid", type=click.Path(path_type=Path))
-@click.option("--workers", type=int, help="Local worker processes (default: CPU count; 0 = in this process).")
+@click.option(
+    "--workers", type=int, help="Local worker processes (default: the cores this process may use; 0 = in this process)."
+)
 @click.option("--scheduler", metavar="tcp://HOST:PORT", help="Run the jobs on this Dask scheduler instead.")
 @click.option(
     "--timeout",

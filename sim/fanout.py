@@ -114,7 +114,8 @@ def fan_out(
     Args:
         func: the work, ``func(item) -> value``.
         items: the inputs.
-        workers: processes of the local pool (default ``os.cpu_count()``); 0 runs
+        workers: processes of the local pool (default: the cores this process may
+            use, :func:`perpsim.tapes.reader.cores`); 0 runs
             the calls one by one in this process (debugging, notebooks).
         scheduler: a Dask scheduler address (``tcp://host:port``); replaces the pool.
         client: a connected ``distributed.Client`` to use instead (left open).
@@ -143,7 +144,9 @@ def fan_out(
                 out = _guarded(func, item)
             yield i, out, attempt
     else:
-        n = workers if workers is not None else (os.cpu_count() or 1)
+        from perpsim.tapes.reader import cores
+
+        n = workers if workers is not None else cores()
         if n < 0:
             raise InputError(f"workers must be >= 0, not {n}")
         yield from _fan_out_pool(func, items, min(n, len(items)), retries)

@@ -65,6 +65,7 @@ from perpsim.core.errors import ConfigError, InputError
 from perpsim.sim.fanout import Outcome, ProgressBar, connect_scheduler, error_text, fan_out, worker_name
 from perpsim.sim.profiles import resolve_config
 from perpsim.sim.runs import RunResult, file_sha256
+from perpsim.tapes.reader import cores
 
 __all__ = [
     "GRID_KEYS",
@@ -685,7 +686,7 @@ def _parallelism(workers: int | None, client: Any) -> int:
     if client is not None:
         return max(1, sum(client.nthreads().values()))
     if workers is None:
-        return os.cpu_count() or 1
+        return cores()
     return max(1, workers)
 
 
@@ -734,7 +735,7 @@ def run_sweep(
         grid: a :class:`Grid` or the path of a grid TOML file.
         out: the sweep folder (default ``runs/sweep-<name>``); holds ``results.parquet``,
             ``sweep.json`` and, with ``keep_runs``, ``runs/<key[:16]>/``.
-        workers: local pool size (default ``os.cpu_count()``; 0 = in this process).
+        workers: local pool size (default: the cores this process may use; 0 = in this process).
         scheduler: a Dask scheduler address; the jobs run there instead.
         connect_timeout: seconds to reach the scheduler.
         retry_failed: also re-run jobs recorded as failed (default: skip every known key).
@@ -830,7 +831,7 @@ def _write_manifest(out_dir: Path, grid: Grid, report: SweepReport, scheduler: s
         "sweep": grid.name,
         "grid": grid.source or None,
         "perpsim_version": __version__,
-        "executor": scheduler or f"pool:{workers if workers is not None else os.cpu_count()}",
+        "executor": scheduler or f"pool:{workers if workers is not None else cores()}",
         "jobs": report.jobs,
         "skipped": report.skipped,
         "ran": report.ran,

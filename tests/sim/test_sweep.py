@@ -232,6 +232,16 @@ def test_jobs_of_one_tape_are_grouped_to_fill_the_workers_and_no_larger_than_the
     assert _groups(jobs, [], 2) == []
 
 
+def test_default_pool_follows_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from perpsim.sim.sweep import _parallelism
+    from perpsim.tapes.reader import cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert cores() == 1 and _parallelism(None, None) == 1
+    assert _parallelism(3, None) == 3 and _parallelism(0, None) == 1
+
+
 def test_a_group_shares_one_decode_and_each_job_keeps_its_own_figures(tapes: Path, tmp_path: Path) -> None:
     grid = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [2, 3, 4]\nlong = [8, 12]"))
     report = run_sweep(grid, out=tmp_path / "out", workers=0)
