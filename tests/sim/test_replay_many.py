@@ -36,9 +36,6 @@ def specs(interval_s: float, symbol: str | None = None) -> list[RunSpec]:
     return runs
 
 
-SPECS = specs(60.0)
-
-
 def alone(tape: Path, spec: RunSpec, engine: str) -> ReplayDriver:
     """The run on its own, through ReplayDriver.run: its own decode, its own loop."""
     cfg = build_config(
@@ -83,18 +80,18 @@ def test_a_run_that_fails_stops_alone(tmp_path: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(ReplayDriver, "feed", failing_feed)
     tape = SAMPLES / "sample.parquet"  # 143,338 rows: three batches, so "b" fails part-way
-    specs = [
+    runs = [
         RunSpec(params={"short": 3, "long": 8}, out=tmp_path / "a"),
         RunSpec(params={"short": 3, "long": 8}, seed=13, out=tmp_path / "b"),
         RunSpec(params={"short": 0, "long": 8}, out=tmp_path / "c"),
         RunSpec(params={"short": 5, "long": 20}),
     ]
-    a, b, c, d = replay_many(tape, specs)
+    a, b, c, d = replay_many(tape, runs)
     assert isinstance(b, RuntimeError) and str(b) == "boom"
     assert isinstance(c, ConfigError) and "short must be a positive integer" in str(c)
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
     monkeypatch.setattr(ReplayDriver, "feed", feed)
-    for got, spec in ((a, specs[0]), (d, specs[3])):
+    for got, spec in ((a, runs[0]), (d, runs[3])):
         assert not isinstance(got, Exception)
         assert got.digest == alone(tape, spec, "fast").digest.hexdigest()
     assert not isinstance(a, Exception) and a.run_dir == tmp_path / "a"
@@ -107,17 +104,17 @@ def test_a_tape_that_cannot_be_read_fails_every_run(tmp_path: Path) -> None:
     table = pq.read_table(SAMPLES / "sample.parquet")
     bad = tmp_path / "unsorted.parquet"
     pq.write_table(table.take(list(range(table.num_rows - 1, -1, -1))), bad)
-    specs = [RunSpec(out=tmp_path / "a"), RunSpec(params={"short": 0, "long": 8}), RunSpec(seed=3)]
-    a, b, c = replay_many(bad, specs)
+    runs = [RunSpec(out=tmp_path / "a"), RunSpec(params={"short": 0, "long": 8}), RunSpec(seed=3)]
+    a, b, c = replay_many(bad, runs)
     assert isinstance(b, ConfigError)  # its own error came first
     assert isinstance(a, TapeError) and a is c
     assert "unsorted.parquet row 2 column ts" in str(a) and str(a).endswith("(not sorted)")
     assert not (tmp_path / "a").exists()
-    missing = replay_many(tmp_path / "nope.parquet", specs[:1])
+    missing = replay_many(tmp_path / "nope.parquet", runs[:1])
     assert len(missing) == 1 and isinstance(missing[0], Exception) and "nope.parquet" in str(missing[0])
 
 
 def test_progress_counts_the_tapes_rows_once() -> None:
     seen: list[int] = []
-    replay_many(SAMPLES / "sample.parquet", SPECS[:3], progress=seen.append)
+    replay_many(SAMPLES / "sample.parquet", specs(60.0)[:3], progress=seen.append)
     assert sum(seen) == open_tape(SAMPLES / "sample.parquet").num_rows
