@@ -53,6 +53,19 @@ def test_round_half_even_to_units() -> None:
     assert to_units(Fraction(-25, 10**9)) == -2
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.fractions(),
+        st.integers(-(10**12), 10**12).map(lambda n: Fraction(2 * n + 1, 2 * 10**8)),  # exact half units
+        st.integers(-(10**30), 10**30),
+    )
+)
+def test_to_units_rounds_as_round_does(amount: Fraction) -> None:
+    """to_units computes in integers; Python's round() of the Fraction is the reference."""
+    assert to_units(amount) == round(Fraction(amount) * 10**8)
+
+
 def test_ledger_average_entry_is_exact() -> None:
     led = Ledger(0)
     led.book_fill("X", Fraction(1), Fraction(100), Fraction(0), Fraction(1), 0)
