@@ -246,31 +246,55 @@ def _fan_out_dask(
 
 
 class ProgressBar:
-    """A rich progress bar on stderr counting finished calls and failures, or nothing when disabled."""
+    """A rich progress bar on stderr counting finished calls and failures, or nothing when disabled.
 
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
+    With ``work`` (units of work in all the calls, e.g. rows to replay) the bar measures
+    :meth:`work` reported as it is done, and shows finished calls beside it: calls that
+    run long finish in steps too coarse to time.
+    """
+
+    def __init__(self, enabled: bool, total: int, label: str, *, work: int = 0) -> None:
         self.bar: Any = None
+        self.done = 0
         if not enabled or total == 0:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
+        counted: list[Any] = [MofNCompleteColumn()]
+        if work > 0:
+            counted = [TaskProgressColumn(), f"{{task.fields[done]}}/{total} done"]
         self.bar = Progress(
             "[progress.description]{task.description}",
             BarColumn(),
-            MofNCompleteColumn(),
+            *counted,
             "{task.fields[failed]} failed",
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=True,
         )
-        self.task = self.bar.add_task(label, total=total, failed=0)
+        self.by_work = work > 0
+        self.task = self.bar.add_task(label, total=work if work > 0 else total, failed=0, done=0)
         self.bar.start()
 
     def advance(self, failed: int) -> None:
+        """One more call finished (``failed``: how many have failed so far)."""
+        self.done += 1
         if self.bar is not None:
-            self.bar.update(self.task, advance=1, failed=failed)
+            self.bar.update(self.task, advance=0 if self.by_work else 1, failed=failed, done=self.done)
+
+    def work(self, units: int) -> None:
+        """``units`` more work done (a bar made with ``work``; thread-safe)."""
+        if self.bar is not None and self.by_work:
+            self.bar.update(self.task, advance=units)
 
     def stop(self) -> None:
         if self.bar is not None:

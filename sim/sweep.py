@@ -50,7 +50,10 @@ import hashlib
 import itertools
 import json
 import math
+import multiprocessing
 import os
+import queue
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -61,11 +64,11 @@ from typing import Any
 import msgspec
 import polars as pl
 
-from perpsim.core.errors import ConfigError, InputError
+from perpsim.core.errors import ConfigError, InputError, PerpsimError
 from perpsim.sim.fanout import Outcome, ProgressBar, connect_scheduler, error_text, fan_out, worker_name
 from perpsim.sim.profiles import resolve_config
 from perpsim.sim.runs import RunResult, file_sha256
-from perpsim.tapes.reader import cores
+from perpsim.tapes.reader import cores, open_tape
 
 __all__ = [
     "GRID_KEYS",
@@ -542,12 +545,13 @@ def run_job(job: Job) -> dict[str, Any]:
     return result
 
 
-def run_jobs(jobs: Sequence[Job]) -> list[Outcome]:
+def run_jobs(jobs: Sequence[Job], progress: Callable[[int], None] | None = None) -> list[Outcome]:
     """Run jobs of one tape together (in any process), one :class:`Outcome` per job.
 
     The tape is decoded once for all of them (:func:`perpsim.sim.replay.replay_many`);
     one job's error fails that job alone. The worker first checks that it has the
     sweep's perpsim version and that the tape's content hashes match the jobs'.
+    ``progress`` is called with the tape's rows as each batch is replayed.
 
     Raises:
         InputError: a version or tape mismatch (every job would compute from other input).
@@ -557,11 +561,21 @@ def run_jobs(jobs: Sequence[Job]) -> list[Outcome]:
         Outcome(ok=False, error=error_text(r), worker=here)
         if isinstance(r, Exception)
         else Outcome(ok=True, value=r, worker=here)
-        for r in _run_group(jobs)
+        for r in _run_group(jobs, progress)
     ]
 
 
-def _run_group(jobs: Sequence[Job]) -> list[dict[str, Any] | Exception]:
+def _run_task(task: tuple[list[Job], Any, int]) -> list[Outcome]:
+    """:func:`run_jobs` for :func:`fan_out`: ``(jobs, queue, group)``; with a queue, each
+    batch's rows (times the jobs that replayed them) go onto it as ``(group, rows)``."""
+    jobs, rows, group = task
+    if rows is None:
+        return run_jobs(jobs)
+    k = len(jobs)
+    return run_jobs(jobs, lambda n: rows.put((group, n * k)))
+
+
+def _run_group(jobs: Sequence[Job], progress: Callable[[int], None] | None = None) -> list[dict[str, Any] | Exception]:
     from perpsim import __version__
     from perpsim.sim.replay import RunSpec, replay_many
 
@@ -582,7 +596,7 @@ def _run_group(jobs: Sequence[Job]) -> list[dict[str, Any] | Exception]:
         )
         for j in jobs
     ]
-    results = replay_many(tape, specs)
+    results = replay_many(tape, specs, progress=progress)
     return [r if isinstance(r, Exception) else _figures(j, r, len(jobs)) for j, r in zip(jobs, results, strict=True)]
 
 
@@ -681,6 +695,62 @@ class _Results:
         self._flushed = time.monotonic()
 
 
+def _rows_of(tape: str) -> int:
+    """A tape's rows, from its footers; 0 when it cannot be opened (its jobs will fail and say why)."""
+    try:
+        return open_tape(tape).num_rows
+    except PerpsimError:
+        return 0
+
+
+class _RowFeed:
+    """Rows replayed so far by each group of a sweep's first pass, for the progress bar.
+
+    Workers put ``(group, rows)`` on :attr:`queue` (a manager's queue for a process pool,
+    a plain one in this process; None on a Dask cluster) and a thread moves them to the
+    bar; a group that lands counts whole, whatever it reported (a cluster reports
+    nothing, and a retried group reports its rows twice).
+    """
+
+    def __init__(self, bar: ProgressBar, totals: list[int], *, where: str) -> None:
+        self.bar = bar
+        self.totals = totals
+        self.seen = [0] * len(totals)
+        self._lock = threading.Lock()
+        self._manager: Any = None
+        self.queue: Any = None
+        if where == "pool":
+            self._manager = multiprocessing.get_context("spawn").Manager()
+            self.queue = self._manager.Queue()
+        elif where == "here":
+            self.queue = queue.SimpleQueue()
+        self._thread = None
+        if self.queue is not None:
+            self._thread = threading.Thread(target=self._drain, name="perpsim-sweep-progress", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        while (msg := self.queue.get()) is not None:
+            self.add(*msg)
+
+    def add(self, group: int, rows: int) -> None:
+        with self._lock:
+            step = min(rows, self.totals[group] - self.seen[group])
+            if step > 0:
+                self.seen[group] += step
+                self.bar.work(step)
+
+    def landed(self, group: int) -> None:
+        self.add(group, self.totals[group])
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.queue.put(None)
+            self._thread.join(timeout=10)
+        if self._manager is not None:
+            self._manager.shutdown()
+
+
 def _parallelism(workers: int | None, client: Any) -> int:
     """How many jobs run at once: the pool's processes or the cluster's threads."""
     if client is not None:
@@ -761,7 +831,12 @@ def run_sweep(
     ok = failed = groups_run = 0
     # Connect before the bar starts, so an unreachable scheduler is one clear error.
     client = connect_scheduler(scheduler, connect_timeout) if scheduler is not None and todo else None
-    bar = ProgressBar(progress, len(todo), f"sweep {g.name}")
+    # With a bar, it measures rows replayed (each job's tape rows), reported as they go.
+    tape_rows = {t: _rows_of(t) for t in dict.fromkeys(j.tape for j in todo)} if progress else {}
+    bar = ProgressBar(
+        progress, len(todo), f"sweep {g.name}", work=sum(tape_rows[j.tape] for j in todo) if progress else 0
+    )
+    feed: _RowFeed | None = None
 
     def land(i: int, outcome: Outcome, attempts: int) -> None:
         nonlocal ok, failed
@@ -778,11 +853,13 @@ def run_sweep(
         nonlocal groups_run
         groups_run += len(groups)
         again: list[int] = []
-        results = fan_out(
-            run_jobs, [[todo[i] for i in grp] for grp in groups], workers=workers, client=client, retries=1 - before
-        )
+        rows = feed.queue if feed is not None and not before else None
+        tasks = [([todo[i] for i in grp], rows, k) for k, grp in enumerate(groups)]
+        results = fan_out(_run_task, tasks, workers=workers, client=client, retries=1 - before)
         with contextlib.closing(results):
             for k, outcome, attempts in results:
+                if feed is not None and not before:
+                    feed.landed(k)
                 n = before + attempts
                 # A group fails whole when its worker died or found other input: every job with it.
                 outcomes = outcome.value if outcome.ok else [outcome] * len(groups[k])
@@ -795,10 +872,16 @@ def run_sweep(
 
     try:
         slots = _parallelism(workers, client)
-        again = run_pass(_groups(todo, range(len(todo)), slots), 0)
+        groups = _groups(todo, range(len(todo)), slots)
+        if bar.bar is not None:
+            where = "cluster" if client is not None else "here" if workers == 0 else "pool"
+            feed = _RowFeed(bar, [sum(tape_rows[todo[i].tape] for i in grp) for grp in groups], where=where)
+        again = run_pass(groups, 0)
         if again:
             run_pass(_groups(todo, again, slots), 1)
     finally:
+        if feed is not None:
+            feed.close()
         bar.stop()
         if client is not None:
             client.close()

@@ -16,6 +16,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,50 @@ def test_a_group_shares_one_decode_and_each_job_keeps_its_own_figures(tapes: Pat
     jobs, _ = expand(load_grid(grid))
     assert {j.key: run_job(j)["digest"] for j in jobs} == dict(zip(t["key"], t["digest"], strict=True))
     assert t["digest"].n_unique() > 1
+
+
+def test_a_group_reports_each_batch_of_rows_it_replays(tmp_path: Path) -> None:
+    import queue
+
+    from perpsim.sim.sweep import _run_task
+
+    sample = Path(str(resources.files("perpsim.tapes") / "samples" / "sample.parquet"))  # 143,338 rows
+    jobs, _ = expand(parse_grid({"tapes": str(sample), "params": {"short": [2, 3], "long": [8]}}, base=tmp_path))
+    rows: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+    outcomes = _run_task((jobs, rows, 7))
+    assert [o.ok for o in outcomes] == [True, True]
+    got = []
+    while not rows.empty():
+        got.append(rows.get())
+    assert len(got) == 3 and {g for g, _ in got} == {7}  # three batches of 65,536 rows or fewer
+    assert sum(n for _, n in got) == 2 * 143_338
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_progress_bar_measures_every_jobs_rows(
+    tapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    from perpsim.sim import sweep as sweep_module
+
+    bars: list[Any] = []
+
+    class Recording(sweep_module.ProgressBar):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            self.units = 0
+            bars.append(self)
+
+        def work(self, units: int) -> None:
+            self.units += units
+            super().work(units)
+
+    monkeypatch.setattr(sweep_module, "ProgressBar", Recording)
+    grid = write_grid(tmp_path, grid_text(tapes))
+    report = run_sweep(grid, out=tmp_path / "out", workers=workers, progress=True)
+    (bar,) = bars
+    per_tape = {t: pq.ParquetFile(t).metadata.num_rows for t in report.table["tape"].unique()}
+    assert report.ok == 8 and bar.done == 8
+    assert bar.units == sum(per_tape[t] for t in report.table["tape"])
 
 
 def test_rerun_skips_finished_jobs_and_runs_only_new_ones(tapes: Path, tmp_path: Path) -> None:
