@@ -15,6 +15,7 @@ import hashlib
 import multiprocessing
 import os
 import re
+import signal
 import socket
 import time
 import traceback
@@ -152,12 +153,18 @@ def fan_out(
         yield from _fan_out_pool(func, items, min(n, len(items)), retries)
 
 
+def _worker_start() -> None:
+    """A pool worker's start: Ctrl-C reaches the whole process group, and the parent stops
+    the sweep and says so; a worker just ends (an idle one would print a traceback)."""
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+
+
 def _fan_out_pool(
     func: Callable[[Any], Any], items: Sequence[Any], n: int, retries: int
 ) -> Generator[tuple[int, Outcome, int], None, None]:
     # spawn, not fork: the parent may hold threads (polars, rich) that fork would copy mid-lock.
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_start)
     pending: dict[Future[Outcome], tuple[int, int]] = {}
     served = 0  # calls the current pool finished
     dead_streak = 0  # pools in a row that died before finishing any call
@@ -182,7 +189,7 @@ def _fan_out_pool(
                         "(a script that calls run_sweep must do so under `if __name__ == '__main__':`)"
                     )
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+                pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_start)
                 served = 0
             for fut in sorted(done, key=lambda f: pending[f]):
                 i, attempt = pending.pop(fut)

@@ -45,6 +45,7 @@ labels a result computed from other input.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import hashlib
 import itertools
@@ -53,11 +54,13 @@ import math
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 import time
 import tomllib
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -572,7 +575,12 @@ def _run_task(task: tuple[list[Job], Any, int]) -> list[Outcome]:
     if rows is None:
         return run_jobs(jobs)
     k = len(jobs)
-    return run_jobs(jobs, lambda n: rows.put((group, n * k)))
+
+    def report(n: int) -> None:
+        with contextlib.suppress(Exception):  # the bar is best-effort: a lost queue never fails a job
+            rows.put((group, n * k))
+
+    return run_jobs(jobs, report)
 
 
 def _run_group(jobs: Sequence[Job], progress: Callable[[int], None] | None = None) -> list[dict[str, Any] | Exception]:
@@ -720,7 +728,9 @@ class _RowFeed:
         self._manager: Any = None
         self.queue: Any = None
         if where == "pool":
-            self._manager = multiprocessing.get_context("spawn").Manager()
+            # The manager outlives a Ctrl-C (it ignores SIGINT) until close() shuts it down.
+            self._manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+            self._manager.start(functools.partial(signal.signal, signal.SIGINT, signal.SIG_IGN))
             self.queue = self._manager.Queue()
         elif where == "here":
             self.queue = queue.SimpleQueue()
@@ -730,8 +740,9 @@ class _RowFeed:
             self._thread.start()
 
     def _drain(self) -> None:
-        while (msg := self.queue.get()) is not None:
-            self.add(*msg)
+        with contextlib.suppress(EOFError, OSError):  # the manager is gone: the bar stops moving
+            while (msg := self.queue.get()) is not None:
+                self.add(*msg)
 
     def add(self, group: int, rows: int) -> None:
         with self._lock:
@@ -745,7 +756,8 @@ class _RowFeed:
 
     def close(self) -> None:
         if self._thread is not None:
-            self.queue.put(None)
+            with contextlib.suppress(EOFError, OSError):
+                self.queue.put(None)
             self._thread.join(timeout=10)
         if self._manager is not None:
             self._manager.shutdown()
