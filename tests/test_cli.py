@@ -168,3 +168,30 @@ def test_ctrl_c_marks_the_run_incomplete(tmp_path: Path) -> None:
     assert "incomplete" in err and "Traceback" not in err
     assert json.loads(manifest.read_text())["status"] == "incomplete"
     assert os.path.exists(tmp_path / "r" / "events.parquet")
+
+
+def test_ctrl_c_stops_a_sweep_quietly(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group, pool workers included: one line, status 130.
+
+    One tape is short and one long, so one worker is idle and one busy when it comes.
+    """
+    from perpsim.tapes.synth import synth
+
+    synth(hours=1, symbols=["BTC-PERP"], seed=3, out=tmp_path / "short.parquet")
+    synth(hours=300, symbols=["BTC-PERP", "ETH-PERP"], seed=3, out=tmp_path / "long.parquet")
+    (tmp_path / "grid.toml").write_text('tapes = ["short.parquet", "long.parquet"]\n[params]\nshort = 3\nlong = 20\n')
+    proc = subprocess.Popen(
+        [*PERPSIM, "sweep", "grid.toml", "--workers", "2", "--out", "out"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    time.sleep(3.0)  # by now the short tape's job has ended and its worker waits for more
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the sweep finished before the interrupt arrived")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "perpsim: aborted"
