@@ -83,7 +83,7 @@ bound = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(rows, st.data())
 def test_first_outside_finds_the_first_row_a_scan_finds(cols: tuple[list[int], list[int], list[float]], data) -> None:
     b = batch(*cols)
@@ -99,7 +99,7 @@ def test_first_outside_finds_the_first_row_a_scan_finds(cols: tuple[list[int], l
         assert got == want, (code, lo_row, hi_row, lo, hi)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(rows, st.data())
 def test_last_finds_the_last_row_of_a_key_before_a_point(cols: tuple[list[int], list[int], list[float]], data) -> None:
     b = batch(*cols)

@@ -46,11 +46,14 @@ def alone(tape: Path, spec: RunSpec, engine: str) -> ReplayDriver:
     return driver
 
 
-@pytest.mark.parametrize("engine", ["fast", "reference"])
 @pytest.mark.parametrize(
-    ("tape", "interval_s", "symbol"),
-    [(SAMPLES / "sample.parquet", 60.0, "BTC-PERP"), (REAL, 5.0, None)],
-    ids=["sample", "real"],
+    ("tape", "interval_s", "symbol", "engine"),
+    [
+        (SAMPLES / "sample.parquet", 60.0, "BTC-PERP", "fast"),
+        (REAL, 5.0, None, "fast"),
+        (REAL, 5.0, None, "reference"),
+    ],
+    ids=["sample-fast", "real-fast", "real-reference"],
 )
 def test_each_run_of_a_shared_decode_has_the_digest_it_has_alone(
     tape: Path, interval_s: float, symbol: str | None, engine: str
