@@ -54,6 +54,28 @@ __all__ = ["Margin"]
 _ZERO: Final = Fraction(0)
 _TOL: Final = 1e-6
 
+# A liquidation price's terms: base, scale, inverse, and each other position's
+# (symbol, c0, c1, inverse) for its (unrealized - maintenance) at its mark.
+_LiqTerms = tuple[Fraction, Fraction, bool, list[tuple[str, Fraction, Fraction, bool]]]
+
+
+def _solve(terms: _LiqTerms, marks: tuple[float | None, ...]) -> Fraction | None:
+    """The liquidation price from its terms and the other positions' marks (None: no mark, no term)."""
+    base, scale, inverse, others = terms
+    k = _ZERO
+    for (_, c0, c1, inv), px in zip(others, marks, strict=True):
+        if px is not None:
+            mark = exact(px)
+            k += c0 + (c1 / mark if inv else c1 * mark)
+    if inverse:
+        den = base + k
+        if den == 0:
+            return None
+        found = scale / den
+    else:
+        found = (base - k) / scale
+    return found if found > 0 else None
+
 
 class Margin:
     """The account's margin arithmetic over the ledger, the market's marks and the instruments."""
@@ -80,7 +102,7 @@ class Margin:
         self.watch: list[bool] = []  # per sid: a position is open and liquidation is on
         self._cash = 0.0
         self._tol = _TOL
-        self._liq_cache: dict[str, tuple[object, Fraction | None]] = {}
+        self._liq_cache: dict[str, tuple[object, _LiqTerms, object, Fraction | None]] = {}
 
     # -- exact quantities --------------------------------------------------------
 
@@ -151,42 +173,48 @@ class Margin:
         return self.equity() - self.maintenance()
 
     def liq_price(self, symbol: str) -> Fraction | None:
-        """The mark at which ``symbol``'s position would be liquidated (others held), or None."""
+        """The mark at which ``symbol``'s position would be liquidated (others held), or None.
+
+        ``K`` is affine in each other position's mark (inverse: in 1/mark), so its terms
+        are kept per account state (cash and every position) and only the marks are
+        multiplied in: a cycle with moving marks costs a few exact operations.
+        """
         pos = self.ledger.positions.get(symbol)
         if pos is None or pos.qty == 0:
             return None
-        others = tuple(
-            (o, self.market.venue_mark(self.market.ids[o]))
-            for o, p in self.ledger.positions.items()
-            if o != symbol and p.qty != 0
-        )
-        key = (self.ledger.cash, pos.qty, pos.entry, others)
-        last = self._liq_cache.get(symbol)
-        if last is not None and last[0] == key:
-            return last[1]
-        found = self._liq_price(symbol, pos)
-        self._liq_cache[symbol] = (key, found)  # one entry per symbol: repeated cycles hit it
+        led, m = self.ledger, self.market
+        state = (led.cash, tuple((o, p.qty, p.entry) for o, p in led.positions.items() if p.qty != 0))
+        cached = self._liq_cache.get(symbol)
+        if cached is None or cached[0] != state:
+            cached = (state, self._liq_terms(symbol, pos), None, None)
+        terms = cached[1]
+        marks = tuple(m.venue_mark(m.ids[o]) if o in m.ids else None for o, _, _, _ in terms[3])
+        if cached[2] == marks:
+            return cached[3]
+        found = _solve(terms, marks)
+        self._liq_cache[symbol] = (state, terms, marks, found)  # one entry per symbol
         return found
 
-    def _liq_price(self, symbol: str, pos: Position) -> Fraction | None:
-        k = Fraction(self.ledger.cash, UNITS_PER_CCY)
-        for other, p in self.ledger.positions.items():
-            if other != symbol and p.qty != 0:
-                m = self.mark(other)
-                if m is not None:
-                    k += self.ledger.unrealized(other, m) - p.notional(m) * exact(
-                        self.instruments[other].maintenance_rate
-                    )
+    def _liq_terms(self, symbol: str, pos: Position) -> _LiqTerms:
+        """The liquidation price's terms (module docstring) for the account as it is now."""
+        led = self.ledger
+        cash = Fraction(led.cash, UNITS_PER_CCY)
+        others: list[tuple[str, Fraction, Fraction, bool]] = []
+        for other, p in led.positions.items():
+            if other == symbol or p.qty == 0:
+                continue
+            q, e, cs = p.qty, p.entry, p.contract_size
+            r = exact(self.instruments[other].maintenance_rate)
+            # (unrealized - maintenance) at mark m = c0 + c1 * m (inverse: c0 + c1 / m)
+            if p.inverse:
+                others.append((other, q * cs / e, -cs * (q + abs(q) * r), True))
+            else:
+                others.append((other, -q * cs * e, cs * (q - abs(q) * r), False))
         q, e, cs = pos.qty, pos.entry, pos.contract_size
         r = exact(self.instruments[symbol].maintenance_rate)
-        if pos.inverse:
-            den = k + q * cs / e
-            if den == 0:
-                return None
-            m = cs * (q + abs(q) * r) / den
-        else:
-            m = (q * cs * e - k) / (cs * (q - abs(q) * r))
-        return m if m > 0 else None
+        if pos.inverse:  # m = cs*(Q + |Q|*r) / (cash + Q*cs/E + others)
+            return (cash + q * cs / e, cs * (q + abs(q) * r), True, others)
+        return (q * cs * e - cash, cs * (q - abs(q) * r), False, others)  # m = (Q*cs*E - cash - others) / scale
 
     # -- the fast check ----------------------------------------------------------
 
