@@ -161,8 +161,6 @@ class FastIndex:
 
     def __init__(self, rows: BatchIndex) -> None:
         self.rows = rows
-        self.special = rows.special
-        self.first_outside = rows.first_outside
         self._synced = 0
 
     def dispatched(self, p: int) -> None:

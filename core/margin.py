@@ -113,11 +113,12 @@ class Margin:
         return min(exact(self.cfg.leverage), cap)
 
     def mark(self, symbol: str) -> Fraction | None:
-        sid = self.market.ids.get(symbol)
-        if sid is None:
-            return None
-        px = self.market.venue_mark(sid)
+        px = self._mark_px(symbol)
         return None if px is None else exact(px)
+
+    def _mark_px(self, symbol: str) -> float | None:
+        sid = self.market.ids.get(symbol)
+        return None if sid is None else self.market.venue_mark(sid)
 
     def equity(self) -> Fraction:
         """Cash plus unrealized PnL at venue marks, exactly."""
@@ -182,13 +183,13 @@ class Margin:
         pos = self.ledger.positions.get(symbol)
         if pos is None or pos.qty == 0:
             return None
-        led, m = self.ledger, self.market
+        led = self.ledger
         state = (led.cash, tuple((o, p.qty, p.entry) for o, p in led.positions.items() if p.qty != 0))
         cached = self._liq_cache.get(symbol)
         if cached is None or cached[0] != state:
             cached = (state, self._liq_terms(symbol, pos), None, None)
         terms = cached[1]
-        marks = tuple(m.venue_mark(m.ids[o]) if o in m.ids else None for o, _, _, _ in terms[3])
+        marks = tuple(self._mark_px(o) for o, _, _, _ in terms[3])
         if cached[2] == marks:
             return cached[3]
         found = _solve(terms, marks)

@@ -263,6 +263,7 @@ class ProgressBar:
     def __init__(self, enabled: bool, total: int, label: str, *, work: int = 0) -> None:
         self.bar: Any = None
         self.done = 0
+        self.by_work = work > 0
         if not enabled or total == 0:
             return
         from rich.console import Console
@@ -275,9 +276,9 @@ class ProgressBar:
             TimeRemainingColumn,
         )
 
-        counted: list[Any] = [MofNCompleteColumn()]
-        if work > 0:
-            counted = [TaskProgressColumn(), f"{{task.fields[done]}}/{total} done"]
+        counted: list[Any] = [TaskProgressColumn(), f"{{task.fields[done]}}/{total} done"]
+        if not self.by_work:
+            counted = [MofNCompleteColumn()]
         self.bar = Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -288,8 +289,7 @@ class ProgressBar:
             console=Console(stderr=True),
             transient=True,
         )
-        self.by_work = work > 0
-        self.task = self.bar.add_task(label, total=work if work > 0 else total, failed=0, done=0)
+        self.task = self.bar.add_task(label, total=work if self.by_work else total, failed=0, done=0)
         self.bar.start()
 
     def advance(self, failed: int) -> None:

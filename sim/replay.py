@@ -186,8 +186,9 @@ class ReplayDriver:
         timer go through the reference loop; so does a batch dense with stops.
         """
         eng, clock, col, n = self.engine, self.clock, batch.clock, len(batch)
-        index = FastIndex(self._batch_index(batch))
-        special, si, ns = index.special, 0, len(index.special)
+        rows = self._batch_index(batch)
+        index = FastIndex(rows)
+        special, si, ns = rows.special, 0, len(rows.special)
         if ns * 8 > n:
             eng.load(batch)
             self._run_reference(batch, 0, n)
@@ -215,7 +216,7 @@ class ReplayDriver:
             p = min(j, special[si] if si < ns else n)
             if watched:
                 index.sync(eng, i)
-                p = self._band_stop(index, watched, i, p)
+                p = self._band_stop(rows, watched, i, p)
             if p > i:
                 eng.rows += p - i
                 i = p
@@ -245,7 +246,7 @@ class ReplayDriver:
             found = self.shared[key] = BatchIndex(batch, sids)
         return found
 
-    def _band_stop(self, index: FastIndex, watched: list[int], i: int, p: int) -> int:
+    def _band_stop(self, rows: BatchIndex, watched: list[int], i: int, p: int) -> int:
         """The first row before ``p`` where a watched symbol's price leaves its skip band."""
         m, margin = self.engine.market, self.engine.venue.margin
         for sid in watched:  # the reference loop leaves each contribution at its last price row
@@ -258,7 +259,7 @@ class ReplayDriver:
                 margin.resync(sid, px)
         for sid in watched:
             lo, hi = margin.skip_band(sid, len(watched))
-            p = index.first_outside(sid, i, p, lo, hi)
+            p = rows.first_outside(sid, i, p, lo, hi)
         return p
 
     def _choose_timer_mode(self) -> None:
@@ -377,11 +378,10 @@ class RunSpec(msgspec.Struct, kw_only=True, frozen=True):
 class _Run:
     """A run in progress inside :func:`replay_many`."""
 
-    def __init__(self, index: int, driver: ReplayDriver, writer: RunWriter | None, keep: bool) -> None:
+    def __init__(self, index: int, driver: ReplayDriver, writer: RunWriter | None) -> None:
         self.index = index
         self.driver = driver
         self.writer = writer
-        self.keep = keep
 
     def result(self, wall: float) -> RunResult:
         driver, writer = self.driver, self.writer
@@ -391,8 +391,8 @@ class _Run:
         return RunResult(
             digest=driver.digest.hexdigest(),
             summary=summary,
-            run_events=driver.events if self.keep else None,
-            equity_rows=driver.equity if self.keep else None,
+            run_events=driver.events if driver.keep else None,
+            equity_rows=driver.equity if driver.keep else None,
             config=msgspec.to_builtins(driver.config),
             warnings=list(driver.engine.warnings),
             run_dir=None if writer is None else writer.path,
@@ -440,7 +440,6 @@ def replay_many(
     for k, cfg in configs:
         spec = runs[k]
         try:
-            keep = spec.keep_events if spec.keep_events is not None else spec.out is None
             cls = spec.strategy if isinstance(spec.strategy, type) else None
             driver = ReplayDriver(
                 tape,
@@ -450,7 +449,7 @@ def replay_many(
                 end_ns=end_ns,
                 ignore_timer_rows=spec.ignore_timer_rows,
                 engine=engine,
-                keep=keep,
+                keep=spec.keep_events if spec.keep_events is not None else spec.out is None,
             )
             writer = None
             if spec.out is not None:
@@ -459,7 +458,7 @@ def replay_many(
         except Exception as exc:
             out[k] = exc
             continue
-        live.append(_Run(k, driver, writer, keep))
+        live.append(_Run(k, driver, writer))
 
     def fail(run: _Run, exc: Exception) -> None:
         if run.writer is not None:
