@@ -62,7 +62,7 @@ def _integers(window: Sequence[float | Fraction]) -> tuple[list[int], int]:
     """The window as integers on one common scale: exact, and fast to sum."""
     if type(window[0]) is float:
         try:
-            ints = [_scaled(m) for m in window]
+            ints = list(map(_scaled, window))
         except ValueError:  # a Fraction among floats
             ints = [None]
         if None not in ints:

@@ -36,6 +36,7 @@ __all__ = [
     "concat_batches",
     "event_rows",
     "finish_steps",
+    "first_true",
     "rows_batch",
     "rows_batch_steps",
     "symbol_mask",
@@ -86,6 +87,15 @@ class Batch(msgspec.Struct, kw_only=True):
             text = list(compress(self.text, sel.tolist()))
         fields = {f: getattr(self, f)[sel] for f in _ARRAYS}
         return Batch(symbols=self.symbols, text=text, **fields)
+
+
+def first_true(mask: np.ndarray[Any, Any]) -> int:
+    """Index of the first True, or -1; ``argmax`` stops scanning at the first hit, and
+    costs less than ``flatnonzero`` on the short masks of a fast-forward search."""
+    if mask.shape[0] == 0:
+        return -1
+    i = int(mask.argmax())
+    return i if mask[i] else -1
 
 
 def symbol_mask(b: Batch, allowed: Collection[str]) -> np.ndarray[Any, Any]:

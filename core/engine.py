@@ -455,16 +455,7 @@ class Engine:
 
     def equity_exact(self) -> Fraction:
         """Cash plus unrealized PnL at venue marks (DESIGN: Equity for sizing)."""
-        total = Fraction(self.ledger.cash, 10**8)
-        if not self.ledger.open_positions():
-            return total
-        m = self.market
-        for symbol, pos in self.ledger.positions.items():
-            if pos.qty != 0:
-                mark = m.venue_mark(m.ids[symbol])
-                if mark is not None:
-                    total += self.ledger.unrealized(symbol, exact(mark))
-        return total
+        return self.venue.margin.equity()
 
     def _record_equity(self, now: int) -> None:
         led, m = self.ledger, self.market

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from perpsim.core.batch import Batch
+from perpsim.core.batch import Batch, first_true
 from perpsim.core.book import Book
 from perpsim.core.events import Kind
 
@@ -139,20 +139,20 @@ class BatchIndex:
         if lo != lo or hi != hi:  # a NaN bound: no price is strictly inside
             lo, hi = np.inf, -np.inf
         rows, px, least, most = self._price_rows(sid)
-        a, b = (int(x) for x in np.searchsorted(rows, (lo_row, hi_row)))
+        a, b = int(rows.searchsorted(lo_row)), int(rows.searchsorted(hi_row))
         while a < b:
             end = min(b, (a // _BLOCK + 1) * _BLOCK)
             seg = px[a:end]
-            out = np.flatnonzero((seg <= lo) | (seg >= hi))
-            if out.size:
-                return int(rows[a + out[0]])
+            k = first_true((seg <= lo) | (seg >= hi))
+            if k >= 0:
+                return int(rows[a + k])
             if end == b:
                 break
             k0, k1 = end // _BLOCK, (b - 1) // _BLOCK + 1
-            hit = np.flatnonzero((least[k0:k1] <= lo) | (most[k0:k1] >= hi))
-            if not hit.size:
+            k = first_true((least[k0:k1] <= lo) | (most[k0:k1] >= hi))
+            if k < 0:
                 break
-            a = (k0 + int(hit[0])) * _BLOCK
+            a = (k0 + k) * _BLOCK
         return hi_row
 
 

@@ -85,6 +85,10 @@ class Ledger:
         self.funding = 0
         self.positions: dict[str, Position] = {}
         self.currency: str | None = None
+        # symbol -> (qty, entry, contract_size, inverse, mark, unrealized): a cycle asks for
+        # the same PnL for sizing, margin and its equity row. Fractions are immutable and a
+        # change replaces them, so ``is`` on the kept objects is an exact key.
+        self._unreal: dict[str, tuple[Fraction, Fraction, Fraction, bool, Fraction, Fraction]] = {}
 
     def position(self, symbol: str) -> Position:
         pos = self.positions.get(symbol)
@@ -172,9 +176,20 @@ class Ledger:
         pos = self.positions.get(symbol)
         if pos is None or pos.qty == 0 or mark is None:
             return _ZERO
-        if pos.inverse:
-            return pos.qty * pos.contract_size * (1 / pos.entry - 1 / mark)
-        return pos.qty * pos.contract_size * (mark - pos.entry)
+        qty, entry, cs, inverse = pos.qty, pos.entry, pos.contract_size, pos.inverse
+        kept = self._unreal.get(symbol)
+        if (
+            kept is not None
+            and kept[0] is qty
+            and kept[1] is entry
+            and kept[2] is cs
+            and kept[3] is inverse
+            and kept[4] is mark
+        ):
+            return kept[5]
+        value = qty * cs * (1 / entry - 1 / mark) if inverse else qty * cs * (mark - entry)
+        self._unreal[symbol] = (qty, entry, cs, inverse, mark, value)
+        return value
 
     def reconciles(self) -> bool:
         """The ledger identity of DESIGN.md §5, exactly."""

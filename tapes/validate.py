@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from perpsim.core.batch import first_true
 from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES, Kind
 from perpsim.tapes.schema import COLUMNS, TapeMeta
@@ -50,14 +51,6 @@ def check_columns(names: Iterable[str], file: str) -> None:
     if missing:
         word = "column" if len(missing) == 1 else "columns"
         raise TapeError(f"{file}: missing {word} {', '.join(missing)}")
-
-
-def _first(mask: np.ndarray[Any, Any]) -> int:
-    """Index of the first True, or -1; ``argmax`` stops scanning at the first hit."""
-    if mask.shape[0] == 0:
-        return -1
-    i = int(mask.argmax())
-    return i if mask[i] else -1
 
 
 def _describe(value: float, is_null: bool) -> str:
@@ -130,7 +123,7 @@ class Validator:
         found: list[tuple[int, int, str, str]] = []  # (row, check order, column, problem)
 
         def hit(order: int, mask: np.ndarray[Any, Any], col: str, problem: Any) -> None:
-            i = _first(mask)
+            i = first_true(mask)
             if i >= 0:
                 found.append((i, order, col, problem(i)))
 
@@ -138,7 +131,7 @@ class Validator:
         # DESIGN.md §3: the tape is sorted by its clock column; ties keep row order.
         if n > 1:
             down = clock[1:] < clock[:-1]
-            i = _first(down)
+            i = first_true(down)
             if i >= 0:
                 found.append(
                     (
@@ -242,7 +235,7 @@ def check_kinds(b: Batch, *, file: str, row0: int = 0, source: pa.RecordBatch | 
         TapeError: "<file> row <n> column kind: unknown kind 'x' (known: ...)".
     """
     if len(b) and int(b.kind.min()) < 0:
-        i = _first(b.kind == _UNKNOWN_KIND)
+        i = first_true(b.kind == _UNKNOWN_KIND)
         raise TapeError(f"{file} row {row0 + i} column kind: {_unknown_kind(source, i)}")
 
 

@@ -75,6 +75,34 @@ def test_ledger_average_entry_is_exact() -> None:
     assert b.realized == to_units(Fraction(3) * (Fraction(101) - Fraction(102))) == -3 * 10**8
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["fill", "mark"]),
+            st.integers(-5, 5).filter(bool),
+            st.decimals(min_value="1", max_value="200", places=2).map(Fraction),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    inverse=st.booleans(),
+)
+def test_unrealized_pnl_follows_every_fill_and_mark(steps, inverse) -> None:
+    """Unrealized PnL is kept per position and mark: after any fill or new mark it is the
+    formula's value again, linear ``q*cs*(m - e)`` or inverse ``q*cs*(1/e - 1/m)``."""
+    led, cs, mark = Ledger(10**12), Fraction(10), Fraction(100)
+    for what, q, px in steps:
+        if what == "fill":
+            led.book_fill("X", Fraction(q), px, Fraction(0), cs, 0, inverse)
+        else:
+            mark = px
+        pos = led.position("X")
+        want = pos.qty * cs * ((1 / pos.entry - 1 / mark) if inverse else (mark - pos.entry)) if pos.qty else 0
+        assert led.unrealized("X", mark) == want
+        assert led.unrealized("X", mark) == want  # asked twice, as a cycle does
+
+
 orders = st.lists(
     st.tuples(
         st.integers(1, 8),
