@@ -80,9 +80,10 @@ def crossover(marks: Sequence[float | Fraction], short: int, long: int, eps: Fra
     if len(marks) < long + 1:
         return Cross(0, 0, 0, 1)
     ints, scale = _integers(marks[-long - 1 :])
-    cur, prev = ints[1:], ints[:-1]
-    d_cur = long * sum(cur[-short:]) - short * sum(cur)
-    d_prev = long * sum(prev[-short:]) - short * sum(prev)
+    # The current window is ints[1:], the previous ints[:-1]: sums without the copies.
+    total, tail = sum(ints), sum(ints[-short:])
+    d_cur = long * tail - short * (total - ints[0])
+    d_prev = long * (tail - ints[-1] + ints[-short - 1]) - short * (total - ints[-1])
     e = short * long * eps * scale if eps else 0
     if d_prev <= e < d_cur:
         return Cross(1, d_cur, e, scale)

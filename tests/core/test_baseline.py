@@ -8,6 +8,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perpsim.core.baseline import MACrossover, crossover
 from perpsim.core.errors import ConfigError
@@ -53,6 +55,28 @@ def test_crossover_falls_back_to_fractions_for_fine_decimals() -> None:
     fine = [1e-13, 1e-13, 1e-13, 3e-13]  # finer than the 1e-12 integer grid
     c = crossover(fine, 2, 3, Fraction(0))
     assert c.signal == 1 and c.d == 3 * Fraction("3e-13") + 3 * Fraction("1e-13") - 2 * (Fraction("5e-13"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    marks=st.lists(st.decimals(min_value="95", max_value="105", places=1).map(float), min_size=2, max_size=14),
+    windows=st.tuples(st.integers(1, 6), st.integers(2, 12)).filter(lambda w: w[0] < w[1]),
+    eps=st.sampled_from([Fraction(0), Fraction(1, 10), Fraction(1, 2)]),
+)
+def test_crossover_is_the_definition_on_any_window(marks, windows, eps) -> None:
+    """The signal and ``d`` are the docstring's definition, summed over Fractions."""
+    short, long = windows
+    c = crossover(marks, short, long, eps)
+    if len(marks) < long + 1:
+        assert c.signal == 0
+        return
+    m = [Fraction(repr(x)) for x in marks]
+    cur, prev = m[-long:], m[-long - 1 : -1]
+    d_cur = long * sum(cur[-short:]) - short * sum(cur)
+    d_prev = long * sum(prev[-short:]) - short * sum(prev)
+    e = short * long * eps
+    want = 1 if d_prev <= e < d_cur else -1 if d_prev >= -e > d_cur else 0
+    assert (c.signal, c.d, c.e) == (want, d_cur, e)
 
 
 def test_strategy_buys_on_bullish_cross_with_hand_computed_size_and_fee() -> None:
