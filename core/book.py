@@ -28,7 +28,7 @@ import numpy as np
 from perpsim.core.errors import InputError
 from perpsim.core.instruments import exact
 
-__all__ = ["ASK", "BID", "Book"]
+__all__ = ["ASK", "BID", "Book", "next_same"]
 
 BID: Final = 1
 ASK: Final = -1
@@ -40,10 +40,34 @@ ASK: Final = -1
 _COMPACT_ROWS: Final = 1 << 18
 
 
-def _last_rows(staged: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+def next_same(levels: Any) -> Any:
+    """For each row of ``levels`` (float64, never 0 or NaN), the index of the next row
+    with the same level, or ``len(levels)`` if none: the rows ``lo:hi`` that are their
+    level's last are then those whose next row is at or past ``hi``, with no sort."""
+    n = len(levels)
+    bits = levels.view(np.int64)  # one integer per level: sorts faster than the floats
+    order = np.argsort(bits, kind="stable")
+    same = bits[order[1:]] == bits[order[:-1]]
+    nxt = np.full(n, n, dtype=np.int64)
+    nxt[order[:-1][same]] = order[1:][same]
+    return nxt
+
+
+def _distinct(part: list[Any]) -> tuple[Any, Any]:
+    """One staged range's levels, each once, with the size of its last row."""
+    levels, sizes, nxt, lo, hi = part
+    if nxt is None:  # merged rows: one per level already
+        return levels[lo:hi], sizes[lo:hi]
+    keep = nxt[lo:hi] >= hi
+    return levels[lo:hi][keep], sizes[lo:hi][keep]
+
+
+def _last_rows(staged: list[list[Any]]) -> tuple[Any, Any]:
     """The staged rows' distinct levels, each with the size of its last row."""
-    levels, sizes = staged[0] if len(staged) == 1 else (np.concatenate(col) for col in zip(*staged, strict=True))
-    bits = levels.view(np.int64)  # one integer per level (levels are never 0 or NaN): sorts faster
+    if len(staged) == 1:
+        return _distinct(staged[0])
+    levels, sizes = (np.concatenate(col) for col in zip(*map(_distinct, staged), strict=True))
+    bits = levels.view(np.int64)
     order = np.argsort(bits, kind="stable")
     ordered = bits[order]
     last = np.empty(ordered.size, dtype=bool)
@@ -67,7 +91,7 @@ class Book:
     def __init__(self, symbol: str = "") -> None:
         self.symbol = symbol
         self._version = 0
-        self._staged: list[tuple[Any, Any]] = []  # (levels, sizes) arrays not yet applied, in order
+        self._staged: list[list[Any]] = []  # [levels, sizes, next_same, lo, hi] not yet applied, in order
         self._staged_rows = 0
         self._bk: list[float] = []  # bid prices, ascending: best bid is the last element
         self._bsz: dict[float, float] = {}
@@ -124,19 +148,32 @@ class Book:
         else:
             raise InputError(f"book {self.symbol!r}: negative size {size!r} at price {price!r} side {side}")
 
-    def stage(self, levels: Any, sizes: Any) -> None:
-        """Queue rows for the next read, as :meth:`apply` would take them in order.
+    def stage(self, levels: Any, sizes: Any, nxt: Any, lo: int = 0, hi: int | None = None) -> None:
+        """Queue rows ``lo:hi`` for the next read, as :meth:`apply` would take them in order.
+
+        The arrays are kept, not copied (a batch's, which nothing changes), and a range
+        that continues the last one staged from the same arrays extends it: the runs
+        that one decode feeds share the arrays and ``nxt``, so a read finds each level's
+        last row with one comparison instead of a sort of its own.
 
         Args:
-            levels: each row's ``price * side`` (asks negated), float64 array-like.
-            sizes: each row's size, >= 0 (not checked: callers pass validated rows).
+            levels: rows' ``price * side`` (asks negated), float64.
+            sizes: rows' sizes, >= 0 (not checked: callers pass validated rows).
+            nxt: :func:`next_same` of ``levels``.
         """
+        hi = len(levels) if hi is None else hi
+        if lo >= hi:
+            return
         staged = self._staged
-        staged.append((np.array(levels, dtype=np.float64), np.array(sizes, dtype=np.float64)))  # copies
-        self._staged_rows += len(staged[-1][0])
+        if staged and staged[-1][0] is levels and staged[-1][4] == lo:
+            staged[-1][4] = hi
+        else:
+            staged.append([levels, sizes, nxt, lo, hi])
+        self._staged_rows += hi - lo
         if self._staged_rows >= _COMPACT_ROWS:
-            self._staged = [_last_rows(staged)]
-            self._staged_rows = len(self._staged[0][0])
+            levels, sizes = _last_rows(staged)
+            self._staged = [[levels, sizes, None, 0, len(levels)]]
+            self._staged_rows = len(levels)
 
     def _settle(self) -> None:
         """Apply the staged rows: each level's last size, one sort per side that changed."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perpsim.core.batch import Batch, first_true
-from perpsim.core.book import Book
+from perpsim.core.book import Book, next_same
 from perpsim.core.events import Kind
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class BatchIndex:
         self._code = {sid: c for c, sid in enumerate(sids)}
         self._rows: dict[int, Any] = {}
         self._prices: dict[int, tuple[Any, Any, Any, Any]] = {}
-        self._books: dict[int, tuple[Any, Any, Any, Any]] = {}
+        self._books: dict[int, tuple[Any, Any, Any]] = {}
         self._px: Any = None
         self._moves: Any = None
 
@@ -86,20 +86,23 @@ class BatchIndex:
         j = int(rows.searchsorted(p)) - 1
         return int(rows[j]) if j >= 0 and rows[j] >= a else -1
 
-    def book_rows(self, target: int) -> tuple[Any, Any, Any, Any]:
-        """Row indices of one symbol's book rows in this batch, and each row's level
-        (``price * side``) and size to stage; made on first use. A batch with a row that
-        is not a valid level (not a validated tape) gets ``raw`` (side, price, size)
-        instead: applied row by row, so a bad row raises where the reference loop would."""
+    def book_rows(self, target: int) -> tuple[Any, Any, Any]:
+        """Row indices of one symbol's book rows in this batch, and what
+        :meth:`~perpsim.core.book.Book.stage` takes of them: each row's level
+        (``price * side``), size and next row of the same level; made on first use. A batch
+        with a row that is not a valid level (not a validated tape) gets ``raw`` (side,
+        price, size) instead: applied row by row, so a bad row raises where the reference
+        loop would."""
         found = self._books.get(target)
         if found is None:
             b = self.batch
             rows = self.rows_of(target)
             side, price, size = b.side[rows], b.price[rows], b.size[rows]
             if ((side == 1) | (side == -1)).all() and (price > 0).all() and (size >= 0).all():
-                found = (rows, price * side, size, None)
+                levels = price * side
+                found = (rows, (levels, size, next_same(levels)), None)
             else:
-                found = (rows, None, None, (side.tolist(), price.tolist(), size.tolist()))
+                found = (rows, None, (side.tolist(), price.tolist(), size.tolist()))
             self._books[target] = found
         return found
 
@@ -201,7 +204,7 @@ class FastIndex:
                 engine.mark_seen(sid)
 
     def _book(self, engine: Engine, sid: int, target: int, a: int, p: int) -> None:
-        rows, levels, sizes, raw = self.rows.book_rows(target)
+        rows, staged, raw = self.rows.book_rows(target)
         lo, hi = int(rows.searchsorted(a)), int(rows.searchsorted(p))
         if lo == hi:
             return
@@ -211,7 +214,7 @@ class FastIndex:
             book = m.books[sid] = Book()
         engine.mark_seen(sid)
         if raw is None:
-            book.stage(levels[lo:hi], sizes[lo:hi])
+            book.stage(*staged, lo, hi)
         else:
             for s_, px, sz in zip(*(col[lo:hi] for col in raw), strict=True):
                 book.apply(s_, px, sz)

@@ -199,7 +199,7 @@ class ReplayDriver:
         i = 0
         while i < n:
             due = clock.next_due
-            j = n if due > last else int(np.searchsorted(col, due, side="left"))
+            j = n if due > last else int(col.searchsorted(due))
             watched = [s for s, on in enumerate(active) if on] if any(active) else []
             if any(venue.has_orders(s) for s in watched):
                 index.sync(eng, i)

@@ -10,13 +10,19 @@ from __future__ import annotations
 from typing import Any
 from unittest.mock import patch
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from perpsim.core import book as book_module
-from perpsim.core.book import ASK, BID, Book
+from perpsim.core.book import ASK, BID, Book, next_same
 from perpsim.core.errors import InputError
+
+
+def _stage(b: Book, levels: list[float], sizes: list[float]) -> None:
+    lv = np.array(levels, dtype=np.float64)
+    b.stage(lv, np.array(sizes, dtype=np.float64), next_same(lv))
 
 
 def _book(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> Book:
@@ -156,10 +162,52 @@ def test_staged_rows_read_as_if_applied_in_order(ops: list[tuple[str, Any]], com
         _play(ops, staged, applied)
 
 
+@given(
+    st.lists(st.tuples(st.sampled_from([BID, ASK]), _prices, st.sampled_from([0.0, 0.5, 3.0])), max_size=60),
+    st.lists(st.tuples(st.integers(0, 60), st.booleans()), max_size=12),
+    st.sampled_from([1 << 20, 4]),
+)
+def test_ranges_of_one_batch_read_as_if_applied_in_order(
+    rows: list[tuple[int, float, float]], cuts: list[tuple[int, bool]], compact_rows: int
+) -> None:
+    # A fast replay stages consecutive ranges of one batch's book rows (they extend the
+    # last range) with reads between some of them: each level's last row in a range is
+    # found from next_same, not a sort.
+    levels = np.array([price * side for side, price, _ in rows], dtype=np.float64)
+    sizes = np.array([size for _, _, size in rows], dtype=np.float64)
+    nxt = next_same(levels)
+    staged, applied = Book(), Book()
+    lo = 0
+    with patch.object(book_module, "_COMPACT_ROWS", compact_rows):
+        for at, read in [*sorted(cuts), (len(rows), True)]:
+            hi = max(lo, min(at, len(rows)))
+            staged.stage(levels, sizes, nxt, lo, hi)
+            for row in rows[lo:hi]:
+                applied.apply(*row)
+            lo = hi
+            if read:
+                assert staged.levels(BID) == applied.levels(BID)
+                assert staged.levels(ASK) == applied.levels(ASK)
+
+
+def test_a_range_that_skips_rows_is_staged_on_its_own() -> None:
+    levels = np.array([100.0, 100.0, 100.0, -101.0], dtype=np.float64)
+    sizes = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float64)
+    b = Book()
+    b.stage(levels, sizes, next_same(levels), 0, 1)
+    b.stage(levels, sizes, next_same(levels), 3, 4)  # rows 1 and 2 were never staged
+    assert b.levels(BID) == [(100.0, 1.0)] and b.levels(ASK) == [(101.0, 4.0)]
+
+
+def test_next_same_points_at_each_rows_next_occurrence() -> None:
+    # levels 5, -5, 5, 7, -5, 5: rows 0 -> 2 -> 5, 1 -> 4; the rest have none (6)
+    assert next_same(np.array([5.0, -5.0, 5.0, 7.0, -5.0, 5.0])).tolist() == [2, 4, 5, 6, 6, 6]
+
+
 def _play(ops: list[tuple[str, Any]], staged: Book, applied: Book) -> None:
     for op, arg in ops:
         if op == "stage":
-            staged.stage([price * side for side, price, _ in arg], [size for _, _, size in arg])
+            _stage(staged, [price * side for side, price, _ in arg], [size for _, _, size in arg])
             for row in arg:
                 applied.apply(*row)
         elif op == "apply":
@@ -184,7 +232,7 @@ def _play(ops: list[tuple[str, Any]], staged: Book, applied: Book) -> None:
 def test_staging_changes_the_version_a_reader_sees() -> None:
     b = _book([(100.0, 1.0)], [(101.0, 1.0)])
     before = b.version
-    b.stage([100.0, -101.0, 99.5], [2.0, 0.0, 1.0])
+    _stage(b, [100.0, -101.0, 99.5], [2.0, 0.0, 1.0])
     assert b.version > before
     assert b.levels(BID) == [(100.0, 2.0), (99.5, 1.0)]
     assert b.levels(ASK) == []
@@ -195,8 +243,8 @@ def test_an_unread_book_keeps_a_bounded_number_of_staged_rows() -> None:
     b = Book()
     with patch.object(book_module, "_COMPACT_ROWS", 64):
         for i in range(1000):
-            b.stage([100.0 + i % 5, -(101.0 + i % 3)], [float(i % 4), 1.0])
-            assert sum(len(levels) for levels, _ in b._staged) <= 64 + 8
+            _stage(b, [100.0 + i % 5, -(101.0 + i % 3)], [float(i % 4), 1.0])
+            assert sum(hi - lo for _, _, _, lo, hi in b._staged) <= 64 + 8
     assert b.levels(ASK) == [(101.0, 1.0), (102.0, 1.0), (103.0, 1.0)]
     # bid levels' last rows: 100 at i=995 (size 3), 101 at 996 (0: gone), 102 at 997 (1), 103 (2), 104 (3)
     assert b.levels(BID) == [(104.0, 3.0), (103.0, 2.0), (102.0, 1.0), (100.0, 3.0)]
