@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 
 import msgspec
@@ -51,20 +50,32 @@ class Cross(NamedTuple):
 _SCALE = 10**12
 
 
-@lru_cache(maxsize=1 << 16)
+# _scaled's answers. A dict rather than lru_cache: mapping its __getitem__ over a window
+# costs a third of calling a cached function per mark. Cleared when full.
+_SCALED: dict[float, int | None] = {}
+_SCALED_MAX = 1 << 16
+
+
 def _scaled(x: float) -> int | None:
     """``x`` as an exact integer count of 1e-12, or None when its decimal is finer."""
     f = exact(x) * _SCALE
-    return f.numerator if f.denominator == 1 else None
+    out = f.numerator if f.denominator == 1 else None
+    if len(_SCALED) >= _SCALED_MAX:
+        _SCALED.clear()
+    _SCALED[x] = out
+    return out
 
 
 def _integers(window: Sequence[float | Fraction]) -> tuple[list[int], int]:
     """The window as integers on one common scale: exact, and fast to sum."""
     if type(window[0]) is float:
         try:
-            ints = list(map(_scaled, window))
-        except ValueError:  # a Fraction among floats
-            ints = [None]
+            ints = list(map(_SCALED.__getitem__, window))
+        except KeyError:  # a mark not seen yet
+            try:
+                ints = [_SCALED[m] if m in _SCALED else _scaled(m) for m in window]
+            except ValueError:  # a Fraction among floats
+                ints = [None]
         if None not in ints:
             return ints, _SCALE  # type: ignore[return-value]
     fracs = [m if isinstance(m, Fraction) else exact(m) for m in window]

@@ -187,7 +187,13 @@ class Ledger:
             and kept[4] is mark
         ):
             return kept[5]
-        value = qty * cs * (1 / entry - 1 / mark) if inverse else qty * cs * (mark - entry)
+        # qty*cs*(mark - entry), or qty*cs*(1/entry - 1/mark), in integers: one reduction
+        qn, qd = qty.numerator * cs.numerator, qty.denominator * cs.denominator
+        mn, md, en, ed = mark.numerator, mark.denominator, entry.numerator, entry.denominator
+        if inverse:
+            value = Fraction(qn * (ed * mn - md * en), qd * en * mn)
+        else:
+            value = Fraction(qn * (mn * ed - en * md), qd * md * ed)
         self._unreal[symbol] = (qty, entry, cs, inverse, mark, value)
         return value
 

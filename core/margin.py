@@ -122,11 +122,12 @@ class Margin:
 
     def equity(self) -> Fraction:
         """Cash plus unrealized PnL at venue marks, exactly."""
-        total = Fraction(self.ledger.cash, UNITS_PER_CCY)
+        num, den = self.ledger.cash, UNITS_PER_CCY  # summed in integers, reduced once
         for symbol, pos in self.ledger.positions.items():
             if pos.qty != 0:
-                total += self.ledger.unrealized(symbol, self.mark(symbol))
-        return total
+                u = self.ledger.unrealized(symbol, self.mark(symbol))
+                num, den = num * u.denominator + u.numerator * den, den * u.denominator
+        return Fraction(num, den)
 
     def maintenance(self) -> Fraction:
         """Maintenance margin of every position at its venue mark."""

@@ -1,4 +1,4 @@
-"""Liquidation prices of cross-margined positions against the formula, computed afresh.
+"""Liquidation prices and equity of cross-margined positions against the formulas, computed afresh.
 
 ``Margin.liq_price`` keeps each account state's terms and multiplies in the other
 positions' marks; the reference here evaluates the formula of core/margin.py's
@@ -62,7 +62,7 @@ terms = st.tuples(*(st.tuples(st.booleans(), st.sampled_from([0.005, 0.01, 0.1])
 
 @settings(max_examples=150, deadline=None)
 @given(terms, st.lists(state, min_size=1, max_size=6))
-def test_liq_price_is_the_formula_after_every_change(contracts: tuple, states: list) -> None:
+def test_liq_price_and_equity_are_the_formulas_after_every_change(contracts: tuple, states: list) -> None:
     inst = {
         s: Instrument(symbol=s, kind="inverse" if inverse else "linear", maintenance_rate=rate)
         for s, (inverse, rate) in zip(SYMBOLS, contracts, strict=True)
@@ -79,6 +79,12 @@ def test_liq_price_is_the_formula_after_every_change(contracts: tuple, states: l
         by_symbol = dict(zip(SYMBOLS, marks, strict=True))
         for s, px in by_symbol.items():
             market.mark_px[market.ids[s]] = float("nan") if px is None else px
+        want_equity = Fraction(cash, 10**8)
+        for s, (qty, entry) in zip(SYMBOLS, positions, strict=True):
+            if qty and by_symbol[s] is not None:
+                m = exact(by_symbol[s])
+                want_equity += qty * ((1 / entry - 1 / m) if inst[s].kind == "inverse" else (m - entry))
+        assert margin.equity() == want_equity
         for s in SYMBOLS:
             if led.positions[s].qty == 0:
                 assert margin.liq_price(s) is None
