@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import msgspec
 
@@ -69,11 +69,12 @@ def _scaled(x: float) -> int | None:
 def _integers(window: Sequence[float | Fraction]) -> tuple[list[int], int]:
     """The window as integers on one common scale: exact, and fast to sum."""
     if type(window[0]) is float:
+        floats = cast(Sequence[float], window)  # a Fraction among them raises below
         try:
-            ints = list(map(_SCALED.__getitem__, window))
+            ints = list(map(_SCALED.__getitem__, floats))
         except KeyError:  # a mark not seen yet
             try:
-                ints = [_SCALED[m] if m in _SCALED else _scaled(m) for m in window]
+                ints = [_SCALED[m] if m in _SCALED else _scaled(m) for m in floats]
             except ValueError:  # a Fraction among floats
                 ints = [None]
         if None not in ints:

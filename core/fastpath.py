@@ -214,7 +214,8 @@ class FastIndex:
             book = m.books[sid] = Book()
         engine.mark_seen(sid)
         if raw is None:
-            book.stage(*staged, lo, hi)
+            levels, sizes, nxt = staged
+            book.stage(levels, sizes, nxt, lo, hi)
         else:
             for s_, px, sz in zip(*(col[lo:hi] for col in raw), strict=True):
                 book.apply(s_, px, sz)
