@@ -67,6 +67,8 @@ class BatchIndex:
             if t >= 0 or q >= 0 or m >= 0 or bk >= 0:
                 self.targets.append((sid, t, q, m, bk))
         self._code = {sid: c for c, sid in enumerate(sids)}
+        self._keys = {target[0]: target[1:4] for target in self.targets}
+        self._bounds: dict[int, tuple[float, float]] = {}
         self._rows: dict[int, Any] = {}
         self._prices: dict[int, tuple[Any, Any, Any, Any]] = {}
         self._books: dict[int, tuple[Any, Any, Any]] = {}
@@ -106,6 +108,24 @@ class BatchIndex:
             self._books[target] = found
         return found
 
+    def _range(self, sid: int) -> tuple[float, float]:
+        """Bounds on every price ``sid``'s rows move the mark to in this batch: its trades'
+        and marks' prices, its quotes' bids and asks (a mid lies between them). NaN when
+        a price is NaN, so no band holds them. Made on first use, from the rows a sync
+        finds anyway."""
+        found = self._bounds.get(sid)
+        if found is None:
+            b = self.batch
+            t, q, m = self._keys.get(sid, (-1, -1, -1))
+            cols = [(key, col) for key, col in ((t, b.price), (q, b.bid), (q, b.ask), (m, b.price)) if key >= 0]
+            picked = [col[self.rows_of(key)] for key, col in cols]
+            lows = [float(x.min()) for x in picked if len(x)]
+            highs = [float(x.max()) for x in picked if len(x)]
+            # numpy's min and max keep a NaN, where Python's drop it
+            found = (float(np.min(lows)), float(np.max(highs))) if lows else (np.inf, -np.inf)
+            self._bounds[sid] = found
+        return found
+
     def _price_rows(self, sid: int) -> tuple[Any, Any, Any, Any]:
         """Row indices of ``sid``'s trades, quotes and marks in this batch, the price each
         moves the venue mark to (quote: the mid; NaN as +inf, outside every band), and
@@ -135,12 +155,17 @@ class BatchIndex:
 
         Conservative: any row that might move the venue mark out of the band is a stop,
         and the reference loop dispatches it. Whole blocks whose least and greatest
-        prices lie inside are passed over unread.
+        prices lie inside are passed over unread; so is a whole batch whose prices lie
+        inside a wide band (low leverage, a position far from liquidation), with no
+        per-row prices made for it.
         """
         if sid not in self._code:
             return hi_row
         if lo != lo or hi != hi:  # a NaN bound: no price is strictly inside
             lo, hi = np.inf, -np.inf
+        low, high = self._range(sid)
+        if lo < low and high < hi:
+            return hi_row
         rows, px, least, most = self._price_rows(sid)
         a, b = int(rows.searchsorted(lo_row)), int(rows.searchsorted(hi_row))
         while a < b:

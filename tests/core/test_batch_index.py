@@ -47,13 +47,27 @@ def batch(kinds: list[int], symbols: list[int], prices: list[float]) -> Batch:
 def scan_outside(b: Batch, code: int, lo_row: int, hi_row: int, lo: float, hi: float) -> int:
     """The first price row of symbol ``code`` in the range whose price is not inside (lo, hi)."""
     for r in range(lo_row, hi_row):
-        k = int(b.kind[r])
-        if b.symbol[r] != code or k not in (int(Kind.TRADE), int(Kind.QUOTE), int(Kind.MARK)):
-            continue
-        px = (b.bid[r] + b.ask[r]) / 2 if k == int(Kind.QUOTE) else b.price[r]
-        if not lo < px < hi:  # NaN is never inside
+        if is_price_row(b, code, r) and not lo < scan_price(b, r) < hi:  # NaN is never inside
             return r
     return hi_row
+
+
+def is_price_row(b: Batch, code: int, r: int) -> bool:
+    return b.symbol[r] == code and int(b.kind[r]) in (int(Kind.TRADE), int(Kind.QUOTE), int(Kind.MARK))
+
+
+def scan_price(b: Batch, r: int) -> float:
+    return float((b.bid[r] + b.ask[r]) / 2 if int(b.kind[r]) == int(Kind.QUOTE) else b.price[r])
+
+
+def extremes(b: Batch, code: int) -> st.SearchStrategy[float]:
+    """The symbol's least and greatest price, bid or ask in the batch: a bound equal to
+    one is the edge between a whole batch inside the band and a row on its border."""
+    rows = [r for r in range(len(b)) if is_price_row(b, code, r)]
+    quotes = [r for r in rows if int(b.kind[r]) == int(Kind.QUOTE)]
+    edges = [scan_price(b, r) for r in rows] + [float(b.bid[r]) for r in quotes] + [float(b.ask[r]) for r in quotes]
+    edges = [p for p in edges if p == p]
+    return st.sampled_from([min(edges), max(edges)]) if edges else bound
 
 
 def calm_with_spikes(n: int) -> st.SearchStrategy[list[float]]:
@@ -93,7 +107,7 @@ def test_first_outside_finds_the_first_row_a_scan_finds(cols: tuple[list[int], l
         code = data.draw(st.integers(0, 1))
         lo_row = data.draw(st.integers(0, n))
         hi_row = data.draw(st.integers(lo_row, n))
-        lo, hi = data.draw(bound), data.draw(bound)
+        lo, hi = data.draw(st.one_of(bound, extremes(b, code))), data.draw(st.one_of(bound, extremes(b, code)))
         got = index.first_outside(code, lo_row, hi_row, lo, hi)
         want = scan_outside(b, code, lo_row, hi_row, lo, hi)
         assert got == want, (code, lo_row, hi_row, lo, hi)
@@ -111,3 +125,23 @@ def test_last_finds_the_last_row_of_a_key_before_a_point(cols: tuple[list[int], 
         p = data.draw(st.integers(a, n))
         want = max((r for r in range(a, p) if int(index.key[r]) == target), default=-1)
         assert index.last(target, a, p) == want
+
+
+def test_a_wide_band_passes_a_batch_whose_every_block_is_inside() -> None:
+    n = _BLOCK * 5 + 3  # a short last block
+    prices = [100.0] * n
+    b = batch([int(Kind.TRADE)] * n, [0] * n, prices)
+    assert BatchIndex(b, [0, 1]).first_outside(0, 0, n, 90.0, 110.0) == n
+    for r in (0, _BLOCK * 2 + 7, n - 1):  # first block, a middle one, the last one
+        spiked = batch([int(Kind.TRADE)] * n, [0] * n, [*prices[:r], 110.0, *prices[r + 1 :]])
+        assert BatchIndex(spiked, [0, 1]).first_outside(0, 0, n, 90.0, 110.0) == r  # 110 is not inside
+        assert BatchIndex(spiked, [0, 1]).first_outside(0, 0, n, 90.0, 110.5) == n
+
+
+def test_a_crossed_quote_is_bounded_by_its_bid_and_ask_whichever_is_higher() -> None:
+    # An unvalidated tape: bid 130 over ask 100, mid 115, on the upper edge of (90, 115).
+    n = 4
+    b = batch([int(Kind.TRADE), int(Kind.QUOTE), int(Kind.TRADE), int(Kind.TRADE)], [0] * n, [100.0] * n)
+    b.bid[1], b.ask[1] = 130.0, 100.0
+    assert BatchIndex(b, [0, 1]).first_outside(0, 0, n, 90.0, 115.0) == 1
+    assert BatchIndex(b, [0, 1]).first_outside(0, 0, n, 90.0, 116.0) == n
