@@ -8,6 +8,7 @@ batches many blocks long.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +146,16 @@ def test_a_crossed_quote_is_bounded_by_its_bid_and_ask_whichever_is_higher() -> 
     b.bid[1], b.ask[1] = 130.0, 100.0
     assert BatchIndex(b, [0, 1]).first_outside(0, 0, n, 90.0, 115.0) == 1
     assert BatchIndex(b, [0, 1]).first_outside(0, 0, n, 90.0, 116.0) == n
+
+
+@pytest.mark.parametrize("kind", [Kind.TRADE, Kind.QUOTE, Kind.MARK], ids=["trade", "quote", "mark"])
+def test_a_batch_is_passed_only_when_every_kind_of_price_row_is_inside(kind: Kind) -> None:
+    # Trades at 100 and one row of ``kind`` at 112 (a quote: bid 111, ask 113, mid 112).
+    n = _BLOCK * 3
+    prices = [100.0] * n
+    prices[150] = 112.0
+    kinds = [int(Kind.TRADE)] * n
+    kinds[150] = int(kind)
+    b = batch(kinds, [0] * n, prices)
+    assert BatchIndex(b, [0, 1]).first_outside(0, 0, n, 90.0, 111.5) == 150
+    assert BatchIndex(b, [0, 1]).first_outside(0, 0, n, 90.0, 112.5) == n
