@@ -117,13 +117,11 @@ class BatchIndex:
         if found is None:
             b = self.batch
             t, q, m = self._keys.get(sid, (-1, -1, -1))
-            cols = [(key, col) for key, col in ((t, b.price), (q, b.bid), (q, b.ask), (m, b.price)) if key >= 0]
-            picked = [col[self.rows_of(key)] for key, col in cols]
-            lows = [float(x.min()) for x in picked if len(x)]
-            highs = [float(x.max()) for x in picked if len(x)]
-            # numpy's min and max keep a NaN, where Python's drop it
-            found = (float(np.min(lows)), float(np.max(highs))) if lows else (np.inf, -np.inf)
-            self._bounds[sid] = found
+            # a key >= 0 has rows (BatchIndex.targets); numpy's min and max keep a NaN, Python's drop it
+            sources = ((t, b.price), (q, b.bid), (q, b.ask), (m, b.price))
+            cols = [col[self.rows_of(key)] for key, col in sources if key >= 0]
+            lows, highs = [x.min() for x in cols], [x.max() for x in cols]
+            found = self._bounds[sid] = (float(np.min(lows)), float(np.max(highs))) if cols else (np.inf, -np.inf)
         return found
 
     def _price_rows(self, sid: int) -> tuple[Any, Any, Any, Any]:
