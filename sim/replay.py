@@ -78,6 +78,7 @@ class ReplayDriver:
     ) -> None:
         if engine not in ("fast", "reference"):
             raise ConfigError(f"engine must be 'fast' or 'reference', got {engine!r}")
+        _check_symbols(tape, config.symbols)
         self.tape = tape
         self.mode = engine
         self.ignore_timer_rows = ignore_timer_rows
@@ -324,6 +325,16 @@ def _load_funding_schedules(engine: Engine, config: RunConfig) -> None:
 def _warm_meta(tape: Any) -> WarmStart | None:
     """The tape's warm-start metadata (a warm live session's recording has it), or None."""
     return getattr(getattr(tape, "meta", None), "warm", None)
+
+
+def _check_symbols(tape: Any, wanted: Sequence[str] | None) -> None:
+    """Refuse symbols the tape never names: such a run would replay nothing and look fine."""
+    have = getattr(tape, "symbols", None) if wanted else None
+    if have is None:
+        return
+    missing = [s for s in wanted or () if s not in have]
+    if missing:
+        raise ConfigError(f"symbols: {', '.join(missing)} not on the tape (it has {', '.join(have) or 'none'})")
 
 
 def _select_symbols(batch: Batch, allowed: Sequence[str]) -> Batch:

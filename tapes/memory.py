@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from perpsim.core.batch import Batch, batch_from_events
+from perpsim.core.engine import PSEUDO_SYMBOL
 from perpsim.core.events import MarketEvent
 from perpsim.core.instruments import Instrument
 from perpsim.tapes.schema import TapeMeta
@@ -35,6 +36,13 @@ class MemoryTape:
         self.files: list[Path] = []
         self.num_rows = len(events)
         self.batch_rows = batch_rows
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The instruments its rows name, in code-point order (as :attr:`Tape.symbols`)."""
+        b = self._batch
+        used = np.bincount(b.symbol, minlength=len(b.symbols)) if len(b) else ()
+        return tuple(sorted(s for s, n in zip(b.symbols, used, strict=False) if n and s != PSEUDO_SYMBOL))
 
     def batches(self, *, start_ns: int | None = None, end_ns: int | None = None, **_: object) -> Iterator[Batch]:
         b = self._batch

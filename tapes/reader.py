@@ -19,7 +19,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from perpsim.core.batch import NULL_SEQ, Batch
+from perpsim.core.engine import PSEUDO_SYMBOL
 from perpsim.core.errors import TapeError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.instruments import Instrument, resolve
@@ -428,6 +429,23 @@ class Tape:
         }
         return tuple(sorted(found))
 
+    @cached_property
+    def symbols(self) -> tuple[str, ...]:
+        """The instruments its rows name, in code-point order.
+
+        Read from the ``symbol`` column alone (about 80 ms for 10M rows), so a run asked
+        for a symbol the tape lacks can say so before it starts instead of replaying nothing.
+        """
+        found: set[str] = set()
+        for f in self._files:
+            with _parquet(f) as pf:
+                for g in range(f.footer.num_row_groups):
+                    for ch in pf.read_row_group(g, columns=["symbol"], use_threads=False).column(0).chunks:
+                        used = np.bincount(ch.indices.drop_null().to_numpy(), minlength=len(ch.dictionary))
+                        found.update(s for s, n in zip(ch.dictionary.to_pylist(), used, strict=True) if n)
+        found.discard(PSEUDO_SYMBOL)
+        return tuple(sorted(found))
+
     @property
     def instruments(self) -> dict[str, Instrument]:
         """Instruments recorded in the tape's metadata (may be empty)."""
@@ -559,8 +577,7 @@ def _decode(group: _Group, clock: str, batch_rows: int, validate: bool, *, threa
     """
     f, g = group.file, group.index
     name = str(f.path)
-    src = f.path if f.source is None else pa.BufferReader(f.source)
-    pf = pq.ParquetFile(src, metadata=f.footer, read_dictionary=f.read_dictionary or None)
+    pf = _parquet(f)
     empty = _null_columns(f, g)
     columns = [c for c in COLUMNS if c not in empty]
     try:
@@ -586,6 +603,12 @@ def _decode(group: _Group, clock: str, batch_rows: int, validate: bool, *, threa
             row0 += len(b)
     finally:
         pf.close()
+
+
+def _parquet(f: _File) -> pq.ParquetFile:
+    """A reader of ``f`` that reuses its footer and hands its string columns over as dictionaries."""
+    src = f.path if f.source is None else pa.BufferReader(f.source)
+    return pq.ParquetFile(src, metadata=f.footer, read_dictionary=f.read_dictionary or None)
 
 
 def _null_columns(f: _File, g: int) -> frozenset[str]:

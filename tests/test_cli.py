@@ -119,6 +119,7 @@ def test_missing_columns_non_parquet_and_missing_file_exit_2(tmp_path: Path) -> 
         (["--interval", "soon"], "--interval"),
         (["--frobnicate"], "No such option"),
         (["--start", "yesterday"], "--start"),
+        (["--symbols", "BTC-PERP,BTC-PREP"], "symbols: BTC-PREP not on the tape (it has BTC-PERP, ETH-PERP)"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:

@@ -14,6 +14,7 @@ from perpsim.core.errors import TapeError
 from perpsim.core.events import Kind
 from perpsim.core.instruments import Instrument
 from perpsim.tapes import SCHEMA, TapeMeta, TapeWriter, open_tape
+from perpsim.tapes.memory import MemoryTape
 from perpsim.tapes.reader import to_batch
 
 T0 = 1_704_067_200 * 10**9
@@ -164,6 +165,23 @@ def test_symbols_are_per_batch_dictionaries(tmp_path: Path) -> None:
     assert [b.symbols[i] for i in b.symbol] == ["A", "B", "C", "A", "B", "C"]
     assert b.symbol.dtype == np.int32
     assert b.kind.dtype == np.int8
+
+
+def test_a_tapes_symbols_are_the_ones_its_rows_name(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"
+    with TapeWriter(a, TapeMeta()) as w:
+        w.write(trades(0, 4, symbols=("ETH", "BTC")))
+    t = trades(4, 3).to_pydict()
+    # a dictionary entry no row uses, and a timer row (symbol "*"), are not symbols of the tape
+    t["symbol"] = pa.DictionaryArray.from_arrays(pa.array([0, 2, 2], pa.int32()), pa.array(["SOL", "ZZZ", "*"]))
+    with TapeWriter(b, TapeMeta()) as w:
+        w.write(pa.Table.from_pydict(t, schema=SCHEMA))
+    foreign = trades(7, 2, symbols=("ADA",)).to_pydict()
+    foreign["symbol"] = ["ADA", "ADA"]  # plain strings, read as a dictionary
+    pq.write_table(pa.table(foreign), c)
+    assert open_tape([a, b, c]).symbols == ("ADA", "BTC", "ETH", "SOL")
+    assert open_tape(b).symbols == ("SOL",)
+    assert MemoryTape([]).symbols == ()
 
 
 def test_recv_ts_clock_drives_batches(tmp_path: Path) -> None:
