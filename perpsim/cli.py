@@ -104,7 +104,7 @@ def replay(
     summary.json) and prints a summary with the run's digest.
     """
     from perpsim.sim.replay import replay as run_replay
-    from perpsim.sim.runs import new_run_dir
+    from perpsim.sim.runs import check_unused, new_run_dir
     from perpsim.tapes.reader import open_tape
 
     paths = list(tape) or [_sample_tape()]
@@ -113,6 +113,8 @@ def replay(
         overrides["max_cycles"] = cycles
     opened = open_tape(paths if len(paths) > 1 else paths[0])
     label = paths[0].stem if paths[0].suffix else paths[0].name
+    if out is not None:
+        check_unused(out)
     out_dir = out or new_run_dir("runs", f"{label}-{profile}")
     console = Console(stderr=True)
     progress_cb = None

@@ -130,9 +130,12 @@ def live(
     from perpsim.live.driver import LiveDriver, LiveOptions
     from perpsim.live.feed import FeedConfig
     from perpsim.sim.profiles import resolve_config
+    from perpsim.sim.runs import check_unused
 
     if canary and profile not in (None, "canary"):
         raise ConfigError(f"--canary and --profile {profile} contradict each other")
+    if out is not None:
+        check_unused(out)
     name = "canary" if canary or profile is None else profile
     over: dict[str, Any] = {}
     if symbols:

@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from perpsim.core.engine import EquityRow
+from perpsim.core.errors import InputError
 from perpsim.core.events import RunEvent
 from perpsim.core.ledger import to_units, units_to_float
 
@@ -232,6 +233,17 @@ def fresh_path(path: Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.name}-{n}")
     return candidate
+
+
+def check_unused(path: Path, what: str = "--out") -> None:
+    """Refuse a run directory that already holds files: a run written over another would
+    leave a mix of both, under a manifest that names only one.
+
+    Raises:
+        InputError: ``path`` is a file, or a folder that is not empty.
+    """
+    if path.is_file() or (path.is_dir() and any(path.iterdir())):
+        raise InputError(f"{what} {path}: already exists; choose another folder or remove it")
 
 
 def write_json(path: Path, data: Any) -> None:

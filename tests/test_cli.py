@@ -25,6 +25,7 @@ def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProc
 
 def test_replay_with_no_argument_trades_on_the_bundled_tape_and_is_repeatable(tmp_path: Path) -> None:
     a = cli("replay", "--json", cwd=tmp_path)
+    (tmp_path / "second").mkdir()  # an empty folder is a fine --out
     b = cli("replay", "--json", "--out", str(tmp_path / "second"), cwd=tmp_path)
     assert a.returncode == 0, a.stderr
     sa, sb = json.loads(a.stdout), json.loads(b.stdout)
@@ -46,6 +47,12 @@ def test_replay_prints_a_human_summary(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     for word in ("events replayed", "orders / fills / rejects", "final equity", "max drawdown", "digest"):
         assert word in out.stdout
+    manifest = (tmp_path / "r" / "manifest.json").read_bytes()
+    again = cli("replay", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        f"perpsim: --out {tmp_path / 'r'}: already exists; choose another folder or remove it"
+    ]
+    assert (tmp_path / "r" / "manifest.json").read_bytes() == manifest
 
 
 def _write_raw(path: Path, rows: dict) -> Path:
@@ -126,6 +133,23 @@ def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], needl
     out = cli("replay", *args, "--out", str(tmp_path / "r"), cwd=tmp_path)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--canary", "--profile", "prod"], "--canary and --profile prod contradict each other"),
+        (["--out", "used"], "--out used: already exists; choose another folder or remove it"),
+        (["--interval", "soon"], "--interval"),
+    ],
+)
+def test_live_refuses_bad_options_before_connecting(tmp_path: Path, args: list[str], needle: str) -> None:
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "manifest.json").write_text("{}")
+    out = cli("live", *args, "--url", "ws://127.0.0.1:9", "--duration", "5s", cwd=tmp_path, timeout=60)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
+    assert not (tmp_path / "recordings").exists()
 
 
 def test_bad_config_file_names_the_key(tmp_path: Path) -> None:
