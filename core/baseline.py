@@ -17,6 +17,7 @@ import msgspec
 
 from perpsim.core.errors import ConfigError
 from perpsim.core.instruments import exact
+from perpsim.core.memo import register_memo
 from perpsim.core.strategy import Context, Strategy
 
 __all__ = ["Cross", "MACrossover", "SymbolState", "crossover"]
@@ -54,6 +55,7 @@ _SCALE = 10**12
 # costs a third of calling a cached function per mark. Cleared when full.
 _SCALED: dict[float, int | None] = {}
 _SCALED_MAX = 1 << 16
+register_memo(_SCALED.clear)
 
 
 def _scaled(x: float) -> int | None:

@@ -12,6 +12,8 @@ from typing import Final, Literal
 
 import msgspec
 
+from perpsim.core.memo import register_memo
+
 __all__ = [
     "BUILTIN",
     "DEFAULT",
@@ -103,3 +105,6 @@ def exact(x: float) -> Fraction:
     the value a person means; money arithmetic runs on these, never on binary floats.
     """
     return Fraction(repr(x))
+
+
+register_memo(exact.cache_clear)

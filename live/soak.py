@@ -24,13 +24,11 @@ so the report and the criteria are the same, but for the heap (below). What diff
 
 **Memory.** ``max_memory_growth`` applies to the process RSS, as in the origin's 2-hour
 soak; the Python heap is traced, sampled and its top growth reported, but checked only
-with ``check_heap`` (``--check-heap``). A replay soak can check the heap because its tape
-loops: from the second loop on, prices repeat and every bounded cache is warm. A live
-session meets new prices for hours, and three things grow in it: two bounded, which a
-wall-time-bounded soak cannot tell from a leak, and one that is not bounded:
+with ``check_heap`` (``--check-heap``). The bounded memos (the exact-price caches) are
+emptied before every sample, as in a replay soak (:mod:`perpsim.core.memo`). Two other
+things grow in a live session, one bounded, which a wall-time-bounded soak cannot tell
+from a leak, and one that is not bounded:
 
-* the exact-price caches (two ``lru_cache(65536)``: ``core/instruments.py`` ``exact``,
-  ``core/baseline.py``), bounded but filling with every new price;
 * the recorder's open segment, whose Arrow tables (one per flush, on numpy arrays) it
   holds to rewrite the file at each flush, until rotation (300 s or 20,000 rows);
 * the run events and equity rows the live driver keeps until it writes the run outputs

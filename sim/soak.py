@@ -22,8 +22,9 @@ While it runs, at every ``sample_every`` of clock time, the soak records:
 * errors (``error`` run events) over clock time.
 
 Memory growth is measured from a warm point — the end of the first loop, when the
-tape loops (caches such as the exact-price LRU fill during the first pass), else
-``warmup`` — to the end. The criteria default to the origin's soak; failing any
+tape loops, else ``warmup`` — to the end. The bounded memos (such as the exact-price
+LRU) are emptied before every sample, so a soak shorter than its tape, which meets new
+prices throughout, does not count their filling as growth. The criteria default to the origin's soak; failing any
 makes :func:`soak` raise :class:`~perpsim.core.errors.CheckFailed`.
 
 The replay driver streams the soak's events into the digest and a counting
@@ -57,6 +58,7 @@ from perpsim.core.batch import NULL_SEQ, Batch
 from perpsim.core.clock import TimerHandle, align_up
 from perpsim.core.errors import CheckFailed, InputError
 from perpsim.core.events import RunEvent
+from perpsim.core.memo import clear_memos
 from perpsim.core.strategy import Strategy
 from perpsim.core.timefmt import fmt_ns
 from perpsim.sim.replay import ReplayDriver, build_config
@@ -398,9 +400,13 @@ class SoakSampler:
             fields: every field of ``cls`` except the measured ones (``wall_s``,
                 ``cpu_s``, ``rss``, ``heap``, ``objects``, ``gc_collections``).
 
+        Memos are emptied first (:func:`~perpsim.core.memo.clear_memos`): they are bounded
+        and change no result, but fill with every new price for as long as prices are new.
+
         Returns:
             The sample, also appended to :attr:`samples`.
         """
+        clear_memos()
         gc.collect()
         heap: int | None = None
         if tracemalloc.is_tracing():

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import textwrap
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
-from perpsim.core.baseline import MACrossover
+from perpsim.core import baseline
+from perpsim.core.baseline import MACrossover, crossover
 from perpsim.core.errors import CheckFailed
+from perpsim.core.instruments import exact
+from perpsim.core.memo import clear_memos
 from perpsim.core.strategy import Context
 from perpsim.sim.soak import LoopedTape, run_soak, soak
 from perpsim.tapes import open_tape, synth
@@ -50,6 +54,29 @@ def test_soak_baseline_bot_passes_every_criterion(tape: Path) -> None:
     assert len(rep.samples) == 6 and rep.memory["warm_sample"] == 2  # warm after the first loop (2h01m)
     assert any("looped the 2h00m tape 3 times" in n for n in rep.notes)
     assert any("mark window sees one large move" in n for n in rep.notes)
+
+
+def test_a_soak_shorter_than_its_tape_meets_new_prices_throughout_and_still_passes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # The bounded memos (exact prices) fill with every new price; the soak empties them
+    # before each sample instead of reporting their filling as heap growth.
+    long_tape = synth(
+        hours=7, symbols=["BTC-PERP", "ETH-PERP"], seed=6, out=tmp_path_factory.mktemp("soak") / "7h.parquet"
+    )
+    rep = run_soak(long_tape, duration_ns=6 * H)
+    assert not rep.looped and rep.cycles == 360 and rep.memory["warm_sample"] == 1
+    assert rep.ok, rep.failed
+    assert abs(rep.memory["heap_growth"]) < 0.05
+
+
+def test_clearing_the_memos_empties_them_and_changes_no_result() -> None:
+    window = [100.1 + k / 10 for k in range(30)]
+    before = crossover(window, 5, 20, Fraction(1, 100))
+    assert exact.cache_info().currsize > 0
+    clear_memos()
+    assert exact.cache_info().currsize == 0 and not baseline._SCALED
+    assert crossover(window, 5, 20, Fraction(1, 100)) == before
 
 
 def test_soak_catches_a_strategy_that_keeps_references(tape: Path) -> None:
