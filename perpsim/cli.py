@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perpsim.core.errors import InputError, PerpsimError
-from perpsim.core.timefmt import fmt_ns, parse_duration_ns, parse_time_ns
+from perpsim.core.timefmt import fmt_ns, parse_duration_ns
 
 __all__ = ["main", "perpsim_cli", "print_summary"]
 
@@ -103,6 +103,7 @@ def replay(
     Writes runs/<run_id>/ (manifest.json, events.parquet, equity.parquet,
     summary.json) and prints a summary with the run's digest.
     """
+    from perpsim.cli_tapes import clock_window
     from perpsim.sim.replay import replay as run_replay
     from perpsim.sim.runs import check_unused, new_run_dir
     from perpsim.tapes.reader import open_tape
@@ -112,6 +113,7 @@ def replay(
     if cycles is not None:
         overrides["max_cycles"] = cycles
     opened = open_tape(paths if len(paths) > 1 else paths[0])
+    start_ns, end_ns = clock_window(opened, start, end)
     label = paths[0].stem if paths[0].suffix else paths[0].name
     if out is not None:
         check_unused(out)
@@ -141,8 +143,8 @@ def replay(
             strategy=strategy,
             symbols=symbols.split(",") if symbols else None,
             interval_s=parse_duration_ns(interval, what="--interval") / 1e9 if interval else None,
-            start_ns=parse_time_ns(start, what="--start") if start else None,
-            end_ns=parse_time_ns(end, what="--end") if end else None,
+            start_ns=start_ns,
+            end_ns=end_ns,
             seed=seed,
             out=out_dir,
             overrides=overrides,

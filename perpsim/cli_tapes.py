@@ -195,6 +195,25 @@ def synth_cmd(
     click.echo(f"wrote {path}: {t.num_rows:,} rows, {path.stat().st_size / 1e6:.1f} MB")
 
 
+def clock_window(tape: Tape, start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """``--start`` and ``--end`` as clock values, checked against each other and the tape.
+
+    Raises:
+        InputError: a time that cannot be read, an end not after the start, or a window
+            that holds none of the tape's rows (its span known from metadata or footers).
+    """
+    lo = parse_time_ns(start, what="--start") if start else None
+    hi = parse_time_ns(end, what="--end") if end else None
+    if lo is not None and hi is not None and hi <= lo:
+        raise InputError(f"--end {end} is not after --start {start}")
+    first, last = tape.meta.start_ns, tape.meta.end_ns
+    if first is not None and last is not None and ((lo is not None and lo > last) or (hi is not None and hi <= first)):
+        asked = f"--start {start}" if lo is not None and lo > last else f"--end {end}"
+        span = f"{fmt_ns(first)} → {fmt_ns(last)}"
+        raise InputError(f"{asked}: no row of the tape is in the window (its rows run {span})")
+    return lo, hi
+
+
 @tapes.command(name="slice")
 @click.argument("tape", type=_TAPE, nargs=-1, required=True)
 @click.option("--start", help="Keep rows at or after this clock time (ISO 8601 UTC or ns).")
@@ -208,10 +227,7 @@ def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: P
     compact a live recording's folder of small files into one tape that replays faster.
     """
     src = open_tape(_one(tape))
-    lo = parse_time_ns(start, what="--start") if start else None
-    hi = parse_time_ns(end, what="--end") if end else None
-    if lo is not None and hi is not None and hi <= lo:
-        raise InputError(f"--end {end} is not after --start {start}")
+    lo, hi = clock_window(src, start, end)
     meta = msgspec.structs.replace(src.meta, source=f"slice of {src.meta.source}")
     tmp = out.with_name(f".{out.name}.slice.tmp")
     try:

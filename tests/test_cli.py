@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from perpsim.tapes.schema import SCHEMA
+from tests.helpers import cli as helper_cli
 
 PERPSIM = [sys.executable, "-m", "perpsim"]
 
@@ -220,3 +222,34 @@ def test_ctrl_c_stops_a_sweep_quietly(tmp_path: Path) -> None:
         pytest.skip("the sweep finished before the interrupt arrived")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "perpsim: aborted"
+
+
+@pytest.mark.parametrize(
+    ("window", "needle"),
+    [
+        (["--start", "2030-01-01T00:00:00Z"], "--start 2030-01-01T00:00:00Z: no row of the tape is in the window"),
+        (["--end", "2023-12-31T23:59:59Z"], "--end 2023-12-31T23:59:59Z: no row of the tape is in the window"),
+        (["--end", "2024-01-01T00:00:00Z"], "--end 2024-01-01T00:00:00Z: no row of the tape is in the window"),
+        (["--start", "2024-01-01T05:00:00Z", "--end", "2024-01-01T05:00:00Z"], "is not after --start"),
+    ],
+)
+def test_a_window_holding_no_row_of_the_tape_exits_2_for_replay_and_slice(
+    tmp_path: Path, window: list[str], needle: str
+) -> None:
+    # the bundled sample's rows run 2024-01-01 00:00 to 2024-01-02 00:00
+    code, _, err = helper_cli("replay", *window, "--out", str(tmp_path / "r"))
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+    sample = str(resources.files("perpsim.tapes") / "samples" / "sample.parquet")
+    code, _, err = helper_cli("tapes", "slice", sample, *window, "--out", str(tmp_path / "cut.parquet"))
+    assert code == 2 and needle in err, err
+    assert not (tmp_path / "cut.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    "window", [["--start", "2024-01-01T23:59:00Z"], ["--end", str(1_704_067_200 * 10**9 + 1)]], ids=["last", "first"]
+)
+def test_a_window_at_the_tapes_edges_replays_its_rows(tmp_path: Path, window: list[str]) -> None:
+    code, out, err = helper_cli("replay", *window, "--json", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert json.loads(out)["rows"] > 0
