@@ -40,7 +40,7 @@ def print_summary(summary: dict[str, Any], console: Console, title: str = "repla
     t.add_column("value", justify="right")
     money = lambda v: f"{v:,.8f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)  # noqa: E731
     rows = [
-        ("events replayed", f"{summary['rows']:,}"),
+        ("market events", f"{summary['rows']:,}"),
         ("events/s", f"{summary['events_per_s']:,}" if summary.get("events_per_s") else "-"),
         ("clock span", f"{fmt_ns(summary.get('first_ns'))} → {fmt_ns(summary.get('last_ns'))}"),
         ("cycles", f"{summary['cycles']:,}"),

@@ -190,6 +190,10 @@ def live(
         )
     if result.status == "error":
         sys.exit(1)
+    feed_stats = result.summary["feed"]
+    if feed_stats["connects"] == 0:  # as `soak --live`: a feed never reached is bad input
+        why = f" (last: {feed_stats['last_error']})" if feed_stats["last_error"] else ""
+        raise InputError(f"live: the feed at {url} never connected during the session{why}")
     del msgspec
 
 

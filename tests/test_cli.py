@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ def test_replay_with_no_argument_trades_on_the_bundled_tape_and_is_repeatable(tm
 def test_replay_prints_a_human_summary(tmp_path: Path) -> None:
     out = cli("replay", "--profile", "canary", "--out", str(tmp_path / "r"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    for word in ("events replayed", "orders / fills / rejects", "final equity", "max drawdown", "digest"):
+    for word in ("market events", "orders / fills / rejects", "final equity", "max drawdown", "digest"):
         assert word in out.stdout
     manifest = (tmp_path / "r" / "manifest.json").read_bytes()
     again = cli("replay", "--out", str(tmp_path / "r"), cwd=tmp_path)
@@ -152,6 +153,19 @@ def test_live_refuses_bad_options_before_connecting(tmp_path: Path, args: list[s
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
     assert not (tmp_path / "recordings").exists()
+
+
+def test_a_live_session_whose_feed_never_connects_exits_2_after_its_summary(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{s.getsockname()[1]}"
+        out = cli(
+            "live", "--canary", "--url", url, "--duration", "2s", "--json", "--out", "run", cwd=tmp_path, timeout=60
+        )
+    assert out.returncode == 2
+    assert json.loads(out.stdout)["feed"]["connects"] == 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"perpsim: live: the feed at {url} never connected during the session (last: "), last
 
 
 def test_bad_config_file_names_the_key(tmp_path: Path) -> None:
