@@ -427,10 +427,9 @@ class LiveDriver:
         """:meth:`run` in a fresh event loop."""
         return asyncio.run(self.run())
 
-    async def run(self) -> LiveResult:
-        """Warm up, go live until stopped, shut down within the timeout; returns the result."""
+    def _start(self, loop: asyncio.AbstractEventLoop) -> RunWriter:
+        """Warm up (when asked), open the recording and the run directory; returns the run's writer."""
         opts = self.options
-        loop = asyncio.get_running_loop()
         if opts.warm_from:
             self.warm_start(opts.warm_from)
         warm: WarmStart | None = None
@@ -468,10 +467,34 @@ class LiveDriver:
         if warm is not None:
             self._set_timer_meta()
         self.clock.on_fire = self._on_fire
+        return writer
+
+    async def run(self) -> LiveResult:
+        """Warm up, go live until stopped, shut down within the timeout; returns the result.
+
+        Raises:
+            InputError: the metrics port cannot be bound (before anything is recorded), or
+                the warm start finds no usable recording.
+        """
+        opts = self.options
+        loop = asyncio.get_running_loop()
         if opts.metrics_port is not None:
             self.metrics_server = MetricsServer(self.metrics, opts.metrics_host, opts.metrics_port)
-            port = self.metrics_server.start()
+            try:
+                port = self.metrics_server.start()
+            except OSError as e:
+                self.metrics_server = None
+                where = f"{opts.metrics_host}:{opts.metrics_port}"
+                raise InputError(
+                    f"--metrics-port {opts.metrics_port}: cannot listen on {where} ({e.strerror or e})"
+                ) from None
             log.info("live: metrics on http://%s:%d/metrics", opts.metrics_host, port)
+        try:
+            writer = self._start(loop)
+        except BaseException:
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+            raise
         if opts.handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -80,7 +80,10 @@ def parse_speed(text: str) -> float | None:
     t = text.strip().lower()
     if t == "max":
         return None
-    value = float(t[:-1] if t.endswith("x") else t)
+    try:
+        value = float(t[:-1] if t.endswith("x") else t)
+    except ValueError:
+        raise ValueError(f"expected max, a factor such as 1x or 0.5x, or a number; got {text!r}") from None
     if not value > 0:
         raise ValueError(f"speed must be positive, got {text!r}")
     return value

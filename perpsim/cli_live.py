@@ -79,7 +79,9 @@ class _StatusLine:
     help="Recording folder (default ./recordings/<UTC start>/).",
 )
 @click.option("--warm-from", help="Replay the tail of this recording first (TAPE, or auto: the latest).")
-@click.option("--metrics-port", type=int, help="Serve /metrics and /health on this port (0: any free port).")
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), help="Serve /metrics and /health on this port (0: any free port)."
+)
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for the metrics endpoint.")
 @click.option("--duration", help="Stop after this long, e.g. 10m (default: until SIGINT/SIGTERM).")
 @click.option(
@@ -199,7 +201,9 @@ def live(
 
 @click.command()
 @click.argument("tape", type=click.Path(path_type=Path))
-@click.option("--port", type=int, default=8765, show_default=True, help="TCP port (0: any free port).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="TCP port (0: any free port)."
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--speed", default="1x", show_default=True, help="max, 1x, or Nx (tape time factor).")
 @click.option("--disconnect-every", help="Close each connection after this long, e.g. 30s.")
@@ -268,7 +272,10 @@ def serve(
 
     async def main() -> dict[str, Any]:
         server = FeedServer(tape, host=host, port=port, speed=factor, faults=faults, retime=not no_retime)
-        bound = await server.start()
+        try:
+            bound = await server.start()
+        except OSError as e:
+            raise InputError(f"--host {host} --port {port}: cannot listen ({e.strerror or e})") from None
         click.echo(f"ws://{host}:{bound}", nl=True)
         sys.stdout.flush()
         stop = asyncio.Event()

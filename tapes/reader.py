@@ -730,15 +730,21 @@ def open_tape(path: str | Path | Sequence[str | Path]) -> Tape:
     Only footers are read here; call :meth:`Tape.batches` to stream the rows.
 
     Raises:
-        TapeError: a missing path, a file that is not Parquet, an empty folder, missing
-            columns, or files whose clock columns differ.
+        TapeError: a missing path, a file that is not Parquet, an empty folder, a file
+            given twice, missing columns, or files whose clock columns differ.
     """
     items: Sequence[str | Path] = [path] if isinstance(path, (str, Path)) else path
     if not items:
         raise TapeError("no tape given")
     paths: list[Path] = []
+    seen: dict[Path, Path] = {}
     for item in items:
-        paths.extend(_expand(item))
+        for p in _expand(item):
+            first = seen.setdefault(p.resolve(), p)
+            if first is not p:
+                also = "" if str(first) == str(p) else f" (also as {first})"
+                raise TapeError(f"{p}: given twice{also}; each file is read once")
+            paths.append(p)
     files = [_open_file(p) for p in paths]
     # A journal with no complete batch (a recorder killed at once) has no rows nor metadata.
     return Tape([f for f in files if f.source is None or f.footer.num_rows] or files)

@@ -168,6 +168,26 @@ def test_a_live_session_whose_feed_never_connects_exits_2_after_its_summary(tmp_
     assert last.startswith(f"perpsim: live: the feed at {url} never connected during the session (last: "), last
 
 
+def test_busy_ports_and_bad_values_exit_2_before_serving_or_recording(tmp_path: Path) -> None:
+    sample = str(resources.files("perpsim.tapes") / "samples" / "sample.parquet")
+    live = ["live", "--canary", "--url", "ws://127.0.0.1:9", "--duration", "5s", "--out", "run"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        cases = [
+            (["serve", sample, "--port", port], f"--host 127.0.0.1 --port {port}: cannot listen ("),
+            (["serve", sample, "--port", "99999"], "'--port': 99999 is not in the range 0<=x<=65535"),
+            (["serve", sample, "--speed", "fast"], "--speed: expected max, a factor such as 1x or 0.5x"),
+            ([*live, "--metrics-port", port], f"--metrics-port {port}: cannot listen on 127.0.0.1:{port} ("),
+        ]
+        for args, needle in cases:
+            out = cli(*args, cwd=tmp_path)
+            assert out.returncode == 2, (args, out.stderr)
+            assert needle in out.stderr.strip().splitlines()[-1] and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "recordings").exists()
+
+
 def test_bad_config_file_names_the_key(tmp_path: Path) -> None:
     cfg = tmp_path / "mine.toml"
     cfg.write_text("[risk]\nmax_levrage = 2.0\n")

@@ -184,6 +184,18 @@ def test_a_tapes_symbols_are_the_ones_its_rows_name(tmp_path: Path) -> None:
     assert MemoryTape([]).symbols == ()
 
 
+def test_a_file_given_twice_is_refused_whatever_the_spelling(tmp_path: Path) -> None:
+    folder = tmp_path / "day"
+    folder.mkdir()
+    with TapeWriter(folder / "a.parquet", TapeMeta()) as w:
+        w.write(trades(0, 3))
+    with pytest.raises(TapeError, match=r"a.parquet: given twice; each file is read once"):
+        open_tape([folder / "a.parquet", folder / "a.parquet"])
+    with pytest.raises(TapeError, match=r"given twice \(also as .*day/a.parquet\)"):
+        open_tape([folder, tmp_path / "day" / ".." / "day" / "a.parquet"])
+    assert open_tape([folder]).num_rows == 3
+
+
 def test_recv_ts_clock_drives_batches(tmp_path: Path) -> None:
     t = trades(0, 3).to_pydict()
     t["ts"] = [T0 + 5, T0 + 1, T0 + 2]  # venue time may go back; recv_ts may not

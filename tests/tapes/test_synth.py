@@ -22,6 +22,7 @@ from perpsim.tapes import open_tape, synth, validate_tape
 from perpsim.tapes.schema import WarmStart
 from perpsim.tapes.synth import DEFAULT_START_NS, Shock, parse_shock
 from perpsim.tapes.writer import write_table
+from tests.helpers import cli
 
 HOUR = 3600 * 10**9
 
@@ -242,6 +243,9 @@ def test_cli_slice_and_merge(tmp_path: Path) -> None:
     assert report.symbols == ["BTC-PERP", "ETH-PERP"]
     assert report.rows == open_tape(a).num_rows + open_tape(b).num_rows
     assert sorted(open_tape(merged).instruments) == ["BTC-PERP", "ETH-PERP"]
+    twice = tmp_path / "twice.parquet"
+    code, _, err = cli("tapes", "merge", str(a), str(b), str(tmp_path / "." / "a.parquet"), "--out", str(twice))
+    assert code == 2 and "a.parquet: given twice" in err and not twice.exists(), err
 
 
 def test_cli_slice_recompresses_a_whole_tape_and_the_replay_is_unchanged(tmp_path: Path) -> None:
