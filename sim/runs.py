@@ -7,10 +7,10 @@ not. On bad input the directory is removed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -46,10 +46,12 @@ class RunSource(Protocol):
 
 __all__ = [
     "EVENT_SCHEMA",
+    "RUN_FILES",
     "Drawdown",
     "RunResult",
     "RunSource",
     "RunWriter",
+    "check_unused",
     "equity_frame",
     "events_frame",
     "file_sha256",
@@ -59,6 +61,9 @@ __all__ = [
     "tape_entries",
     "write_json",
 ]
+
+# What a run directory holds (README "Replay"), all written by RunWriter.
+RUN_FILES: tuple[str, ...] = ("manifest.json", "events.parquet", "equity.parquet", "summary.json")
 
 EVENT_SCHEMA: dict[str, Any] = {
     "ts": pl.Int64,
@@ -263,6 +268,7 @@ class RunWriter:
         from perpsim import __version__
 
         self.path = Path(path)
+        self._made = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._events: pq.ParquetWriter | None = None
         self._equity: pq.ParquetWriter | None = None
@@ -316,7 +322,14 @@ class RunWriter:
         write_json(self.path / "manifest.json", self.manifest)
 
     def abort(self) -> None:
+        """Remove the run's files, and its directory if this writer made it: only those,
+        so a failed run given an existing folder (``replay(out=".")``) leaves the rest."""
         for w in (self._events, self._equity):
             if w is not None:
                 w.close()
-        shutil.rmtree(self.path, ignore_errors=True)
+        for name in RUN_FILES:
+            for p in (self.path / name, self.path / f"{name}.tmp"):
+                p.unlink(missing_ok=True)
+        if self._made:
+            with contextlib.suppress(OSError):  # not empty: someone else's files
+                self.path.rmdir()

@@ -117,6 +117,20 @@ def test_a_tape_that_cannot_be_read_fails_every_run(tmp_path: Path) -> None:
     assert len(missing) == 1 and isinstance(missing[0], Exception) and "nope.parquet" in str(missing[0])
 
 
+def test_a_failed_run_in_an_existing_folder_removes_its_own_files_only(tmp_path: Path) -> None:
+    table = pq.read_table(SAMPLES / "sample.parquet")
+    bad = tmp_path / "bad.parquet"  # sorted for its first 100,000 rows: the run has started writing
+    pq.write_table(table.take([*range(100_000), *range(table.num_rows - 1, 99_999, -1)]), bad)
+    keep = tmp_path / "work" / "notes.txt"
+    keep.parent.mkdir()
+    keep.write_text("mine")
+    (a,) = replay_many(bad, [RunSpec(out=tmp_path / "work")])
+    assert isinstance(a, TapeError) and "not sorted" in str(a)
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["notes.txt"] and keep.read_text() == "mine"
+    (a,) = replay_many(bad, [RunSpec(out=tmp_path / "fresh")])
+    assert isinstance(a, TapeError) and not (tmp_path / "fresh").exists()
+
+
 def test_progress_counts_the_tapes_rows_once() -> None:
     seen: list[int] = []
     replay_many(SAMPLES / "sample.parquet", specs(60.0)[:3], progress=seen.append)
