@@ -67,6 +67,7 @@ from perpsim.core.strategy import Strategy
 from perpsim.live.driver import LiveDriver, LiveOptions, LiveResult
 from perpsim.live.feed import FeedConfig
 from perpsim.sim.replay import build_config
+from perpsim.sim.runs import check_unused
 from perpsim.sim.soak import (
     QUEUES,
     SoakCriteria,
@@ -424,8 +425,8 @@ def run_live_soak(
         counters); ``report.ok`` says whether every criterion held.
 
     Raises:
-        InputError: a bad URL, wall time, interval, profile or strategy, or a feed that
-            never connected.
+        InputError: a bad URL, wall time, interval, profile or strategy, a ``keep_dir``
+            that holds a session already, or a feed that never connected.
     """
     _check_url(url)
     if not wall_s > 0:
@@ -444,6 +445,9 @@ def run_live_soak(
         check_heap=check_heap,
         keep_dir=Path(keep_dir) if keep_dir is not None else None,
     )
+    if plan.keep_dir is not None:  # a second session there would extend the first's recording
+        for sub in ("recording", "run"):
+            check_unused(plan.keep_dir / sub, "--record")
     cfg = build_config(
         profile,
         config=config,

@@ -71,6 +71,10 @@ def test_soak_live_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
     assert code == 2 and "--wall is for a live soak" in err
     code, _, err = cli("soak", "--live", "http://127.0.0.1:1", "--wall", "5s")
     assert code == 2 and "not a websocket URL" in err
+    (tmp_path / "kept" / "recording").mkdir(parents=True)
+    (tmp_path / "kept" / "recording" / "000000.parquet").write_bytes(b"an earlier session")
+    code, _, err = cli("soak", "--live", "ws://127.0.0.1:1", "--wall", "5s", "--record", str(tmp_path / "kept"))
+    assert code == 2 and f"--record {tmp_path / 'kept' / 'recording'}: already exists" in err, err
 
     url = f"ws://127.0.0.1:{_free_port()}"  # nobody listens there
     proc = subprocess.run(
