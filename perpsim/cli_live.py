@@ -138,6 +138,8 @@ def live(
         raise ConfigError(f"--canary and --profile {profile} contradict each other")
     if out is not None:
         check_unused(out)
+    if record_dir is not None:  # a second session there would extend the first's recording
+        check_unused(record_dir, "--record")
     name = "canary" if canary or profile is None else profile
     over: dict[str, Any] = {}
     if symbols:

@@ -143,6 +143,7 @@ def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], needl
     [
         (["--canary", "--profile", "prod"], "--canary and --profile prod contradict each other"),
         (["--out", "used"], "--out used: already exists; choose another folder or remove it"),
+        (["--record", "used"], "--record used: already exists; choose another folder or remove it"),
         (["--interval", "soon"], "--interval"),
     ],
 )
