@@ -442,8 +442,11 @@ class CoinbaseFeed:
                 self._malformed_logged += 1
                 sample = bytes(raw[:200]) if isinstance(raw, bytes | bytearray) else raw[:200].encode()
                 log.warning("feed: malformed message #%d skipped: %s; sample %r", st.malformed, e, sample)
-            return
-        self._healthy += 1
+            if not e.rows:
+                return
+            events = e.rows  # a gap it revealed or opened: the book still resyncs
+        else:
+            self._healthy += 1
         if self._healthy == 10:
             self.backoff.reset()  # a connection that works resets the backoff
         if self._awaiting and recv_ts - self._resync_sent_ns > self.config.resync_timeout_s * 1e9:

@@ -50,6 +50,7 @@ Product ids map to tape symbols through the instrument table (``BTC-PERP-INTX`` 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import re
@@ -100,8 +101,14 @@ class MalformedMessage(InputError):
     """A message is not valid JSON, or a supported channel's message has a wrong shape.
 
     The message names the JSON path (``$.events[0].trades[1].price``) and what was wrong;
-    the converter prefixes the file and line.
+    the converter prefixes the file and line. ``rows`` are what stands although the
+    message is dropped: the ``gap`` rows of a sequence gap it revealed, or that dropping
+    a ``level2`` update opens (the book missed it, so it must resync as after a gap).
     """
+
+    def __init__(self, message: str, rows: list[MarketEvent] | None = None) -> None:
+        super().__init__(message)
+        self.rows: list[MarketEvent] = rows or []
 
 
 class VenueError(InputError):
@@ -415,14 +422,16 @@ class Normalizer:
         self.last_seq = seq
         out: list[MarketEvent] = []
         t = type(msg)
+        msg_ts = -1  # parsed only when a row needs it
+        stands = 0  # rows that stand even if the rest of the message is malformed
         try:
-            msg_ts = -1  # parsed only when a row needs it
             if recv_ts is None:
                 recv_ts = msg_ts = _parse_envelope(msg.timestamp)
             if last is not None and seq != last + 1:
                 if msg_ts < 0:
                     msg_ts = _parse_envelope(msg.timestamp)
                 self._gap(msg_ts, recv_ts, seq, out)
+            stands = len(out)
             if t is _TickerMsg:
                 if msg_ts < 0:
                     msg_ts = _parse_envelope(msg.timestamp)
@@ -463,7 +472,13 @@ class Normalizer:
             else:
                 self._heartbeat(msg.events, recv_ts, out)
         except ValueError as exc:
-            raise MalformedMessage(f"coinbase {msg.__struct_config__.tag} message: {exc}") from exc
+            rows = out[:stands]
+            if t is _L2Msg and not rows and recv_ts is not None:
+                if msg_ts < 0:
+                    with contextlib.suppress(ValueError):
+                        msg_ts = _parse_envelope(msg.timestamp)
+                self._gap(msg_ts if msg_ts >= 0 else recv_ts, recv_ts, seq, rows)
+            raise MalformedMessage(f"coinbase {msg.__struct_config__.tag} message: {exc}", rows) from exc
         if out and not out[-1].flags & _EOM:  # a message whose last ticker was incomplete
             out[-1] = msgspec.structs.replace(out[-1], flags=out[-1].flags | _EOM)
         return out
@@ -1012,11 +1027,13 @@ def convert_coinbase(
                 gaps_before = norm.gaps
                 try:
                     evs = norm.feed(line, recv)
+                    why = "does not follow the previous"
                 except InputError as exc:  # MalformedMessage, VenueError
                     bad(lineno, str(exc))
-                    continue
+                    evs = exc.rows if isinstance(exc, MalformedMessage) else []
+                    why = "is a gap: the message is dropped, or does not follow the previous"
                 if norm.gaps != gaps_before:
-                    rep.gap(lineno, f"sequence_num {norm.last_seq} does not follow the previous")
+                    rep.gap(lineno, f"sequence_num {norm.last_seq} {why}")
                 if evs:
                     r = evs[-1].recv_ts
                     if last_recv is not None and r < last_recv:

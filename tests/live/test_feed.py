@@ -214,3 +214,31 @@ def test_crossed_quotes_are_dropped_and_counted_and_the_rest_keep_their_order() 
     got, feed = _run(script, lambda _, feed: feed.stats.messages >= 7)
     assert _bids(got) == [100.0 + i for i in range(7) if i not in crossed]
     assert feed.stats.invalid == len(crossed)
+
+
+def _l2(seq: int, kind: str, price: str) -> str:
+    update = {"side": "bid", "event_time": "2024-10-04T07:13:31Z", "price_level": price, "new_quantity": "1"}
+    return json.dumps(
+        {
+            "channel": "l2_data",
+            "client_id": "",
+            "timestamp": "2024-10-04T07:13:31.5Z",
+            "sequence_num": seq,
+            "events": [{"type": kind, "product_id": "BTC-PERP-INTX", "updates": [update]}],
+        }
+    )
+
+
+def test_a_book_update_dropped_as_malformed_resyncs_the_book_like_a_gap() -> None:
+    async def script(ws: ServerConnection, _: int) -> None:
+        await _read_subscribes(ws)
+        for msg in (_l2(0, "snapshot", "100"), _l2(1, "update", "-5"), _l2(2, "update", "99"), _ticker(3, 98.0)):
+            await ws.send(msg)
+
+    got, feed = _run(script, lambda _, feed: feed.stats.messages >= 4)
+    rows = [e for _, evs in got for e in evs]
+    kinds = [(type(e).__name__, getattr(e, "text", None)) for e in rows]
+    assert (feed.stats.malformed, feed.stats.gaps) == (1, 1)
+    # the snapshot's reset and level, then the gap and a reset; the update after it waits for a snapshot
+    assert kinds == [("BookReset", None), ("BookLevel", None), ("Status", "gap"), ("BookReset", None), ("Quote", None)]
+    assert rows[2].seq == 1

@@ -267,6 +267,51 @@ def test_sequence_gap_writes_status_rows_before_the_message() -> None:
     assert [e.text for e in n.feed(_env("candles", 8, []), 14)] == ["gap", "gap"]
 
 
+def test_a_malformed_message_keeps_the_gap_it_reveals_and_a_dropped_book_update_opens_one() -> None:
+    n = Normalizer()
+    n.feed(_l2(1, "snapshot", [("bid", "2024-10-04T07:13:30Z", "100", "1")]), 10)
+    bad_trade = _env(
+        "market_trades",
+        3,  # sequence 2 was lost
+        [{"trades": [{"product_id": "BTC-PERP-INTX", "price": "-5", "size": "1", "side": "BUY", "time": "noon"}]}],
+    )
+    with pytest.raises(MalformedMessage) as got:
+        n.feed(bad_trade, 11)
+    assert [(e.text, e.seq, e.flags) for e in got.value.rows] == [("gap", 3, EOM)] and n.gaps == 1
+    # A level2 update dropped as malformed: the book missed it, so it is a gap too.
+    with pytest.raises(MalformedMessage) as got:
+        n.feed(_l2(4, "update", [("bid", "2024-10-04T07:13:31Z", "-5", "2")]), 12)
+    assert [(e.text, e.seq, e.ts) for e in got.value.rows] == [("gap", 4, 1_728_026_011_500_000_000)] and n.gaps == 2
+    assert not any(
+        isinstance(e, Status) for e in n.feed(_l2(5, "update", [("bid", "2024-10-04T07:13:32Z", "99", "1")]), 13)
+    )
+    # A malformed message of another channel, in sequence, drops with nothing left.
+    with pytest.raises(MalformedMessage) as got:
+        n.feed(_env("heartbeats", 6, [{"current_time": "noon"}]), 14)
+    assert got.value.rows == [] and n.gaps == 2
+
+
+def test_convert_coinbase_writes_the_gap_a_malformed_book_update_opens(tmp_path: Path) -> None:
+    src = tmp_path / "cap.jsonl"
+    src.write_bytes(
+        b"\n".join(
+            [
+                _l2(
+                    1,
+                    "snapshot",
+                    [("bid", "2024-10-04T07:13:30Z", "100", "1"), ("offer", "2024-10-04T07:13:30Z", "101", "1")],
+                ),
+                _l2(3, "update", [("bid", "2024-10-04T07:13:31Z", "-5", "2")]),  # 2 lost, 3 malformed
+                _l2(4, "update", [("bid", "2024-10-04T07:13:31Z", "100", "3")]),
+            ]
+        )
+        + b"\n"
+    )
+    _rows, rep = convert_coinbase(src)
+    assert rep.skipped == 1 and rep.gaps == 1 and rep.gap_lines[0].line == 2
+    assert rep.rows == {"book": 3, "book_reset": 1, "status": 1}
+
+
 # -- malformed input -----------------------------------------------------------------------------
 
 
