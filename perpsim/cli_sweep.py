@@ -85,12 +85,17 @@ def print_sweep(report: SweepReport, console: Console, *, top: int = 10) -> None
     )
     if report.duplicates:
         line += f", {report.duplicates} duplicate(s) dropped"
-    old_failed = frame.filter(frame["status"] == "failed").height - report.failed
-    if old_failed > 0:
-        line += f"; {old_failed} failed earlier (--retry-failed re-runs them)"
-    if report.groups:  # each group of jobs replayed from one decode of its tape
+    if report.failed_earlier:
+        line += f"; {report.failed_earlier} failed earlier (--retry-failed re-runs them)"
+    if report.groups:  # groups of jobs that replayed to a result, each from one decode of its tape
         line += f"; {report.groups} tape decode{'s' if report.groups != 1 else ''}"
     console.print(f"{line}; {report.wall_s:.2f} s → {report.results}", soft_wrap=True)
+
+
+def _check_timeout(seconds: float) -> None:
+    """Refuse a --timeout Dask cannot take (NaN and inf fail inside it with a KeyError)."""
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"--timeout must be a positive number of seconds, not {seconds:g}")
 
 
 def _failures(report: SweepReport) -> list[dict[str, Any]]:
@@ -158,8 +163,7 @@ def sweep(
 
     if scheduler is not None and workers is not None:
         raise ConfigError("--workers and --scheduler exclude each other (a cluster brings its own workers)")
-    if connect_timeout <= 0:
-        raise ConfigError(f"--timeout must be positive, not {connect_timeout:g}")
+    _check_timeout(connect_timeout)
     g = load_grid(grid)
     if dry_run:
         jobs, dropped = expand(g)
@@ -195,6 +199,7 @@ def sweep(
             "failed": report.failed,
             "duplicates": report.duplicates,
             "groups": report.groups,
+            "failed_earlier": report.failed_earlier,
             "wall_s": report.wall_s,
             "top": best.to_dicts(),
             "failures": failures,
@@ -253,6 +258,7 @@ def drift_many_cli(
 
     if scheduler is not None and workers is not None:
         raise ConfigError("--workers and --scheduler exclude each other (a cluster brings its own workers)")
+    _check_timeout(connect_timeout)
     console = Console(stderr=True)
     report = drift_many(
         a,
@@ -273,7 +279,9 @@ def drift_many_cli(
         print_drift_many(report, Console())
     bad = report.drift + report.errors + report.unpaired
     if bad:
+        # Drifted and not compared count pairs (two runs each); unpaired counts single runs.
         raise CheckFailed(
-            f"drift --many: {report.drift} drifted, {report.errors} not compared, {report.unpaired} unpaired "
-            f"of {report.pairs + report.unpaired} runs"
+            f"drift --many: {report.drift} drifted and {report.errors} not compared of {report.pairs} "
+            f"pair{'s' if report.pairs != 1 else ''}; "
+            f"{report.unpaired} unpaired run{'s' if report.unpaired != 1 else ''}"
         )

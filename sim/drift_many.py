@@ -227,11 +227,19 @@ def drift_many(
         if client is not None:
             client.close()
     ordered = [rows[i] for i in sorted(rows)]
+    runs_of = {"a": [pa for pa, _ in pairs] + only_a, "b": [pb for _, pb in pairs] + only_b}
+    tapes_of = {side: {_manifest_keys(q)[0] for q in runs} for side, runs in runs_of.items()}
     for side, paths in (("a", only_a), ("b", only_b)):
+        other, other_side = (b, "b") if side == "a" else (a, "a")
         for p in paths:
+            tapes = _manifest_keys(p)[0]
             row = dict.fromkeys(DRIFT_SCHEMA)
-            row.update({f"run_{side}": str(p), "tape_sha256": _manifest_keys(p)[0], "status": "unpaired"})
-            row["error"] = f"no run in {b if side == 'a' else a} replayed the same tapes"
+            row.update({f"run_{side}": str(p), "tape_sha256": tapes, "status": "unpaired"})
+            row["error"] = (
+                f"runs in {other} replayed the same tapes, but none with the same config is left to pair"
+                if tapes in tapes_of[other_side]
+                else f"no run in {other} replayed the same tapes"
+            )
             ordered.append(row)
     count = {s: sum(r["status"] == s for r in ordered) for s in ("ok", "drift", "error", "unpaired")}
     report = DriftManyReport(

@@ -205,7 +205,8 @@ class SweepReport(msgspec.Struct, kw_only=True):
     duplicates: int
     wall_s: float
     rows: list[dict[str, Any]]
-    groups: int = 0  # job groups run, each replayed from one decode of its tape (retries included)
+    groups: int = 0  # tape decodes: job groups (retries included) whose replay gave at least one result
+    failed_earlier: int = 0  # this grid's jobs skipped because the table records them as failed
 
     @property
     def table(self) -> pl.DataFrame:
@@ -235,7 +236,8 @@ def _range_values(where: str, spec: dict[str, Any]) -> list[Any]:
         raise ConfigError(f"{where}: range step must not be 0")
     # Decimal steps: 0.1 + 0.2 is 0.3 here, so values are the ones a user typed.
     d_start, d_stop, d_step = (Decimal(repr(x)) for x in (start, stop, step))
-    n = int((d_stop - d_start) / d_step) + 1
+    # Floor, not int(): a stop short of start by less than a step is empty, not [start].
+    n = math.floor((d_stop - d_start) / d_step) + 1
     if n <= 0:
         raise ConfigError(f"{where}: empty range {{start = {start}, stop = {stop}, step = {step}}}")
     if n > _MAX_AXIS:
@@ -667,7 +669,7 @@ class _Results:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.old = pl.read_parquet(path) if path.exists() else None
+        self.old = _read_results(path)
         self.new: dict[int, dict[str, Any]] = {}
         self._flushed = time.monotonic()
 
@@ -701,6 +703,33 @@ class _Results:
         self.frame().write_parquet(tmp, compression="zstd")
         os.replace(tmp, self.path)
         self._flushed = time.monotonic()
+
+
+def _read_results(path: Path) -> pl.DataFrame | None:
+    """The table a sweep resumes from (None: none yet). Anything else there is refused before
+    any job runs, so a wrong ``--out`` is one clear error, not a traceback or an overwritten file."""
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise InputError(f"{path}: not a sweep results table (not a file)")
+    try:
+        frame = pl.read_parquet(path, glob=False)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputError(f"{path}: not a sweep results table ({' '.join(str(exc).split())})") from exc
+    for col in ("key", "sweep", "status"):
+        if frame.schema.get(col) != RESULT_SCHEMA[col]:
+            raise InputError(f"{path}: not a sweep results table (no {col!r} column of strings)")
+    return frame
+
+
+def _check_out(out_dir: Path) -> None:
+    """Refuse an ``out`` that cannot become a folder, before any job runs: the folder is
+    made only when the table is first written, and that failing would lose every result."""
+    for p in (out_dir, *out_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(f"{p}: not a folder (the sweep writes {out_dir / 'results.parquet'})")
+            return
 
 
 def _rows_of(tape: str) -> int:
@@ -829,18 +858,21 @@ def run_sweep(
 
     Raises:
         ConfigError: a bad grid (see :func:`parse_grid`).
-        InputError: an unreachable scheduler, a negative ``workers``.
+        InputError: an unreachable scheduler, a negative ``workers``, an ``out`` that is
+            not a folder or holds a ``results.parquet`` that is not a results table.
     """
     g = load_grid(grid) if isinstance(grid, (str, Path)) else grid
     if workers is not None and workers < 0:
         raise InputError(f"workers must be >= 0, not {workers}")
     out_dir = Path(out) if out is not None else Path("runs") / f"sweep-{g.name}"
-    jobs, dropped = expand(g, run_root=(out_dir / "runs").resolve())
+    _check_out(out_dir)
     table = _Results(out_dir / "results.parquet")
-    done = table.keys() - (table.keys(status="failed") if retry_failed else set())
+    jobs, dropped = expand(g, run_root=(out_dir / "runs").resolve())
+    failed_before = table.keys(status="failed")
+    done = table.keys() - (failed_before if retry_failed else set())
     todo = [j for j in jobs if j.key not in done]
     t0 = time.perf_counter()
-    ok = failed = groups_run = 0
+    ok = failed = decodes = 0
     # Connect before the bar starts, so an unreachable scheduler is one clear error.
     client = connect_scheduler(scheduler, connect_timeout) if scheduler is not None and todo else None
     # With a bar, it measures rows replayed (each job's tape rows), reported as they go.
@@ -862,8 +894,7 @@ def run_sweep(
     def run_pass(groups: list[list[int]], before: int) -> list[int]:
         """Run ``groups`` (``before``: attempts made already) and land their rows, except
         a job's first failure inside a group that ran: those are returned, to go once more."""
-        nonlocal groups_run
-        groups_run += len(groups)
+        nonlocal decodes
         again: list[int] = []
         rows = feed.queue if feed is not None and not before else None
         tasks = [([todo[i] for i in grp], rows, k) for k, grp in enumerate(groups)]
@@ -875,6 +906,8 @@ def run_sweep(
                 n = before + attempts
                 # A group fails whole when its worker died or found other input: every job with it.
                 outcomes = outcome.value if outcome.ok else [outcome] * len(groups[k])
+                # A decode is a group that replayed to a result: a tape that cannot be read decodes nothing.
+                decodes += any(one.ok for one in outcomes)
                 for i, one in zip(groups[k], outcomes, strict=True):
                     if one.ok or n > 1:
                         land(i, one, n)
@@ -912,7 +945,8 @@ def run_sweep(
         duplicates=dropped,
         wall_s=round(wall, 3),
         rows=[table.new[i] for i in sorted(table.new)],
-        groups=groups_run,
+        groups=decodes,
+        failed_earlier=sum(j.key in failed_before for j in jobs if j.key in done),
     )
     _write_manifest(out_dir, g, report, scheduler, workers)
     return report

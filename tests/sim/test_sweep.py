@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -105,6 +106,8 @@ def test_grid_expands_lists_ranges_and_fixed_values(tapes: Path) -> None:
     assert g.params["eps_bps"] == [0.1, 0.2, 0.3]  # decimal steps: no 0.30000000000000004
     assert g.params["confirm"] == [0]
     assert g.seeds == [0, 1]
+    down = parse_grid({"tapes": "a.parquet", "params": {"long": {"start": 30, "stop": 10, "step": -10}}}, base=tapes)
+    assert down.params["long"] == [30, 20, 10]  # a negative step counts down to stop
     jobs, dropped = expand(g)
     assert len(jobs) == g.size == 2 * 2 * 3 * 3 and dropped == 0
     assert len({j.key for j in jobs}) == len(jobs)
@@ -129,6 +132,9 @@ def test_grid_drops_duplicate_jobs_of_the_same_tape(tapes: Path) -> None:
     [
         ('tapes = "a.parquet"\nworkers = 2\n', r"grid.toml: unknown key 'workers' \(allowed: name, "),
         ('tapes = "a.parquet"\n[params]\nlong = {start = 30, stop = 10, step = 5}\n', r"params.long: empty range"),
+        # Short of start by less than a step: empty, not [30.0] (int() rounded -0.5 up to 0).
+        ('tapes = "a.parquet"\n[params]\nlong = {start = 30, stop = 29.5, step = 1}\n', r"params.long: empty range"),
+        ('tapes = "a.parquet"\n[params]\nlong = {start = 1, stop = 1.5, step = -1}\n', r"params.long: empty range"),
         (
             'tapes = "a.parquet"\n[params]\nlong = {start = 1, stop = 5, step = 0}\n',
             r"params.long: range step must not",
@@ -206,6 +212,9 @@ def test_failing_jobs_are_retried_once_recorded_and_the_sweep_completes(tapes: P
     )
     report = run_sweep(grid, out=tmp_path / "out", workers=0)
     assert (report.jobs, report.ran, report.ok, report.failed) == (4, 4, 1, 3)
+    # Four groups ran (two, then two retries) but only a's first one replayed its tape to a result:
+    # the unsorted tape fails as it decodes, and short = 0 retried alone has no run to decode for.
+    assert report.groups == 1
     t = report.table.sort("key")
     ok = t.filter(status="ok").row(0, named=True)
     assert ok["attempts"] == 1 and ok["error"] is None and len(ok["digest"]) == 64
@@ -445,15 +454,34 @@ def test_drift_many_pairs_the_runs_of_two_sweeps_and_reports_each_pair(
     broken = sorted((tmp_path / "b" / "runs").iterdir())[0]
     (broken / "events.parquet").write_bytes(b"not parquet")
     out = tmp_path / "drift.parquet"
-    with pytest.raises(CheckFailed, match=r"drift --many: 0 drifted, 1 not compared, 0 unpaired of 2 runs"):
+    with pytest.raises(CheckFailed, match=r"drift --many: 0 drifted and 1 not compared of 2 pairs; 0 unpaired runs$"):
         drift_many_cli(tmp_path / "a" / "runs", tmp_path / "b" / "runs", workers=0, out=out, as_json=True)
     data = json.loads(capsys.readouterr().out)
     (error,) = [r for r in data["pairs_table"] if r["status"] == "error"]
     assert error["attempts"] == 2 and "events.parquet" in error["error"]
     assert pl.read_parquet(out)["status"].sort().to_list() == ["error", "ok"]
 
-    one = drift_many(tmp_path / "a" / "runs", broken.parent / sorted(p.name for p in broken.parent.iterdir())[1])
+    good = broken.parent / sorted(p.name for p in broken.parent.iterdir())[1]
+    one = drift_many(tmp_path / "a" / "runs", good)
     assert (one.pairs, one.unpaired) == (1, 1)
+    # A pair is two runs: one pair and one unpaired run are not "of 2 runs".
+    with pytest.raises(CheckFailed, match=r"drift --many: 0 drifted and 0 not compared of 1 pair; 1 unpaired run$"):
+        drift_many_cli(tmp_path / "a" / "runs", good, workers=0, as_json=True)
+    capsys.readouterr()
+
+    # Two runs a tape on one side, one on the other: the extra runs replayed the same tapes
+    # but have no config left to pair with, which is what their rows say.
+    two = grid_text(tapes, params="short = [3, 4]\nlong = [9]").replace('name = "t"', "keep_runs = true")
+    run_sweep(write_grid(tmp_path, two, "two.toml"), out=tmp_path / "two", workers=0)
+    more = drift_many(tmp_path / "a" / "runs", tmp_path / "two" / "runs", workers=0)
+    assert (more.pairs, more.unpaired) == (2, 2)
+    unpaired = [r for r in more.rows if r["status"] == "unpaired"]
+    assert all(r["run_b"] and "replayed the same tapes, but none with the same config" in r["error"] for r in unpaired)
+    one_run = sorted((tmp_path / "fees" / "runs").iterdir())[0]  # the other tape's run has no counterpart
+    other = drift_many(tmp_path / "a" / "runs", one_run)
+    assert [r["error"] for r in other.rows if r["status"] == "unpaired"] == [
+        f"no run in {one_run} replayed the same tapes"
+    ]
 
 
 # --- CLI and notebook ------------------------------------------------------------------------------
@@ -489,7 +517,7 @@ def test_cli_sweep_summary_json_and_exit_status(
     assert code == 1  # a job failed: recorded, reported, and the status says so
     assert (
         "sweep t: top 2 of 2 by PnL (USD)" in out
-        and "3 jobs: 3 ran (2 ok, 1 failed), 0 already in the table; 2 tape decodes;" in out
+        and "3 jobs: 3 ran (2 ok, 1 failed), 0 already in the table; 1 tape decode;" in out
     )
     assert err.splitlines() == [
         "failed: a.parquet {'short': 0, 'long': 8}: ConfigError: short must be a positive integer, got 0",
@@ -508,6 +536,59 @@ def test_cli_sweep_summary_json_and_exit_status(
     assert code == 0 and out == "sweep t: 3 jobs over 1 tape(s); nothing run (--dry-run)\n"
     code, _, err = cli("sweep", str(grid), "--workers", "2", "--scheduler", "tcp://h:1", capsys=capsys)
     assert code == 2 and "--workers and --scheduler exclude each other" in err
+
+
+def test_summary_counts_only_this_grids_earlier_failures(
+    tapes: Path, tmp_path: Path, cli: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [0]").replace('"t"', '"o"'), "o.toml")
+    mine = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [2]"))
+    out_dir = str(tmp_path / "out")
+    assert cli("sweep", str(other), "--workers", "0", "--out", out_dir, capsys=capsys)[0] == 1
+    # The other grid's failed row is not this grid's to re-run: no "failed earlier" for it.
+    code, out, _ = cli("sweep", str(mine), "--workers", "0", "--out", out_dir, capsys=capsys)
+    assert code == 0 and "failed earlier" not in out
+    code, out, _ = cli("sweep", str(other), "--workers", "0", "--out", out_dir, "--json", capsys=capsys)
+    assert (code, json.loads(out)["failed_earlier"]) == (0, 1)
+    code, out, _ = cli("sweep", str(other), "--workers", "0", "--out", out_dir, capsys=capsys)
+    assert "1 failed earlier (--retry-failed re-runs them)" in out
+    assert run_sweep(other, out=out_dir, workers=0, retry_failed=True).failed_earlier == 0
+
+
+@pytest.mark.parametrize("kind", ["file", "file-above", "tape", "junk"])
+def test_an_out_that_cannot_hold_the_results_is_refused_before_any_job_runs(
+    tapes: Path, tmp_path: Path, cli: Any, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    grid = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [2, 3]"))
+    out_dir, message = tmp_path / "out", "out/results.parquet: not a sweep results table ("
+    if kind.startswith("file"):
+        out_dir.write_bytes(b"notes")
+        message = "out: not a folder (the sweep writes "
+        out_dir = out_dir / "sub" if kind == "file-above" else out_dir
+    else:
+        out_dir.mkdir()
+        (out_dir / "results.parquet").write_bytes(b"junk" if kind == "junk" else (tapes / "a.parquet").read_bytes())
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    rows: list[dict[str, Any]] = []
+    with pytest.raises(InputError, match=re.escape(message)):
+        run_sweep(grid, out=out_dir, workers=0, on_row=rows.append)
+    assert rows == [] and {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    code, out, err = cli("sweep", str(grid), "--workers", "0", "--out", str(out_dir), capsys=capsys)
+    assert (code, out, err.count("\n")) == (2, "", 1) and message in err
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "0"])
+def test_a_timeout_dask_cannot_take_is_one_line_and_exit_2(
+    tapes: Path, tmp_path: Path, cli: Any, capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    from perpsim.cli_sweep import drift_many_cli
+
+    grid = write_grid(tmp_path, grid_text(tapes, tape="a"))
+    code, out, err = cli("sweep", str(grid), "--scheduler", "tcp://127.0.0.1:1", "--timeout", timeout, capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == f"perpsim: --timeout must be a positive number of seconds, not {float(timeout):g}\n"
+    with pytest.raises(ConfigError, match="--timeout must be a positive number"):
+        drift_many_cli(tmp_path, tmp_path, scheduler="tcp://127.0.0.1:1", connect_timeout=float(timeout))
 
 
 def test_cli_sweep_help(cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
