@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
-from perpsim.core.errors import CheckFailed, InputError
+from perpsim.core.errors import CheckFailed, ConfigError, InputError
 from perpsim.core.timefmt import parse_duration_ns
 
 __all__ = ["characterize", "drift", "runs", "soak"]
@@ -44,6 +45,19 @@ def _console() -> Console:
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
+
+
+def _check_out_file(path: Path, option: str) -> None:
+    """Refuse an output file path that cannot be written, before hours of work and not with a traceback.
+
+    Raises:
+        InputError: the path is a folder, or lies under a file.
+    """
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a folder; give a file name")
+    parent = next((q for q in path.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{option} {path}: {parent} is a file, not a folder")
 
 
 # -- drift ------------------------------------------------------------------------
@@ -122,8 +136,24 @@ def drift(
     from perpsim.sim import drift as d
     from perpsim.sim.drift_report import write_report
 
-    if report is not None and report.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
-        raise InputError(f"--report {report}: the suffix must be .html or .md")
+    if many and report is not None:
+        raise ConfigError("--report works only without --many (one report per pair of runs)")
+    if not many:  # the --many options would otherwise be ignored without a word
+        timeout_src = click.get_current_context().get_parameter_source("connect_timeout")
+        for opt, used in (
+            ("--workers", workers is not None),
+            ("--scheduler", scheduler is not None),
+            ("--timeout", timeout_src is not ParameterSource.DEFAULT),
+            ("--out", many_out is not None),
+        ):
+            if used:
+                raise ConfigError(f"{opt} needs --many")
+    if report is not None:
+        if report.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
+            raise InputError(f"--report {report}: the suffix must be .html or .md")
+        _check_out_file(report, "--report")
+    if many_out is not None:
+        _check_out_file(many_out, "--out")
     th = d.load_thresholds(
         thresholds_file,
         identical=identical or None,
@@ -622,7 +652,8 @@ def _catalog(ctx: click.Context, root: Path | None) -> Any:
 def runs(ctx: click.Context, root: Path | None) -> None:
     """The run catalog: list, show and query run directories with SQL (DuckDB).
 
-    Views: runs (one row per run), events and equity (every row, with run_id).
+    Views: runs (one row per run), events and equity (every row, with run_id), and
+    sweeps (every sweep's results table, with its folder as sweep_dir).
     """
     ctx.ensure_object(dict)
     ctx.obj["root"] = root
@@ -711,11 +742,21 @@ def runs_show(ctx: click.Context, run: str, root: Path | None, as_json: bool) ->
 @click.option("--root", type=click.Path(path_type=Path), help=_ROOT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print rows as CSV.")
-@click.option("--limit", type=int, default=100, show_default=True, help="Most rows printed in the table.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most rows printed in the table."
+)
 @click.pass_context
 def runs_query(ctx: click.Context, sql: str, root: Path | None, as_json: bool, as_csv: bool, limit: int) -> None:
-    """Run SQL over the views runs, events and equity (DuckDB, Parquet read in place)."""
-    df = _catalog(ctx, root).query(sql)
+    """Run SQL over the views runs, events, equity and sweeps (DuckDB, Parquet read in place).
+
+    A Parquet file DuckDB cannot read is left out of its view, with a warning on stderr.
+    """
+    cat = _catalog(ctx, root)
+    try:
+        df = cat.query(sql)
+    finally:  # also when the query fails: a left-out file may be why
+        for w in cat.warnings:
+            click.echo(f"warning: {w}", err=True)
     if as_json:
         click.echo(_dumps(df.to_dicts()))
         return

@@ -1,22 +1,28 @@
 """The run catalog: every run directory under a root, queryable with SQL (DESIGN.md §6, §8).
 
 Runs stay where they were written; DuckDB reads their Parquet files in place.
-A :class:`Catalog` exposes three views:
+A :class:`Catalog` exposes four views (``sweeps`` only when the root holds a sweep):
 
 * ``runs``   — one row per run directory: ``run_id`` (the directory name), status,
   profile, seed, perpsim version, digest, tape, clock span and the summary's key
   figures (from ``manifest.json`` and ``summary.json``);
 * ``events`` — every ``events.parquet`` row with its ``run_id``;
-* ``equity`` — every ``equity.parquet`` row with its ``run_id``.
+* ``equity`` — every ``equity.parquet`` row with its ``run_id``;
+* ``sweeps`` — every ``<root>/<folder>/results.parquet`` row (a sweep's table) with
+  the folder's name as ``sweep_dir`` (the table's own ``sweep`` is the grid's name).
 
 So ``SELECT run_id, count(*) FROM events WHERE kind = 'fill' GROUP BY 1`` works
-across all runs. A directory whose manifest cannot be read is listed in ``runs``
-with status ``unreadable`` and its reason, and left out of the other two views.
+across all runs. A directory whose manifest cannot be read, or holds fields of the
+wrong type, is listed in ``runs`` with status ``unreadable`` and its reason, and
+left out of the other views. A Parquet file DuckDB cannot read is left out of its
+view and named in :attr:`Catalog.warnings`, so one damaged file does not stop
+every query.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,6 +62,15 @@ RUN_COLUMNS: Final[dict[str, Any]] = {
     "wall_s": pl.Float64,
 }
 _EQUITY_COLUMNS: Final = ("ts", "cash", "equity", "unrealized", "realized", "fees", "funding")
+# Manifest fields the catalog reads, and the JSON type each must have when present.
+_MANIFEST_TYPES: Final[dict[str, type]] = {
+    "config": dict,
+    "tapes": list,
+    "seed": int,
+    "profile": str,
+    "perpsim_version": str,
+    "digest": str,
+}
 
 
 def _json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -70,11 +85,37 @@ def _json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
+def _int64(v: Any) -> int | None:
+    """``v`` as an Int64 column value, or None: JSON allows NaN, Infinity and huge integers."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or abs(v) >= 2**63:
+        return None
+    return int(v)
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """Why a valid-JSON manifest still cannot be listed (a field of the wrong type), or None.
+
+    Checked up front so a hand-edited manifest makes its run ``unreadable`` instead of
+    crashing ``runs ls`` for every run.
+    """
+    for key, typ in _MANIFEST_TYPES.items():
+        v = manifest.get(key)
+        if v is not None and (not isinstance(v, typ) or isinstance(v, bool)):
+            return f"manifest.json: {key} is {type(v).__name__}, not {typ.__name__}"
+    if _int64(manifest.get("seed")) != manifest.get("seed"):
+        return f"manifest.json: seed {manifest['seed']} is out of range"
+    strategy = (manifest.get("config") or {}).get("strategy")
+    if strategy is not None and not isinstance(strategy, str):
+        return f"manifest.json: config.strategy is {type(strategy).__name__}, not str"
+    return None
+
+
 def _run_row(d: Path) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
     row["run_id"], row["path"] = d.name, str(d)
     manifest, why = _json(d / "manifest.json")
-    if manifest is None:
+    why = why if manifest is None else _manifest_problem(manifest)
+    if manifest is None or why is not None:
         row["status"], row["reason"] = "unreadable", why
         return row
     summary, _ = _json(d / "summary.json")
@@ -92,8 +133,7 @@ def _run_row(d: Path) -> dict[str, Any]:
         tape_sha256=",".join(str(t.get("sha256")) for t in tapes) or None,
     )
     for key in ("first_ns", "last_ns", "rows", "cycles", "orders", "fills", "rejects", "errors"):
-        v = summary.get(key)
-        row[key] = int(v) if isinstance(v, int | float) else None
+        row[key] = _int64(summary.get(key))
     for key in ("fees", "funding", "realized", "final_equity", "wall_s"):
         v = summary.get(key)
         row[key] = float(v) if isinstance(v, int | float) else None
@@ -108,6 +148,7 @@ class Catalog:
 
     def __init__(self, root: str | Path = "runs") -> None:
         self.root = Path(root)
+        self.warnings: list[str] = []  # files the last connect() left out, and why
 
     def run_dirs(self) -> list[Path]:
         """Run directories in name order (names start with the UTC time, so time order).
@@ -155,8 +196,9 @@ class Catalog:
         """
         d = self.resolve(run)
         manifest, why = _json(d / "manifest.json")
-        if manifest is None:
-            raise InputError(f"{d / 'manifest.json'}: {why}")
+        why = why if manifest is None else _manifest_problem(manifest)
+        if manifest is None or why is not None:
+            raise InputError(f"{d}: {why}")
         summary, _ = _json(d / "summary.json")
         files = {f.name: f.stat().st_size for f in sorted(d.iterdir()) if f.is_file()}
         span = None
@@ -175,43 +217,71 @@ class Catalog:
         """An in-memory DuckDB connection with the views ``runs``, ``events`` and ``equity``,
         and ``sweeps`` (every sweep's results table) when the root holds sweeps.
 
-        The Parquet files are read in place by DuckDB; nothing is copied.
+        The Parquet files are read in place by DuckDB; nothing is copied. A file DuckDB
+        cannot open is left out of its view and named in :attr:`warnings`, so one damaged
+        run does not break every query.
         """
         con = duckdb.connect(":memory:")
+        self.warnings = []
         runs = self.runs()
         con.register("_runs_frame", runs.to_arrow())
         con.execute("CREATE VIEW runs AS SELECT * FROM _runs_frame")
         good = runs.filter(pl.col("status") != "unreadable")["path"].to_list()
         for name in ("events", "equity"):
-            files = [str(Path(p) / f"{name}.parquet") for p in good if (Path(p) / f"{name}.parquet").is_file()]
+            paths = [Path(p) / f"{name}.parquet" for p in good]
+            files = self._readable(con, [str(f) for f in paths if f.is_file()], name)
             if files:
                 mapping = pl.DataFrame({"_file": files, "run_id": [Path(f).parent.name for f in files]})
                 con.register(f"_{name}_files", mapping.to_arrow())
-                file_list = "[" + ", ".join(_sql_str(f) for f in files) + "]"
                 con.execute(
                     f"CREATE VIEW {name} AS SELECT m.run_id, p.* EXCLUDE (filename) "
-                    f"FROM read_parquet({file_list}, filename = true, union_by_name = true) p "
+                    f"FROM read_parquet({_sql_list(files)}, filename = true, union_by_name = true) p "
                     f"JOIN _{name}_files m ON p.filename = m._file"
                 )
             else:
                 empty = _empty_frame(name)
                 con.register(f"_{name}_empty", empty.to_arrow())
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_empty")
-        sweeps = sorted(str(p) for p in self.root.glob("*/results.parquet"))
-        if sweeps:  # perpsim sweep writes <root>/sweep-<name>/results.parquet
-            file_list = "[" + ", ".join(_sql_str(f) for f in sweeps) + "]"
+        # perpsim sweep writes <root>/sweep-<name>/results.parquet
+        sweeps = self._readable(con, sorted(str(p) for p in self.root.glob("*/results.parquet")), "sweeps")
+        if sweeps:
             con.execute(
-                "CREATE VIEW sweeps AS SELECT regexp_extract(filename, '([^/]+)/results.parquet$', 1) AS sweep, "
-                f"* EXCLUDE (filename) FROM read_parquet({file_list}, filename = true, union_by_name = true)"
+                "CREATE VIEW sweeps AS SELECT regexp_extract(filename, '([^/]+)/results.parquet$', 1) AS sweep_dir, "
+                f"* EXCLUDE (filename) FROM read_parquet({_sql_list(sweeps)}, filename = true, union_by_name = true)"
             )
         return con
+
+    def _readable(self, con: duckdb.DuckDBPyConnection, files: list[str], view: str) -> list[str]:
+        """The files whose Parquet schema DuckDB can read; the others go to :attr:`warnings`.
+
+        One pass over every footer first (``union_by_name`` reads each schema); a file at
+        a time only when that fails, so a large healthy catalog pays one pass.
+        """
+        if not files:
+            return files
+        try:
+            con.execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_list(files)}, union_by_name = true)").fetchall()
+            return files
+        except duckdb.Error:
+            pass
+        ok = []
+        for f in files:
+            try:
+                con.execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_str(f)})").fetchall()
+                ok.append(f)
+            except duckdb.Error as exc:
+                reason = str(exc).strip().splitlines()[0]  # DuckDB's first line; the rest echoes the SQL
+                self.warnings.append(f"{f}: unreadable, left out of the {view} view ({reason})")
+        return ok
 
     def query(self, sql: str) -> pl.DataFrame:
         """Run SQL over the views; returns a polars DataFrame.
 
         Raises:
-            InputError: DuckDB refused the SQL (its message, on one line).
+            InputError: the SQL is empty, or DuckDB refused it (its message, on one line).
         """
+        if not sql.strip():
+            raise InputError("query: the SQL is empty (e.g. 'SELECT * FROM runs')")
         con = self.connect()
         try:
             rel = con.sql(sql)
@@ -225,6 +295,10 @@ class Catalog:
 
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+def _sql_list(items: list[str]) -> str:
+    return "[" + ", ".join(_sql_str(s) for s in items) + "]"
 
 
 def _empty_frame(name: str) -> pl.DataFrame:

@@ -248,7 +248,7 @@ def load_thresholds(path: str | Path | None = None, **overrides: Any) -> Thresho
             raise InputError(f"{p}: thresholds file not found")
         try:
             raw = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
         table = raw.get("drift", raw)
         if not isinstance(table, dict):

@@ -94,6 +94,9 @@ def test_drift_thresholds_from_toml_and_options(tmp_path: Path) -> None:
     f.write_text("max_fill_diff = 3\n")
     with pytest.raises(ConfigError, match="max_fill_diff"):
         d.load_thresholds(f)
+    f.write_bytes(b"\xff\xfe")  # not UTF-8
+    with pytest.raises(ConfigError, match=r"t.toml: not valid TOML: 'utf-8' codec can't decode"):
+        d.load_thresholds(f)
 
 
 def test_drift_checklist_says_what_only_live_provides(runs: dict[str, Path]) -> None:

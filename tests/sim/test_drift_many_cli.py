@@ -7,8 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import perpsim
 from perpsim.tapes.synth import synth
+from tests.helpers import cli as _cli
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder ``runs`` holding runs ``a`` and ``b`` of one short tape."""
+    base = tmp_path_factory.mktemp("pair")
+    tape = synth(hours=1, symbols=["BTC-PERP"], seed=5, out=base / "t.parquet")
+    for name in ("a", "b"):
+        perpsim.replay(tape, out=base / "runs" / name)
+    return base / "runs"
 
 
 def test_drift_many_pairs_runs_and_reports_the_changed_one(tmp_path: Path) -> None:
@@ -66,8 +79,55 @@ def test_sweep_results_are_queryable_in_the_catalog(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert tape.exists()
-    rows = Catalog(tmp_path / "runs").query('SELECT sweep, "param.short", status FROM sweeps ORDER BY 2').to_dicts()
+    rows = (
+        Catalog(tmp_path / "runs")
+        .query("SELECT sweep_dir, sweep, \"param.short\", status FROM sweeps WHERE sweep = 'g' ORDER BY 3")
+        .to_dicts()
+    )
     assert rows == [
-        {"sweep": "sweep-g", "param.short": 3, "status": "ok"},
-        {"sweep": "sweep-g", "param.short": 4, "status": "ok"},
+        {"sweep_dir": "sweep-g", "sweep": "g", "param.short": 3, "status": "ok"},
+        {"sweep_dir": "sweep-g", "sweep": "g", "param.short": 4, "status": "ok"},
     ]
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (("--out", "t.parquet"), "--out needs --many"),
+        (("--workers", "0"), "--workers needs --many"),
+        (("--scheduler", "tcp://127.0.0.1:1"), "--scheduler needs --many"),
+        (("--timeout", "3"), "--timeout needs --many"),
+    ],
+)
+def test_drift_refuses_many_options_without_many(
+    pair: Path, tmp_path: Path, extra: tuple[str, ...], needle: str
+) -> None:
+    args = [a if a != "t.parquet" else str(tmp_path / a) for a in extra]
+    code, out, err = _cli("drift", str(pair / "a"), str(pair / "b"), *args)
+    assert code == 2 and out == "" and err.strip() == f"perpsim: {needle}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_drift_many_refuses_report(pair: Path, tmp_path: Path) -> None:
+    code, _, err = _cli("drift", str(pair), str(pair), "--many", "--workers", "0", "--report", str(tmp_path / "r.html"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--report" in err and "--many" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["folder", "under_file"])
+@pytest.mark.parametrize("option", ["--report", "--out"])
+def test_drift_refuses_an_output_path_that_cannot_be_a_file(
+    pair: Path, tmp_path: Path, where: str, option: str
+) -> None:
+    target = tmp_path / "out.html"
+    if where == "folder":
+        target.mkdir()
+    else:
+        (tmp_path / "afile").write_text("")
+        target = tmp_path / "afile" / "r.md"
+    many = ("--many", "--workers", "0") if option == "--out" else ()
+    run_a, run_b = (pair, pair) if many else (pair / "a", pair / "b")
+    code, out, err = _cli("drift", str(run_a), str(run_b), *many, option, str(target))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"{option} {target}" in err and ("is a folder" if where == "folder" else "is a file") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile" if where == "under_file" else "out.html"]
