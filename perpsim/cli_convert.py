@@ -17,7 +17,8 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from perpsim.cli_tapes import codec_option
+from perpsim.cli_tapes import OUT_TAPE, codec_option
+from perpsim.core.errors import InputError
 from perpsim.core.timefmt import fmt_ns
 from perpsim.tapes import convert as tapes_convert
 from perpsim.tapes.convert import FORMATS, ConvertKind, ConvertReport
@@ -74,9 +75,7 @@ def _print(rep: ConvertReport, console: Console) -> None:
     help="Input format: a Binance USD-M websocket recording, Coinbase Advanced Trade "
     "messages (one per line, optionally '<recv_ns> <json>'), or a funding-rate CSV.",
 )
-@click.option(
-    "--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Tape to write (.parquet)."
-)
+@click.option("--out", "-o", type=OUT_TAPE, required=True, help="Tape to write (.parquet); not SRC itself.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed line (exit 2) instead of skipping it.")
 @click.option("--symbol", help="Tape symbol for every row (single-symbol inputs). Default: the venue's name.")
 @click.option(
@@ -106,6 +105,8 @@ def convert(
       perpsim tapes convert --from coinbase capture.jsonl --out cb.parquet
       perpsim tapes convert --from funding-csv BTC-USDT_binance.csv --out f.parquet --symbol BTCUSDT
     """
+    if out.exists() and out.samefile(src):  # any spelling or link of SRC: the recording would be lost
+        raise InputError(f"--out {out}: is SRC itself; writing the tape would replace the recording")
     rep = tapes_convert.convert(
         cast(ConvertKind, fmt),  # click.Choice guarantees one of FORMATS
         src,

@@ -27,9 +27,12 @@ from perpsim.tapes.synth import parse_shock, synth
 from perpsim.tapes.validate import TapeReport, inspect_tape, validate_tape
 from perpsim.tapes.writer import TapeWriter, write_table
 
-__all__ = ["codec_option", "report_dict", "tapes"]
+__all__ = ["OUT_TAPE", "codec_option", "report_dict", "tapes"]
 
 _TAPE = click.Path(path_type=Path)
+# The file a command writes: click refuses an existing folder (exit 2, one line) before any
+# work, instead of a rename failing after it.
+OUT_TAPE = click.Path(dir_okay=False, path_type=Path)
 
 _CODEC_HELP = (
     "Compression: zstd makes the smallest files; lz4 reads in about two thirds of the time "
@@ -146,17 +149,30 @@ def validate(tape: tuple[Path, ...], as_json: bool) -> None:
 
 
 @tapes.command(name="synth")
-@click.option("--hours", type=float, required=True, help="Tape length in hours.")
+@click.option("--hours", type=float, required=True, help="Tape length in hours (> 0, at least 1 ns).")
 @click.option("--symbols", required=True, help="Comma-separated, e.g. BTC-PERP,ETH-PERP.")
 @click.option("--seed", type=int, required=True, help="Seed; the same arguments give the same bytes.")
-@click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
-@click.option("--trades-per-min", type=float, default=30, show_default=True, help="Per symbol.")
-@click.option("--quotes-per-min", type=float, default=60, show_default=True, help="Per symbol.")
+@click.option("--out", type=OUT_TAPE, required=True, help="The Parquet file to write.")
+@click.option(
+    "--trades-per-min", type=float, default=30, show_default=True, help="Per symbol; >= 0, at most 1e8 over the tape."
+)
+@click.option(
+    "--quotes-per-min", type=float, default=60, show_default=True, help="Per symbol; >= 0, at most 1e8 over the tape."
+)
 @click.option("--start", help="First row time (ISO 8601 UTC or ns; default 2024-01-01T00:00Z).")
 @click.option("--funding-interval", type=int, default=3600, show_default=True, help="Seconds.")
-@click.option("--shock", help="AT_H:PCT:OVER_H, e.g. 2:-30:1 = -30% during hour 2-3.")
+@click.option(
+    "--shock",
+    help="AT_H:PCT:OVER_H, e.g. 2:-30:1 = -30% during hour 2-3. AT_H inside the tape, "
+    "PCT in (-100, 10000], OVER_H in [0, 1e6].",
+)
 @click.option("--l2", is_flag=True, help="Also write a level-2 book (snapshot and updates).")
-@click.option("--marks", type=float, help="Also write mark rows every this many seconds.")
+@click.option(
+    "--marks",
+    type=float,
+    help="Also write mark rows every this many seconds: at least 1e-9, at most the tape's length, "
+    "at most 1e8 marks per symbol.",
+)
 @codec_option()
 def synth_cmd(
     hours: float,
@@ -218,7 +234,7 @@ def clock_window(tape: Tape, start: str | None, end: str | None) -> tuple[int | 
 @click.argument("tape", type=_TAPE, nargs=-1, required=True)
 @click.option("--start", help="Keep rows at or after this clock time (ISO 8601 UTC or ns).")
 @click.option("--end", help="Keep rows before this clock time.")
-@click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
+@click.option("--out", type=OUT_TAPE, required=True, help="The Parquet file to write.")
 @codec_option(copies=True)
 def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: Path, codec: str | None) -> None:
     """Copy the rows of TAPE whose clock value is in [--start, --end) to --out (streaming).
@@ -247,7 +263,7 @@ def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: P
 
 @tapes.command()
 @click.argument("tape", type=_TAPE, nargs=-1, required=True)
-@click.option("--out", type=_TAPE, required=True, help="The Parquet file to write.")
+@click.option("--out", type=OUT_TAPE, required=True, help="The Parquet file to write.")
 @codec_option(copies=True)
 def merge(tape: tuple[Path, ...], out: Path, codec: str | None) -> None:
     """Merge several TAPEs (e.g. one per symbol) into one tape sorted by the clock column.

@@ -17,6 +17,7 @@ from the seed and the symbol's name, and no wall-clock time anywhere.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from decimal import Decimal
@@ -54,6 +55,14 @@ _FUNDING_MEAN = 1e-5
 _FUNDING_PHI = 0.85
 _FUNDING_SD = 1.5e-5
 
+# Bounds of the arguments (the CLI help repeats them). A kind's expected rows per symbol are
+# capped so a typo in a rate or the marks interval fails at once instead of exhausting memory;
+# the shock's rise is capped so prices stay exact tick multiples in float64.
+_MAX_ROWS = 10**8
+_MAX_SHOCK_PCT = 10_000.0
+_MAX_SHOCK_HOURS = 10**6  # the shock's span stays an int64 of ns
+_MAX_NS = 2**63 - 1  # 2262-04-11T23:47:16Z: the last time an int64 ns clock holds
+
 _START_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0}
 _DEFAULT_TERMS = {"BTC": (0.1, 0.0001), "ETH": (0.01, 0.001), "SOL": (0.01, 0.01)}
 
@@ -74,13 +83,15 @@ def parse_shock(text: str) -> Shock:
     """Parse ``AT_H:PCT:OVER_H`` (e.g. ``2:-30:1``) as the CLI's ``--shock`` takes it.
 
     Raises:
-        InputError: the text is not three numbers separated by colons.
+        InputError: the text is not three finite numbers separated by colons.
     """
     parts = text.split(":")
     try:
         at, pct, over = (float(p) for p in parts)
     except ValueError as e:
         raise InputError(f"--shock {text!r}: expected AT_HOURS:PCT:OVER_HOURS, e.g. 2:-30:1") from e
+    if not all(map(math.isfinite, (at, pct, over))):
+        raise InputError(f"--shock {text!r}: AT_HOURS, PCT and OVER_HOURS must be finite numbers")
     return Shock(at_hours=at, pct=pct, over_hours=over)
 
 
@@ -300,7 +311,7 @@ def _symbol(
         int(is_m.sum()),
         ts=times[is_m],
         kind=Kind.MARK,
-        price=snap.price(np.rint(mid[is_m])),
+        price=snap.price(np.maximum(np.rint(mid[is_m]), 1)),  # floored at one tick, like the quotes
         flags=Flags.END_OF_MESSAGE,
         ev=ev[is_m],
     )
@@ -510,9 +521,9 @@ def synth(
         InputError: an argument out of range.
         TapeError: an unknown codec.
     """
-    _check_args(hours, symbols, seed, trades_per_min, quotes_per_min, funding_interval_s, shock)
-    span = round(hours * 3600e9)
     start = int(start_ns)
+    _check_args(hours, symbols, seed, start, trades_per_min, quotes_per_min, funding_interval_s, mark_interval_s, shock)
+    span = round(hours * 3600e9)
     regimes = _regimes(seed, start, span)
     instruments = {
         s: msgspec.structs.replace(default_instrument(s), funding_interval_s=funding_interval_s) for s in symbols
@@ -574,27 +585,60 @@ def _check_args(
     hours: float,
     symbols: Sequence[str],
     seed: int,
+    start: int,
     trades_per_min: float,
     quotes_per_min: float,
     funding_interval_s: int,
+    mark_interval_s: float | None,
     shock: Shock | None,
 ) -> None:
-    if not hours > 0:
-        raise InputError(f"synth: hours must be > 0, not {hours}")
+    """Refuse arguments the generator would crash on or turn into garbage (NaN, inf,
+    a span of no nanosecond, times past int64, rows beyond memory), naming the argument."""
+    if not (hours > 0 and math.isfinite(hours)):
+        raise InputError(f"synth: hours must be > 0 and finite, not {hours:g}")
+    span = round(hours * 3600e9)
+    if span < 1:
+        raise InputError(f"synth: hours {hours:g} is shorter than 1 ns")
     if not symbols:
         raise InputError("synth: give at least one symbol")
     if len(set(symbols)) != len(symbols):
         raise InputError(f"synth: symbols repeat: {', '.join(symbols)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"synth: seed must be a non-negative integer, not {seed!r}")
-    if trades_per_min < 0 or quotes_per_min < 0:
-        raise InputError("synth: trades_per_min and quotes_per_min must be >= 0")
     if funding_interval_s <= 0:
         raise InputError(f"synth: funding_interval_s must be > 0, not {funding_interval_s}")
+    if not -_MAX_NS <= start <= _MAX_NS - span - funding_interval_s * 10**9:  # the last next_ts fits
+        raise InputError(
+            f"synth: a {hours:g}h tape from start_ns {start} (funding every {funding_interval_s}s) "
+            "ends after 2262-04-11, the last time an int64 ns clock holds"
+        )
+    minutes = span / _MIN_NS
+    for name, rate in (("trades_per_min", trades_per_min), ("quotes_per_min", quotes_per_min)):
+        if not (rate >= 0 and math.isfinite(rate)):
+            raise InputError(f"synth: {name} must be finite and >= 0, not {rate:g}")
+        _check_rows(name, rate, rate * minutes, hours)
+    if mark_interval_s is not None:
+        if not (1e-9 <= mark_interval_s <= span / 1e9):  # also refuses NaN
+            raise InputError(
+                f"synth: mark_interval_s must be finite, at least 1 ns and at most the tape's length "
+                f"({span / 1e9:g} s), not {mark_interval_s:g}"
+            )
+        _check_rows("mark_interval_s", mark_interval_s, span / (mark_interval_s * 1e9), hours)
     if shock is not None:
-        if not shock.pct > -100:
-            raise InputError(f"synth: shock pct must be > -100, not {shock.pct:g}")
-        if not 0 <= shock.at_hours < hours or shock.over_hours < 0:
+        if not -100 < shock.pct <= _MAX_SHOCK_PCT:
+            raise InputError(f"synth: shock pct must be > -100 and <= {_MAX_SHOCK_PCT:g}, not {shock.pct:g}")
+        if not 0 <= shock.over_hours <= _MAX_SHOCK_HOURS:
+            raise InputError(
+                f"synth: shock over_hours must be >= 0 and <= {_MAX_SHOCK_HOURS:g}, not {shock.over_hours:g}"
+            )
+        if not 0 <= shock.at_hours < hours:
             raise InputError(
                 f"synth: shock at {shock.at_hours:g}h over {shock.over_hours:g}h is outside the {hours:g}h tape"
             )
+
+
+def _check_rows(name: str, value: float, rows: float, hours: float) -> None:
+    if rows > _MAX_ROWS:
+        raise InputError(
+            f"synth: {name} {value:g} gives about {rows:.2g} rows per symbol in {hours:g}h (at most {_MAX_ROWS:.0e})"
+        )

@@ -222,14 +222,18 @@ def write_table(
         The path written.
 
     Raises:
-        TapeError: a bad value (naming ``path``, row and column); no file is left.
+        TapeError: a bad value (naming ``path``, row and column), or ``path`` cannot be
+            replaced (a folder, no permission); no file is left.
     """
     path = Path(path)
     tmp = _temp_path(path)
     try:
         with TapeWriter(tmp, meta, row_group_rows=row_group_rows, name=str(path), codec=codec) as w:
             w.write(table)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:  # e.g. ``path`` is a folder: one line, not the temp file's name
+            raise TapeError(f"{path}: cannot write ({e.strerror or _one_line(e)})") from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

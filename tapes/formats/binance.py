@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from pathlib import Path
 from typing import Final
 
@@ -503,6 +504,10 @@ def convert_binance(
     except EOFError:
         # A recording cut off mid-write: keep what was read, report the torn end.
         conv._bad(lineno + 1, "gzip stream ends early (truncated file)")
+    except zlib.error as exc:
+        # Damaged mid-stream: nothing after it decodes, so keeping what was read would
+        # silently drop the rest of the recording.
+        raise TapeError(f"{path} line {lineno + 1}: corrupt gzip data ({exc})") from exc
     except OSError as exc:
         raise TapeError(f"{path}: cannot read Binance recording: {exc}") from exc
     return conv.rows, conv.finish()

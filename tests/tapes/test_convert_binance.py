@@ -319,3 +319,30 @@ def test_cli_strict_exits_2_naming_the_line(tmp_path: Path, capsys: pytest.Captu
     assert not out.exists()
     main(["tapes", "convert", "--from", "binance", str(src), "--out", str(out)])  # exit status 0
     assert "skipped (malformed)" in capsys.readouterr().out and out.exists()
+
+
+def test_corrupt_gzip_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    data = bytearray(HEAD.read_bytes())
+    data[2000:2100] = b"x" * 100  # mid-stream: the deflate data no longer decodes
+    src = tmp_path / "corrupt.gz"
+    src.write_bytes(bytes(data))
+    with pytest.raises(TapeError, match=r"corrupt\.gz line \d+: corrupt gzip data \(.*invalid"):
+        convert_binance(src)
+    out = tmp_path / "c.parquet"
+    code, _, err = cli("tapes", "convert", "--from", "binance", str(src), "--out", str(out))
+    assert code == 2 and err.startswith("perpsim: ") and "corrupt.gz line" in err, err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_cli_convert_refuses_out_that_is_the_source(tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    src = tmp_path / "same.gz"
+    src.write_bytes(HEAD.read_bytes())
+    (tmp_path / "link.gz").symlink_to(src)
+    for out in (src, tmp_path / "." / "same.gz", tmp_path / "link.gz"):
+        code, _, err = cli("tapes", "convert", "--from", "binance", str(src), "--out", str(out))
+        assert code == 2 and err.count("\n") == 1 and "is SRC itself" in err, err
+        assert src.read_bytes() == HEAD.read_bytes()  # the recording is untouched

@@ -186,7 +186,25 @@ def test_bad_arguments_are_input_errors(tmp_path: Path) -> None:
         ({"symbols": ["A", "A"]}, "symbols repeat"),
         ({"shock": Shock(at_hours=0, pct=-100)}, "shock pct must be > -100"),
         ({"shock": Shock(at_hours=5, pct=-10)}, "outside the 1h tape"),
-        ({"trades_per_min": -1}, "must be >= 0"),
+        ({"trades_per_min": -1}, "trades_per_min must be finite and >= 0, not -1"),
+        ({"hours": float("inf")}, "hours must be > 0 and finite, not inf"),
+        ({"hours": float("nan")}, "hours must be > 0 and finite, not nan"),
+        ({"hours": 1e-15}, "hours 1e-15 is shorter than 1 ns"),
+        ({"hours": 1e6, "start_ns": 9 * 10**18}, "ends after 2262"),
+        ({"trades_per_min": float("inf")}, "trades_per_min must be finite and >= 0, not inf"),
+        ({"quotes_per_min": float("nan")}, "quotes_per_min must be finite and >= 0, not nan"),
+        ({"trades_per_min": 1e12}, "trades_per_min 1e+12 gives about 6e+13 rows per symbol in 1h (at most 1e+08)"),
+        ({"mark_interval_s": 1e-10}, "mark_interval_s must be finite, at least 1 ns and at most the tape's"),
+        ({"mark_interval_s": float("nan")}, "mark_interval_s must be finite"),
+        ({"mark_interval_s": float("inf")}, "mark_interval_s must be finite"),
+        ({"mark_interval_s": -1}, "not -1"),
+        ({"mark_interval_s": 3601}, "at most the tape's length (3600 s), not 3601"),
+        ({"mark_interval_s": 1e-5}, "mark_interval_s 1e-05 gives about 3.6e+08 rows per symbol"),
+        ({"shock": Shock(at_hours=0, pct=float("inf"))}, "shock pct must be > -100 and <= 10000, not inf"),
+        ({"shock": Shock(at_hours=0, pct=1e300)}, "shock pct must be > -100 and <= 10000, not 1e+300"),
+        ({"shock": Shock(at_hours=float("nan"), pct=-10)}, "outside the 1h tape"),
+        ({"shock": Shock(at_hours=0, pct=-10, over_hours=float("nan"))}, "shock over_hours must be"),
+        ({"shock": Shock(at_hours=0, pct=-10, over_hours=float("inf"))}, "shock over_hours must be"),
     ]
     for change, message in cases:
         kw: dict[str, Any] = {"hours": 1, "symbols": ["A"], "seed": 1, "out": out, **change}
@@ -199,6 +217,60 @@ def test_parse_shock() -> None:
     assert parse_shock("2:-30:1") == Shock(at_hours=2, pct=-30, over_hours=1)
     with pytest.raises(InputError, match=r"--shock '2:-30': expected AT_HOURS:PCT:OVER_HOURS"):
         parse_shock("2:-30")
+    for text in ("0.5:-30:nan", "0:inf:1", "nan:-30:1", "0:-30:-inf"):
+        with pytest.raises(InputError, match=re.escape(f"--shock {text!r}: AT_HOURS, PCT and OVER_HOURS must be")):
+            parse_shock(text)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hours", "1e-15"], "hours 1e-15 is shorter than 1 ns"),
+        (["--hours", "inf"], "hours must be > 0 and finite, not inf"),
+        (["--marks", "1e-10"], "mark_interval_s must be finite"),
+        (["--marks", "nan"], "mark_interval_s must be finite"),
+        (["--marks", "-1"], "mark_interval_s must be finite"),
+        (["--shock", "0.5:-30:nan"], "--shock '0.5:-30:nan': AT_HOURS, PCT and OVER_HOURS must be finite"),
+        (["--shock", "0:inf:1"], "--shock '0:inf:1': AT_HOURS, PCT and OVER_HOURS must be finite"),
+        (["--trades-per-min", "inf"], "trades_per_min must be finite and >= 0, not inf"),
+        (["--quotes-per-min", "nan"], "quotes_per_min must be finite and >= 0, not nan"),
+    ],
+)
+def test_cli_synth_odd_values_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "sy.parquet"
+    base = ["tapes", "synth", "--symbols", "BTC-PERP", "--seed", "1", "--out", str(out)]
+    hours = [] if "--hours" in args else ["--hours", "1"]
+    code, stdout, err = cli(*base, *hours, *args)
+    assert code == 2 and err.startswith("perpsim: ") and err.count("\n") == 1, err
+    assert message in err and stdout == "" and not out.exists()
+
+
+def test_marks_never_fall_below_one_tick(tmp_path: Path) -> None:
+    out = synth(
+        hours=1,
+        symbols=["BTC-PERP"],
+        seed=1,
+        out=tmp_path / "x.parquet",
+        mark_interval_s=60,
+        shock=Shock(at_hours=0, pct=-99.9999999),
+    )
+    r = rows_of(out)
+    assert r["price"][r["kind"] == Kind.MARK].min() == 0.1  # the floor: one tick, like the quotes
+
+
+def test_cli_out_that_is_a_folder_is_refused_before_any_work(tmp_path: Path) -> None:
+    src = synth(hours=1, symbols=["BTC-PERP"], seed=1, out=tmp_path / "a.parquet")
+    folder = tmp_path / "od"
+    folder.mkdir()
+    for args in (
+        ["slice", str(src)],
+        ["merge", str(src), str(synth(hours=1, symbols=["ETH-PERP"], seed=1, out=tmp_path / "b.parquet"))],
+        ["synth", "--hours", "1", "--symbols", "BTC-PERP", "--seed", "1"],
+    ):
+        code, stdout, err = cli("tapes", *args, "--out", str(folder))
+        assert code == 2 and err.count("\n") == 1 and "--out" in err and "is a directory" in err, err
+        assert stdout == "" and list(folder.iterdir()) == []
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "b.parquet", "od"]  # no temp file
 
 
 def test_cli_synth_matches_the_function(tmp_path: Path) -> None:

@@ -309,3 +309,11 @@ def test_metadata_is_msgspec_json(tmp_path: Path) -> None:
     path = write(sample_df(), tmp_path / "t.parquet", instruments={"X": Instrument(symbol="X", tick=0.5)})
     raw = pq.read_metadata(path).metadata[META_KEY]
     assert msgspec.json.decode(raw)["instruments"]["X"]["tick"] == 0.5
+
+
+def test_write_table_to_a_folder_is_a_tape_error_and_leaves_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "od"
+    folder.mkdir()
+    with pytest.raises(TapeError, match=r"od: cannot write \(Is a directory\)"):
+        write_table(_trades(0, 3), folder, TapeMeta())
+    assert [p.name for p in tmp_path.iterdir()] == ["od"] and list(folder.iterdir()) == []
