@@ -29,6 +29,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -36,6 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
+from perpsim.core.errors import InputError
 from perpsim.core.events import BookLevel, BookReset, Flags, MarketEvent, Quote, Status
 from perpsim.core.instruments import BUILTIN, Instrument
 from perpsim.live.clock import LiveClock
@@ -49,6 +51,7 @@ __all__ = [
     "FeedConfig",
     "FeedState",
     "FeedStats",
+    "check_url",
     "product_ids",
 ]
 
@@ -118,6 +121,21 @@ class FeedStats(msgspec.Struct, kw_only=True):
     last_recv_ns: int = 0
     last_lag_ns: int | None = None
     last_error: str = ""
+
+
+def check_url(url: str, option: str = "--url") -> None:
+    """Refuse a URL the feed could never connect to, before a session records anything.
+
+    Raises:
+        InputError: not ``ws://`` or ``wss://`` with a host, or a bad port.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise InputError(f"{option} {url}: not a websocket URL (ws://HOST:PORT or wss://HOST)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise InputError(f"{option} {url}: {e}") from None
 
 
 class Backoff:

@@ -56,7 +56,6 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -65,7 +64,7 @@ from perpsim.core.errors import CheckFailed, InputError
 from perpsim.core.events import RunEvent
 from perpsim.core.strategy import Strategy
 from perpsim.live.driver import LiveDriver, LiveOptions, LiveResult
-from perpsim.live.feed import FeedConfig
+from perpsim.live.feed import FeedConfig, check_url
 from perpsim.sim.replay import build_config
 from perpsim.sim.runs import check_unused
 from perpsim.sim.soak import (
@@ -128,16 +127,6 @@ class _Plan(msgspec.Struct, kw_only=True, frozen=True):
     trace_memory: bool
     check_heap: bool
     keep_dir: Path | None
-
-
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise InputError(f"--live {url}: not a websocket URL (ws://HOST:PORT or wss://HOST)")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as e:
-        raise InputError(f"--live {url}: {e}") from None
 
 
 def _count_outbox(engine: Any, sink: SoakSink) -> None:
@@ -428,7 +417,7 @@ def run_live_soak(
         InputError: a bad URL, wall time, interval, profile or strategy, a ``keep_dir``
             that holds a session already, or a feed that never connected.
     """
-    _check_url(url)
+    check_url(url, "--live")
     if not wall_s > 0:
         raise InputError(f"--wall must be positive, got {wall_s} s")
     every = sample_every_s if sample_every_s is not None else max(1.0, wall_s / 12)

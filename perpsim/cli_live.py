@@ -95,7 +95,11 @@ class _StatusLine:
 )
 @click.option("--stale-after", default="10s", show_default=True, help="Reconnect after this long without a message.")
 @click.option(
-    "--max-message-size", default=16 * 2**20, show_default=True, type=int, help="Largest message accepted, bytes."
+    "--max-message-size",
+    default=16 * 2**20,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    help="Largest message accepted, bytes (a larger one closes the connection, which reconnects).",
 )
 @click.option("--shutdown-timeout", default="5s", show_default=True, help="Bound on a clean shutdown.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the reconnect jitter.")
@@ -130,12 +134,13 @@ def live(
     import msgspec
 
     from perpsim.live.driver import LiveDriver, LiveOptions
-    from perpsim.live.feed import FeedConfig
+    from perpsim.live.feed import FeedConfig, check_url
     from perpsim.sim.profiles import resolve_config
     from perpsim.sim.runs import check_unused
 
     if canary and profile not in (None, "canary"):
         raise ConfigError(f"--canary and --profile {profile} contradict each other")
+    check_url(url)
     if out is not None:
         check_unused(out)
     if record_dir is not None:  # a second session there would extend the first's recording
@@ -213,7 +218,9 @@ def live(
 @click.option("--gap-rate", type=float, default=0.0, help="Probability of skipping a sequence number.")
 @click.option("--malformed-rate", type=float, default=0.0, help="Probability of a malformed message first.")
 @click.option("--huge-rate", type=float, default=0.0, help="Probability of an oversized message first.")
-@click.option("--huge-bytes", type=int, default=2 * 2**20, show_default=True, help="Size of an oversized message.")
+@click.option(
+    "--huge-bytes", type=click.IntRange(min=1), default=2 * 2**20, show_default=True, help="Oversized message, bytes."
+)
 @click.option("--stall", help="Go silent this long, e.g. 15s, every --stall-every.")
 @click.option("--stall-every", default="60s", show_default=True, help="Period of --stall.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault dice.")

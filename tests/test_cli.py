@@ -181,6 +181,10 @@ def test_busy_ports_and_bad_values_exit_2_before_serving_or_recording(tmp_path: 
             (["serve", sample, "--port", "99999"], "'--port': 99999 is not in the range 0<=x<=65535"),
             (["serve", sample, "--speed", "fast"], "--speed: expected max, a factor such as 1x or 0.5x"),
             ([*live, "--metrics-port", port], f"--metrics-port {port}: cannot listen on 127.0.0.1:{port} ("),
+            ([*live, "--url", "notaurl"], "--url notaurl: not a websocket URL (ws://HOST:PORT or wss://HOST)"),
+            ([*live, "--url", "ws://127.0.0.1:99999"], "--url ws://127.0.0.1:99999: Port out of range"),
+            ([*live, "--max-message-size", "0"], "'--max-message-size': 0 is not in the range x>=1024"),
+            (["serve", sample, "--huge-bytes", "-1"], "'--huge-bytes': -1 is not in the range x>=1"),
         ]
         for args, needle in cases:
             out = cli(*args, cwd=tmp_path)

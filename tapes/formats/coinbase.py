@@ -54,6 +54,7 @@ import contextlib
 import gzip
 import math
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -1045,6 +1046,8 @@ def convert_coinbase(
                     rows.add_event(ev)
     except EOFError:
         bad(lineno + 1, "gzip stream ends early (truncated file)")
+    except zlib.error as exc:  # damaged mid-stream: nothing after it decodes, so say so
+        raise TapeError(f"{path} line {lineno + 1}: corrupt gzip data ({exc})") from exc
     except OSError as exc:
         raise TapeError(f"{path}: cannot read Coinbase capture: {exc}") from exc
     for ch, n in norm.ignored.items():

@@ -8,6 +8,7 @@ there, so the ``l2_data`` messages below are built from the documented format.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -538,3 +539,14 @@ def test_convert_coinbase_malformed_lines(tmp_path: Path) -> None:
 def test_convert_coinbase_symbol_override(tmp_path: Path) -> None:
     rows, _ = convert_coinbase(_capture(tmp_path, stamped=True), symbol="ETH-PERP")
     assert sorted(set(rows.symbol)) == ["*", "ETH-PERP"]
+
+
+def test_convert_coinbase_corrupt_gzip_is_one_error_naming_the_line(tmp_path: Path) -> None:
+    lines = [_l2(i, "update", [("bid", "2024-10-04T07:13:31Z", f"{100 + i % 97}.5", f"{i}")]) for i in range(3000)]
+    data = bytearray(gzip.compress(b"\n".join(lines) + b"\n"))
+    assert len(data) > 1000
+    data[100:200] = b"x" * 100  # damaged near the start: everything after it is lost
+    src = tmp_path / "cap.jsonl.gz"
+    src.write_bytes(bytes(data))
+    with pytest.raises(TapeError, match=r"cap\.jsonl\.gz line \d+: corrupt gzip data \(Error -3 while decompressing"):
+        convert_coinbase(src)
