@@ -326,6 +326,8 @@ def soak(
     """
     from perpsim.sim import soak as s
 
+    if out is not None:
+        _check_out_file(out, "--out")
     crit = s.SoakCriteria(
         max_memory_growth=max_memory_growth,
         max_errors=max_errors,

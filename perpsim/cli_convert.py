@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 
 from perpsim.cli_tapes import OUT_TAPE, codec_option
-from perpsim.core.errors import InputError
 from perpsim.core.timefmt import fmt_ns
 from perpsim.tapes import convert as tapes_convert
 from perpsim.tapes.convert import FORMATS, ConvertKind, ConvertReport
@@ -105,8 +104,6 @@ def convert(
       perpsim tapes convert --from coinbase capture.jsonl --out cb.parquet
       perpsim tapes convert --from funding-csv BTC-USDT_binance.csv --out f.parquet --symbol BTCUSDT
     """
-    if out.exists() and out.samefile(src):  # any spelling or link of SRC: the recording would be lost
-        raise InputError(f"--out {out}: is SRC itself; writing the tape would replace the recording")
     rep = tapes_convert.convert(
         cast(ConvertKind, fmt),  # click.Choice guarantees one of FORMATS
         src,

@@ -99,7 +99,10 @@ def convert(
         TapeError: the input cannot be read, (``strict``) a malformed line, nothing
             convertible in the input, or the rows fail tape validation; the message
             names the file and line (or row and column).
+        InputError: ``out`` is ``src`` itself (by any spelling or link), which it would replace.
     """
+    if Path(out).exists() and Path(out).samefile(src):
+        raise InputError(f"--out {out}: is SRC itself; writing the tape would replace the recording")
     rows, rep = read_rows(kind, src, strict=strict, symbol=symbol, utc_offset_h=utc_offset_h)
     if len(rows) == 0:
         raise TapeError(

@@ -140,3 +140,5 @@ def test_soak_cli_bad_input_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "nope.parquet" in err
     code, _, err = _cli("soak", str(tmp_path / "nope.parquet"), "--duration", "forever")
     assert code == 2 and "--duration" in err
+    code, _, err = _cli("soak", "--duration", "1h", "--out", str(tmp_path))  # the report is a file
+    assert code == 2 and err.strip() == f"perpsim: --out {tmp_path}: is a folder; give a file name"

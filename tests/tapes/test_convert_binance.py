@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from perpsim.core.book import Book
-from perpsim.core.errors import TapeError
+from perpsim.core.errors import InputError, TapeError
 from perpsim.core.events import Flags, Kind
 from perpsim.tapes.convert import convert
 from perpsim.tapes.formats.binance import BinanceConverter, convert_binance
@@ -346,3 +346,5 @@ def test_cli_convert_refuses_out_that_is_the_source(tmp_path: Path) -> None:
         code, _, err = cli("tapes", "convert", "--from", "binance", str(src), "--out", str(out))
         assert code == 2 and err.count("\n") == 1 and "is SRC itself" in err, err
         assert src.read_bytes() == HEAD.read_bytes()  # the recording is untouched
+    with pytest.raises(InputError, match="is SRC itself"):  # from Python too
+        convert("binance", src, tmp_path / "link.gz")
