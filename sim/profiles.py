@@ -60,9 +60,13 @@ def _read_config_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise InputError(f"{p}: config file not found")
     try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    for key, how in (("profile", "choose it with --profile"), ("locked", "only a shipped profile locks keys")):
+        if key in data:
+            raise ConfigError(f"{p}: {key!r} cannot be set in a config file ({how})")
+    return data
 
 
 def resolve_config(
@@ -82,7 +86,25 @@ def resolve_config(
             data["params"] = {}  # a profile's params belong to its own strategy
         data = merge(data, over, locked)
     data["locked"] = locked
-    return load_config(data)
+    cfg = load_config(data)
+    if not cfg.risk.enabled:
+        _refuse_idle_risk_keys(profile, config_file, overrides)
+    return cfg
+
+
+def _refuse_idle_risk_keys(profile: str, config_file: str | Path | None, overrides: dict[str, Any] | None) -> None:
+    """A limit or guard the user sets while the risk layer is off would silently do nothing
+    (a kill switch that does not stop trading): refuse it, naming the key."""
+    given: dict[str, Any] = {}
+    if config_file is not None:
+        given.update(_read_config_file(config_file).get("risk") or {})
+    given.update((overrides or {}).get("risk") or {})
+    idle = sorted(k for k in given if k != "enabled")
+    if idle:
+        raise ConfigError(
+            f"risk.{idle[0]} has no effect: profile {profile!r} runs with risk.enabled = false "
+            "(set risk.enabled = true, or use a PerpsBot profile such as prod)"
+        )
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
