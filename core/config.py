@@ -7,13 +7,17 @@ refused by msgspec with the key named, and :func:`check` adds range checks.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+import math
+import re
+from typing import Literal, NoReturn
 
 import msgspec
 
 from perpsim.core.errors import ConfigError
 
 MAX_VENUE_LEVERAGE = 20.0
+_NS = 10**9
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")  # ASCII digits only: int() would take others
 
 __all__ = [
     "MAX_VENUE_LEVERAGE",
@@ -146,31 +150,154 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 def check(cfg: RunConfig) -> RunConfig:
     """Range checks msgspec's types cannot express.
 
+    Every value the run would otherwise crash on mid-replay (a traceback) or accept and
+    then ignore (a limit or window that can never bind) is refused here, before a run
+    directory exists.
+
     Raises:
         ConfigError: naming the key and the bad value.
     """
-    if cfg.interval_s <= 0:
-        raise ConfigError(f"interval_s must be positive, got {cfg.interval_s}")
+    for key in RunConfig.__struct_fields__:
+        if key != "params":  # the strategy's own, checked by it
+            _finite(key, getattr(cfg, key))
+    if round(cfg.interval_s * _NS) < 1:
+        _fail("interval_s", "be positive (at least 1e-9, the clock's resolution)", cfg.interval_s)
+    # Negative seeds alias large ones (the generators keep the low 64 bits) and the run
+    # catalog stores the seed as int64.
+    if not 0 <= cfg.seed < 2**63:
+        _fail("seed", "be from 0 to 2**63 - 1", cfg.seed)
+    if cfg.max_cycles is not None and cfg.max_cycles < 1:
+        _fail("max_cycles", "be at least 1 (omit it for no limit)", cfg.max_cycles)
+    _check_symbols(cfg.symbols)
+    _check_trading_window(cfg)
     if cfg.venue.starting_balance <= 0:
         raise ConfigError(f"venue.starting_balance must be positive, got {cfg.venue.starting_balance}")
     check_venue(cfg.venue)
-    r = cfg.risk
-    if r.max_leverage > MAX_VENUE_LEVERAGE:
-        raise ConfigError(f"risk.max_leverage {r.max_leverage} exceeds the venue maximum {MAX_VENUE_LEVERAGE}")
+    _check_risk(cfg.risk)
+    return cfg
+
+
+def _fail(key: str, rule: str, value: object) -> NoReturn:
+    raise ConfigError(f"{key} must {rule}, got {value!r}")
+
+
+def _finite(key: str, value: object) -> None:
+    """NaN passes every ``<`` range check and inf overflows the exact (Fraction) money maths."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            _fail(key, "be finite", value)
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            _finite(f"{key}.{name}", getattr(value, name))
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _finite(f"{key}[{name!r}]", item)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _finite(f"{key}[{i}]", item)
+
+
+def _not_negative(key: str, value: float | None) -> None:
+    if value is not None and value < 0:
+        _fail(key, "not be negative", value)
+
+
+def _leverage(key: str, value: float | None) -> None:
+    """A leverage cap is a divisor of the buffer checks (0 would divide by zero) and the venue allows 20 at most."""
+    if value is None:
+        return
+    if value <= 0:
+        _fail(key, "be positive", value)
+    if value > MAX_VENUE_LEVERAGE:
+        raise ConfigError(f"{key} {value} exceeds the venue maximum {MAX_VENUE_LEVERAGE}")
+
+
+def _check_symbols(symbols: list[str] | None) -> None:
+    """An empty list would filter every row out: a run that replays nothing and looks fine."""
+    if symbols is None:
+        return
+    if not symbols:
+        _fail("symbols", "name at least one symbol (omit it for all the tape's symbols)", symbols)
+    if any(not s.strip() for s in symbols):
+        _fail("symbols", "be non-empty names", symbols)
+    if len(set(symbols)) != len(symbols):
+        _fail("symbols", "not repeat a symbol", symbols)
+
+
+def _hhmm(key: str, value: str | None, *, end: bool) -> int | None:
+    """Minutes since midnight of an "HH:MM" the bot can parse; 24:00 only closes a window."""
+    if value is None:
+        return None
+    if end and value == "24:00":
+        return 1440
+    if not _HHMM.fullmatch(value):
+        _fail(key, 'be "HH:MM" from 00:00 to ' + ("23:59 or 24:00" if end else "23:59"), value)
+    return int(value[:2]) * 60 + int(value[3:])
+
+
+def _check_trading_window(cfg: RunConfig) -> None:
+    """A window that can never open would silence the bot for the whole run."""
+    start = _hhmm("trading_start", cfg.trading_start, end=False)
+    end = _hhmm("trading_end", cfg.trading_end, end=True)
+    if (0 if start is None else start) == (1440 if end is None else end):
+        raise ConfigError(
+            f"trading_start {cfg.trading_start!r} and trading_end {cfg.trading_end!r} make an empty window"
+        )
+    days = cfg.trading_days
+    if days is not None and (not days or any(not 0 <= d <= 6 for d in days)):
+        _fail("trading_days", "be UTC weekdays from 0 (Monday) to 6 (Sunday), at least one", days)
+
+
+def _check_risk(r: RiskConfig) -> None:
+    """Negative limits and unordered thresholds would be accepted and then never bind as meant."""
+    for key in ("max_leverage", "day_leverage_cap", "night_leverage_cap"):
+        _leverage(f"risk.{key}", getattr(r, key))
+    for symbol, cap in r.leverage_caps.items():
+        _leverage(f"risk.leverage_caps[{symbol!r}]", cap)
     for key in (
-        "max_leverage",
         "min_liquidation_buffer_pct",
         "daily_loss_limit",
         "max_exposure_pct",
         "max_position_pct_per_symbol",
         "slippage_guard_bps",
         "max_mark_staleness_seconds",
+        "max_position_value",
+        "volatility_warn",
+        "volatility_reduce_only",
+        "volatility_kill",
+        "volatility_cooldown_s",
+        "error_breaker_pause_s",
     ):
-        if getattr(r, key) < 0:
-            raise ConfigError(f"risk.{key} must not be negative, got {getattr(r, key)}")
+        _not_negative(f"risk.{key}", getattr(r, key))
+    for key in ("max_position_size", "max_notional_per_symbol"):
+        for symbol, limit in getattr(r, key).items():
+            _not_negative(f"risk.{key}[{symbol!r}]", limit)
     if r.max_trade_value is not None and r.max_trade_value <= 0:
         raise ConfigError(f"risk.max_trade_value must be positive, got {r.max_trade_value}")
-    return cfg
+    # The guard's level is how many thresholds the volatility reaches, so they must rise in order.
+    if r.volatility_reduce_only < r.volatility_warn:
+        _fail(
+            "risk.volatility_reduce_only",
+            f"not be below risk.volatility_warn ({r.volatility_warn})",
+            r.volatility_reduce_only,
+        )
+    if r.volatility_kill < r.volatility_reduce_only:
+        _fail(
+            "risk.volatility_kill",
+            f"not be below risk.volatility_reduce_only ({r.volatility_reduce_only})",
+            r.volatility_kill,
+        )
+    if r.volatility_window < 2:
+        _fail("risk.volatility_window", "be at least 2 (a sample stdev needs two returns)", r.volatility_window)
+    if r.error_breaker_count < 1:
+        _fail("risk.error_breaker_count", "be at least 1", r.error_breaker_count)
+    start, end = r.day_hours_utc
+    if not (0 <= start <= 23 and 0 <= end <= 24) or start == end:
+        _fail(
+            "risk.day_hours_utc",
+            "be [start, end] UTC hours with start 0-23, end 0-24 and start != end",
+            list(r.day_hours_utc),
+        )
 
 
 def load_config(data: dict[str, object]) -> RunConfig:
@@ -188,6 +315,7 @@ def check_venue(v: VenueConfig) -> VenueConfig:
     Raises:
         ConfigError: naming the ``venue.`` key and the bad value.
     """
+    _finite("venue", v)
     for key in ("latency_ms", "response_latency_ms", "latency_jitter_ms", "slippage_bps", "liquidation_fee_bps"):
         if getattr(v, key) < 0:
             raise ConfigError(f"venue.{key} must not be negative, got {getattr(v, key)}")
@@ -195,8 +323,7 @@ def check_venue(v: VenueConfig) -> VenueConfig:
         raise ConfigError(f"venue.cancel_latency_ms must not be negative, got {v.cancel_latency_ms}")
     if v.funding_interval_s is not None and v.funding_interval_s <= 0:
         raise ConfigError(f"venue.funding_interval_s must be positive, got {v.funding_interval_s}")
-    if v.leverage is not None and v.leverage <= 0:
-        raise ConfigError(f"venue.leverage must be positive, got {v.leverage}")
+    _leverage("venue.leverage", v.leverage)
     if v.funding == "schedule" and not v.funding_schedule:
         raise ConfigError("venue.funding = 'schedule' needs venue.funding_schedule (symbol = CSV path)")
     mins = [t.min_volume_30d for t in v.fee_tiers]

@@ -69,8 +69,8 @@ def print_summary(summary: dict[str, Any], console: Console, title: str = "repla
 @click.option("--interval", help="Cycle interval, e.g. 60s, 5m.")
 @click.option("--start", help="Replay rows from this time (ISO 8601 UTC or ns).")
 @click.option("--end", help="Replay rows before this time.")
-@click.option("--seed", type=int, help="Seed for the run's random models.")
-@click.option("--cycles", type=int, help="Stop cycling after this many cycles (dev profile: 1).")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed for the run's random models.")
+@click.option("--cycles", type=click.IntRange(min=1), help="Stop cycling after this many cycles (dev profile: 1).")
 @click.option(
     "--engine",
     "engine_mode",
