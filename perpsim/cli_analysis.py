@@ -47,19 +47,6 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
-def _check_out_file(path: Path, option: str) -> None:
-    """Refuse an output file path that cannot be written, before hours of work and not with a traceback.
-
-    Raises:
-        InputError: the path is a folder, or lies under a file.
-    """
-    if path.is_dir():
-        raise InputError(f"{option} {path}: is a folder; give a file name")
-    parent = next((q for q in path.parents if q.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise InputError(f"{option} {path}: {parent} is a file, not a folder")
-
-
 # -- drift ------------------------------------------------------------------------
 
 
@@ -135,6 +122,7 @@ def drift(
     """
     from perpsim.sim import drift as d
     from perpsim.sim.drift_report import write_report
+    from perpsim.sim.runs import check_out_file
 
     if many and report is not None:
         raise ConfigError("--report works only without --many (one report per pair of runs)")
@@ -151,9 +139,9 @@ def drift(
     if report is not None:
         if report.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
             raise InputError(f"--report {report}: the suffix must be .html or .md")
-        _check_out_file(report, "--report")
+        check_out_file(report, "--report")
     if many_out is not None:
-        _check_out_file(many_out, "--out")
+        check_out_file(many_out, "--out")
     th = d.load_thresholds(
         thresholds_file,
         identical=identical or None,
@@ -268,8 +256,12 @@ def _print_drift(rep: Any, con: Console, report: Path | None) -> None:
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="A TOML file merged over the profile.")
 @click.option("--strategy", help="A strategy class as module:Class.")
 @click.option("--symbols", help="Comma-separated symbols (default: all on the tape; the profile's with --live).")
-@click.option("--seed", type=int, help="Seed for the run's random models.")
-@click.option("--sample-every", help="Time between samples (default 1h of clock; --live: a twelfth of --wall, ≥ 1s).")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed for the run's random models.")
+@click.option(
+    "--sample-every",
+    help="Time between samples (default 1h of clock, or a quarter of a shorter --duration; "
+    "--live: a twelfth of --wall, ≥ 1s).",
+)
 @click.option("--warmup", help="Measure memory growth from this time on (default: one sample, or one loop).")
 @click.option("--max-memory-growth", type=float, default=0.2, show_default=True, help="Heap and RSS growth limit.")
 @click.option("--max-errors", type=int, default=0, show_default=True, help="Most error events allowed.")
@@ -325,9 +317,10 @@ def soak(
     never connects exits 2.
     """
     from perpsim.sim import soak as s
+    from perpsim.sim.runs import check_out_file
 
     if out is not None:
-        _check_out_file(out, "--out")
+        check_out_file(out, "--out")
     crit = s.SoakCriteria(
         max_memory_growth=max_memory_growth,
         max_errors=max_errors,
@@ -362,7 +355,7 @@ def soak(
             strategy=strategy,
             symbols=symbol_list,
             seed=seed,
-            sample_every_ns=parse_duration_ns(sample_every or "1h", what="--sample-every"),
+            sample_every_ns=parse_duration_ns(sample_every, what="--sample-every") if sample_every else None,
             warmup_ns=parse_duration_ns(warmup, what="--warmup") if warmup else None,
             criteria=crit,
             trace_memory=not no_trace_memory,
@@ -592,7 +585,7 @@ def _print_soak(rep: Any, con: Console) -> None:
 @click.option("--strategy", help="A strategy class as module:Class.")
 @click.option("--symbols", help="Comma-separated symbols.")
 @click.option("--interval", help="Cycle interval, e.g. 60s.")
-@click.option("--seed", type=int, help="Seed for the run's random models.")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed for the run's random models.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def characterize(
     tape: tuple[Path, ...],

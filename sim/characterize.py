@@ -14,17 +14,19 @@ user's own strategy gets a golden test in three lines.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import os
 import zlib
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from perpsim.core.errors import CheckFailed, InputError
 from perpsim.core.events import RunEvent
 from perpsim.core.timefmt import fmt_ns
-from perpsim.sim.runs import RunResult, file_sha256
+from perpsim.sim.runs import RunResult, check_out_file, file_sha256
 
 __all__ = [
     "FORMAT",
@@ -63,7 +65,7 @@ def encode_events(events: list[RunEvent]) -> str:
 
 def decode_events(data: str) -> list[RunEvent]:
     """The inverse of :func:`encode_events`."""
-    return _decoder.decode(zlib.decompress(base64.b64decode(data)))
+    return _decoder.decode(zlib.decompress(base64.b64decode(data, validate=True)))
 
 
 def golden_record(result: RunResult, *, tape: str | Path | None = None) -> dict[str, Any]:
@@ -99,28 +101,89 @@ def golden_record(result: RunResult, *, tape: str | Path | None = None) -> dict[
 
 
 def write_golden(path: str | Path, record: dict[str, Any]) -> Path:
-    """Write a golden file (creating its folder); keys are stable so diffs stay small."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(record, indent=2) + "\n")
+    """Write a golden file (creating its folder); keys are stable so diffs stay small.
+
+    Atomic (a temporary file in the same folder, then a rename), so a failed write
+    never leaves a half-written golden file that later reads as corrupt.
+
+    Raises:
+        InputError: the file cannot be written (a folder, under a file, no permission).
+    """
+    p = check_out_file(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, p)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{p}: cannot write ({exc.strerror or exc})") from exc
     return p
 
 
+class _Tape(msgspec.Struct):
+    name: str
+    sha256: str
+
+
+class _Events(msgspec.Struct):
+    encoding: Literal["msgpack+zlib+base64"]
+    data: str
+
+
+class _GoldenFile(msgspec.Struct):
+    """The shape :func:`golden_record` writes; a file that does not fit is refused, not half-compared."""
+
+    format: str
+    perpsim_version: str
+    tape: _Tape | None
+    config: dict[str, Any]
+    digest: str
+    event_count: Annotated[int, msgspec.Meta(ge=0)]
+    counts: dict[str, Annotated[int, msgspec.Meta(ge=0)]]
+    figures: dict[str, Any]
+    events: _Events
+
+
 def read_golden(path: str | Path) -> dict[str, Any]:
-    """Read a golden file.
+    """Read and validate a golden file, events included, so a comparison never trips on it.
 
     Raises:
-        InputError: missing (with the hint to create it), not JSON, or not a golden file.
+        InputError: missing (with the hint to create it), unreadable, or not a golden file.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: golden file not found; run with --update to create it")
+
+    def bad(why: str) -> InputError:
+        return InputError(f"{p}: not a golden file ({why})")
+
     try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{p}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(f"{p}: not a perpsim golden file (expected format {FORMAT!r})")
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise bad(f"not UTF-8 text: {exc.reason}") from exc
+    if not text.strip():
+        raise bad("empty")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise bad(f"invalid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise bad(f"JSON {type(data).__name__}, expected an object")
+    if data.get("format") != FORMAT:
+        raise bad(f"format {data.get('format')!r}, expected {FORMAT!r}")
+    try:
+        shape = msgspec.convert(data, _GoldenFile)
+    except msgspec.ValidationError as exc:
+        raise bad(str(exc)) from exc
+    try:
+        n = len(decode_events(shape.events.data))
+    except (binascii.Error, zlib.error, msgspec.DecodeError) as exc:  # ValidationError is a DecodeError
+        raise bad(f"events.data: {exc}") from exc
+    if n != shape.event_count:
+        raise bad(f"events.data holds {n} events, event_count says {shape.event_count}")
     return data
 
 
@@ -263,17 +326,27 @@ def check_golden(
     """Compare a replay result with a golden file, or (``update``) write it.
 
     Raises:
-        InputError: the golden file is missing (and ``update`` is False) or unreadable.
+        InputError: the golden path cannot be a file; or (without ``update``) the
+            golden file is missing or unreadable. With ``update`` an unreadable old
+            file is replaced.
     """
     now = golden_record(result, tape=tape)
-    p = Path(golden)
+    p = check_out_file(golden)
     if update:
-        old = read_golden(p) if p.is_file() else None
+        # The old file only matters for the report: one that does not read is replaced, not compared.
+        res: GoldenResult | None = None
+        notes: list[str] = []
+        verb = "created"
+        if p.is_file():
+            try:
+                res = compare_golden(read_golden(p), now, str(p))
+                verb = "unchanged" if res.ok else "updated"
+            except InputError as exc:
+                verb = "replaced"
+                notes.append(f"the old golden file was unreadable: {exc}")
         write_golden(p, now)
-        res = compare_golden(old, now, str(p)) if old is not None else None
-        changed = res is not None and not res.ok
-        verb = "updated" if changed else ("unchanged" if res is not None else "created")
         lines = [f"golden {verb}: {p} ({now['event_count']} events, digest {now['digest'][:16]})"]
+        lines += [f"note: {x}" for x in notes]
         if res is not None and not res.ok:
             lines += ["was:", *[f"  {x}" for x in res.lines]]
         return GoldenResult(
@@ -287,7 +360,7 @@ def check_golden(
             counts={} if res is None else res.counts,
             figures={} if res is None else res.figures,
             config=[] if res is None else res.config,
-            notes=[],
+            notes=notes,
             lines=lines,
         )
     return compare_golden(read_golden(p), now, str(p))
@@ -313,6 +386,7 @@ def characterize(
     """
     from perpsim.sim.replay import replay
 
+    check_out_file(golden)  # a folder or a path under a file fails now, not after the replay
     replay_kwargs.setdefault("keep_events", True)
     result = replay(tape, **replay_kwargs)
     res = check_golden(result, golden, update=update, tape=tape if isinstance(tape, (str, Path)) else None)

@@ -51,6 +51,7 @@ __all__ = [
     "RunResult",
     "RunSource",
     "RunWriter",
+    "check_out_file",
     "check_unused",
     "equity_frame",
     "events_frame",
@@ -249,6 +250,23 @@ def check_unused(path: Path, what: str = "--out") -> None:
     """
     if path.is_file() or (path.is_dir() and any(path.iterdir())):
         raise InputError(f"{what} {path}: already exists; choose another folder or remove it")
+
+
+def check_out_file(path: str | Path, what: str = "") -> Path:
+    """Refuse an output path that can never be a file (a folder, or a path below a file),
+    before the work whose result it would hold is spent.
+
+    Raises:
+        InputError: naming ``what`` (an option) and the path.
+    """
+    p = Path(path)
+    name = f"{what} {p}".strip()
+    if p.is_dir():
+        raise InputError(f"{name}: is a folder; give a file name")
+    parent = next((q for q in p.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{name}: {parent} is a file, not a folder")
+    return p
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -42,6 +42,7 @@ samples, :class:`TimerStats` and :func:`instrument_clock` time the callbacks,
 from __future__ import annotations
 
 import gc
+import math
 import os
 import resource
 import time
@@ -114,6 +115,7 @@ class LoopedTape:
         self.meta = tape.meta
         self.instruments = tape.instruments
         self.files = tape.files
+        self._tape = tape
         src = [b for b in tape.batches() if len(b)]
         if not src:
             raise InputError(f"{_tape_name(tape)}: the tape has no rows to soak")
@@ -138,6 +140,11 @@ class LoopedTape:
         self.next_clock: int | None = None
         self.loop = 0
         self.num_rows = self.rows_per_loop * self.loops
+
+    @property
+    def symbols(self) -> tuple[str, ...] | None:
+        """The source tape's symbols (None if it cannot say), for the replay's ``--symbols`` check."""
+        return getattr(self._tape, "symbols", None)
 
     def batches(self, **_: object) -> Iterator[Batch]:
         """Chunks of the looped tape in clock order (window arguments are ignored).
@@ -445,6 +452,15 @@ class SoakCriteria(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_errors: int = 0
     max_cycle_p95_ms: float | None = None
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_memory_growth < math.inf:
+            raise InputError(f"--max-memory-growth must be a fraction >= 0, got {self.max_memory_growth}")
+        if self.max_errors < 0:
+            raise InputError(f"--max-errors must be >= 0, got {self.max_errors}")
+        p95 = self.max_cycle_p95_ms
+        if p95 is not None and not 0 < p95 < math.inf:
+            raise InputError(f"--max-cycle-p95 must be positive, got {p95} ms")
+
 
 class SoakReport(msgspec.Struct, kw_only=True):
     """What a soak measured and decided; ``to_dict()`` is the ``--json`` output.
@@ -657,7 +673,7 @@ def run_soak(
     config: str | Path | None = None,
     seed: int | None = None,
     symbols: Sequence[str] | None = None,
-    sample_every_ns: int = _H,
+    sample_every_ns: int | None = None,
     warmup_ns: int | None = None,
     criteria: SoakCriteria | None = None,
     trace_memory: bool = True,
@@ -668,7 +684,8 @@ def run_soak(
     Args:
         tape: a tape path (or paths, or an opened tape); looped when shorter than
             the duration.
-        sample_every_ns: clock time between samples.
+        sample_every_ns: clock time between samples (default 1h, or a quarter of a
+            shorter duration, so that memory growth has samples to compare).
         warmup_ns: memory growth is measured from the first sample at or after this
             (and after the first loop); default ``sample_every_ns``.
         trace_memory: measure the Python heap with ``tracemalloc`` (about 4x slower;
@@ -679,10 +696,18 @@ def run_soak(
         The report; ``report.ok`` says whether every criterion held.
 
     Raises:
-        InputError: a bad tape, profile, strategy or duration.
+        InputError: a bad tape, profile, strategy or duration, or a soak that could not
+            measure: no cycle in the duration, or fewer than two samples.
     """
     if duration_ns <= 0:
         raise InputError(f"--duration must be positive, got {duration_ns} ns")
+    if sample_every_ns is None:
+        sample_every_ns = min(_H, duration_ns // 4) or 1
+    if sample_every_ns >= duration_ns:
+        raise InputError(
+            f"--sample-every {fmt_duration(sample_every_ns)} is not shorter than --duration "
+            f"{fmt_duration(duration_ns)}: memory growth needs two samples"
+        )
     crit = criteria or SoakCriteria()
     cfg = build_config(
         profile,
@@ -695,6 +720,11 @@ def run_soak(
     )
     opened = tape if hasattr(tape, "batches") else open_tape(tape)
     interval_ns = round(cfg.interval_s * _S)
+    if interval_ns > duration_ns:
+        raise InputError(
+            f"--interval {fmt_duration(interval_ns)} is longer than --duration {fmt_duration(duration_ns)}: "
+            "no cycle would run"
+        )
     looped = LoopedTape(opened, duration_ns, interval_ns, boundary_ns=sample_every_ns)
     empty = looped._shifted(looped._src[0], 0, 0, 0, 0)
     cls = strategy if isinstance(strategy, type) else None
