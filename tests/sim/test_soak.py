@@ -142,3 +142,19 @@ def test_soak_cli_bad_input_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "--duration" in err
     code, _, err = _cli("soak", "--duration", "1h", "--out", str(tmp_path))  # the report is a file
     assert code == 2 and err.strip() == f"perpsim: --out {tmp_path}: is a folder; give a file name"
+    # Soaks that would measure nothing, and criteria that cannot be met or mean nothing: refused.
+    for args, message in (
+        (["--symbols", "SOL-PERP"], "symbols: SOL-PERP not on the tape (it has BTC-PERP, ETH-PERP)"),
+        (["--interval", "7h"], "--interval 7h00m is longer than --duration 2h00m: no cycle would run"),
+        (["--sample-every", "5h"], "--sample-every 5h00m is not shorter than --duration 2h00m"),
+        (["--max-memory-growth", "nan"], "--max-memory-growth must be a fraction >= 0, got nan"),
+        (["--max-memory-growth", "-0.5"], "--max-memory-growth must be a fraction >= 0, got -0.5"),
+        (["--max-errors", "-1"], "--max-errors must be >= 0, got -1"),
+    ):
+        code, _, err = _cli("soak", "--duration", "2h", "--no-trace-memory", *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_a_short_soak_samples_four_times_by_default(tape: Path) -> None:
+    rep = run_soak(tape, duration_ns=H, trace_memory=False)
+    assert len(rep.samples) == 4 and rep.ok  # every 15 minutes of the hour, not once at its end
