@@ -299,17 +299,19 @@ class Engine:
                 else:
                     self._other_row(i, k, sid[i])
             return hi
+        clock = self.clock
+        due = clock.next_due
         for i in range(lo - base, hi - base):
             k = kind[i]
             s = sid[i]
+            acted = False
             if k == 0:
                 last_px[s] = price[i]
                 last_size[s] = size[i]
                 last_ts[s] = clk[i]
                 if active[s]:
                     venue.on_trade(s, price[i], size[i], side[i], clk[i], seq[i])
-                    if pending:
-                        self._flush()
+                    acted = True
             elif k == 1:
                 q_bid[s] = bid[i]
                 q_bsz[s] = bsz[i]
@@ -320,18 +322,29 @@ class Engine:
                 # of a position while no trade has printed (SimVenue.on_quote).
                 if active[s] and (resting[s] or last_px[s] != last_px[s]):
                     venue.on_quote(s, clk[i], seq[i])
-                    if pending:
-                        self._flush()
+                    acted = True
             elif k == 2 and (book := books[s]) is not None:
                 book.apply(side[i], price[i], size[i])
                 seen[s] = True
                 if active[s] and flags[i] & 1:
                     venue.on_book(s, clk[i], seq[i])
-                    if pending:
-                        self._flush()
+                    acted = True
             else:
                 self._other_row(i, k, s)
-            if hooks and self._hook_row(i, k, s) and i + 1 + base < hi:
+                acted = True
+            # What the venue did on this row reaches the strategy at the row's time; a timer
+            # set before the next row (a response latency, an order or a timer placed by a
+            # hook) stops the loop, for the driver to fire it in order.
+            if acted:
+                if pending:
+                    self._flush(clk[i])
+                if hooks:
+                    self._hook_row(i, k, s)
+            elif hooks:
+                self._hook_row(i, k, s)
+            else:
+                continue
+            if clock.next_due < due and i + 1 + base < hi:
                 self.rows -= hi - (i + 1 + base)
                 return i + 1 + base
         return hi
@@ -361,7 +374,7 @@ class Engine:
             book.apply(side[i], price[i], size[i])  # the first row of a book; then run() applies them
             if self.venue.active[s] and self._loaded[14][i] & 1:
                 self.venue.on_book(s, clk[i], self._loaded[15][i])
-                self._flush()
+                self._flush(clk[i])
         elif k == Kind.BOOK_RESET:
             book = m.books[s]
             if book is None:
@@ -377,19 +390,20 @@ class Engine:
             if ev is not None and self._on_funding is not None:
                 assert ev.amount is not None and ev.price is not None
                 pay = FundingPayment(symbol=m.names[s], rate=rate, mark=ev.price, amount=ev.amount, ts=ts)
+                if clk[i] > self.clock.now_ns():  # the hook runs, and orders, at the row's time
+                    self.clock.set_now(clk[i])
                 self._call(self._on_funding, self.ctx, pay)
         elif k == Kind.MARK:
             m.mark_px[s] = price[i]
             m.mark_ts[s] = clk[i]
             if self.venue.active[s]:
                 self.venue.on_mark(s, price[i], clk[i], self._loaded[15][i])
-                self._flush()
+                self._flush(clk[i])
 
-    def _hook_row(self, i: int, k: int, s: int) -> bool:
-        """Call a tick hook for row ``i``; True if a timer became due before the next row."""
+    def _hook_row(self, i: int, k: int, s: int) -> None:
+        """Call a tick hook for row ``i``, at the row's time."""
         clk, _, _, price, size, side, bid, bsz, ask, asz, _, _, ts, rts, _flags, _seq = self._loaded
         m = self.market
-        due_before = self.clock.next_due
         self.clock.set_now(clk[i])
         if k == 0 and self._on_trade is not None:
             ev: MarketEvent = Trade(
@@ -407,9 +421,6 @@ class Engine:
                 ask_size=asz[i],
             )
             self._call(self._on_quote, self.ctx, ev)
-        else:
-            return False
-        return self.clock.next_due != due_before
 
     # -- the cycle --------------------------------------------------------------
 
@@ -597,7 +608,12 @@ class Engine:
             )
         self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, now: int | None = None) -> None:
+        """Hand the venue's updates to the bot and the strategy hooks; ``now``: the time of
+        the row that caused them, so a hook sees (and orders at) that time, not the last
+        cycle's."""
+        if now is not None and self._pending and now > self.clock.now_ns():
+            self.clock.set_now(now)
         while self._pending:
             update = self._pending.pop(0)
             if isinstance(update, FundingPayment):  # a scheduled settlement (venue.funding != "tape")
