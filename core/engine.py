@@ -553,6 +553,13 @@ class Engine:
         return order.order_id
 
     def strategy_timer(self, at_ns: int, every_ns: int, cb: Callable[[int], None]) -> str:
+        """A strategy's one-shot timer at ``at_ns`` (``every_ns`` 0) or periodic timer.
+
+        Raises:
+            ValueError: a negative period; the strategy's call becomes an ``error`` event.
+        """
+        if every_ns < 0:
+            raise ValueError(f"every: the period must be positive, got {every_ns} ns")
         self._strategy_timers += 1
         name = f"strategy:{self._strategy_timers}"
 

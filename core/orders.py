@@ -35,6 +35,8 @@ reason                                 when
 ``missing_price`` / ``invalid_price``  limit price absent, not finite or <= 0
 ``price_off_tick``                     limit price not a multiple of the tick
 ``missing_stop_price`` / ...           the same for ``stop_price``
+``price_not_used``                     a ``price`` on a market or stop order
+``stop_price_not_used``                a ``stop_price`` on a market or limit order
 ``post_only_would_take``               post-only market/stop, or marketable on arrival
 ``gtd_without_expiry``                 GTD without ``expire_ns``
 ``gtd_expire_in_past``                 ``expire_ns`` at or before arrival
@@ -224,6 +226,11 @@ def check_static(order: Order, inst: Instrument | None) -> str | None:
             return "invalid_stop_price"
         if not on_tick(order.stop_price, inst.tick):
             return "stop_price_off_tick"
+    # A price the order type does not use would be ignored: a "limit" sent as a market order fills anywhere.
+    if order.price is not None and order.type in ("market", "stop"):
+        return "price_not_used"
+    if order.stop_price is not None and order.type in ("market", "limit"):
+        return "stop_price_not_used"
     if order.post_only and order.type in ("market", "stop"):
         return "post_only_would_take"
     if order.tif == "GTD" and order.type != "market" and order.expire_ns is None:

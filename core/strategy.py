@@ -133,6 +133,8 @@ class Context:
         return self._e.strategy_timer(ns, 0, cb)
 
     def every(self, ns: int, cb: Callable[[int], None]) -> str:
+        if not ns > 0:  # 0 would be taken for a one-shot timer at the epoch
+            raise ValueError(f"every: the period must be positive, got {ns} ns")
         return self._e.strategy_timer(0, ns, cb)
 
     def submit(

@@ -100,3 +100,15 @@ def test_a_response_due_before_the_next_row_reaches_the_strategy_before_that_row
     tape += [quote(80.002, 93, 95), quote(80.009, 91, 92), trade(130, 100)]
     seen, _ = _run(tape, Flip, engine, response_latency_ms=5.0)
     assert seen[0] == ("fill", 80 * S + 5_000_000, 93.0)
+
+
+def test_a_timer_period_of_zero_is_an_error_event_not_a_timer_at_the_epoch() -> None:
+    fired: list[int] = []
+
+    class Zero(Strategy):
+        def on_start(self, ctx: Context) -> None:
+            ctx.every(0, fired.append)
+
+    r = replay(MemoryTape([trade(0, 100), trade(130, 100)]), strategy=Zero)
+    (err,) = [e for e in r.events.to_dicts() if e["kind"] == "error"]
+    assert "every: the period must be positive, got 0 ns" in err["text"] and fired == []

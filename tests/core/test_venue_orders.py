@@ -231,6 +231,9 @@ def test_bad_orders_are_reject_events_with_reasons() -> None:
         [at(10), "submit", SYM, "buy", float("nan")],
         [at(10), "submit", SYM, "buy", 0.05],
         [at(10), "submit", "NOPE-PERP", "buy", 1.0],
+        [at(10), "submit", SYM, "buy", 1.0, {"price": 50.0}],  # a market order would ignore it
+        [at(10), "submit", SYM, "buy", 1.0, {"type": "stop", "stop_price": 102.0, "price": 103.0}],
+        [at(10), "submit", SYM, "buy", 1.0, {"type": "limit", "price": 99.0, "stop_price": 98.0}],
     ]
     r = run(evs, acts)
     assert [x["reason"] for x in events(r, "reject")] == [
@@ -243,6 +246,9 @@ def test_bad_orders_are_reject_events_with_reasons() -> None:
         "non_positive_qty",
         "qty_below_lot",
         "unknown_symbol",
+        "price_not_used",
+        "price_not_used",
+        "stop_price_not_used",
     ]
     assert events(r, "error") == []
 
