@@ -316,9 +316,20 @@ def check_venue(v: VenueConfig) -> VenueConfig:
         ConfigError: naming the ``venue.`` key and the bad value.
     """
     _finite("venue", v)
-    for key in ("latency_ms", "response_latency_ms", "latency_jitter_ms", "slippage_bps", "liquidation_fee_bps"):
+    # A maker rate may be negative (a rebate); a taker rate may not: no venue pays takers.
+    for key in (
+        "latency_ms",
+        "response_latency_ms",
+        "latency_jitter_ms",
+        "slippage_bps",
+        "liquidation_fee_bps",
+        "taker_bps",
+    ):
         if getattr(v, key) < 0:
             raise ConfigError(f"venue.{key} must not be negative, got {getattr(v, key)}")
+    for i, tier in enumerate(v.fee_tiers):
+        if tier.taker_bps < 0:
+            raise ConfigError(f"venue.fee_tiers[{i}].taker_bps must not be negative, got {tier.taker_bps}")
     if v.cancel_latency_ms is not None and v.cancel_latency_ms < 0:
         raise ConfigError(f"venue.cancel_latency_ms must not be negative, got {v.cancel_latency_ms}")
     if v.funding_interval_s is not None and v.funding_interval_s <= 0:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from perpsim.core.engine import Engine
     from perpsim.core.orders import Order
 
-__all__ = ["HOOKS", "Context", "QuoteView", "Strategy"]
+__all__ = ["HOOKS", "Context", "QuoteView", "Strategy", "make_strategy"]
 
 HOOKS = ("on_trade", "on_quote", "on_fill", "on_order", "on_funding")
 
@@ -32,6 +32,28 @@ class QuoteView(msgspec.Struct, frozen=True, kw_only=True):
     ask: float
     ask_size: float
     ts: int
+
+
+def make_strategy(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
+    """``cls(**params)`` with a usable ``window``; what the user's code raises is bad input.
+
+    Raises:
+        ConfigError: the constructor raised, or ``window`` is not an integer >= 1
+            (one line naming the class, not a traceback).
+    """
+    from perpsim.core.errors import ConfigError
+
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        strategy = cls(**params)
+        window = strategy.window
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"strategy {name}: {type(exc).__name__}: {exc}") from exc
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ConfigError(f"strategy {name}: window must be an integer >= 1, got {window!r}")
+    return strategy
 
 
 class Strategy:

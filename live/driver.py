@@ -58,7 +58,7 @@ from perpsim.core.events import KIND_NAMES, Flags, Kind, MarketEvent, TimerFired
 from perpsim.core.instruments import Instrument
 from perpsim.core.ledger import to_units, units_to_float
 from perpsim.core.outbox import Digest
-from perpsim.core.strategy import Strategy
+from perpsim.core.strategy import Strategy, make_strategy
 from perpsim.live.clock import LiveClock
 from perpsim.live.feed import CoinbaseFeed, FeedConfig, FeedState
 from perpsim.live.metrics import LiveMetrics, MetricsServer
@@ -173,7 +173,7 @@ class LiveDriver:
         self.on_status = on_status
         self.clock = LiveClock()
         cls = strategy or _load_strategy(config.strategy)
-        self.strategy = cls(**config.params)
+        self.strategy = make_strategy(cls, config.params)
         self.engine = Engine(clock=self.clock, strategy=self.strategy, config=config, instruments=instruments)
         symbols = tuple(config.symbols or options.feed.symbols)
         self.feed_config = msgspec.structs.replace(options.feed, symbols=symbols)

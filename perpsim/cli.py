@@ -7,6 +7,7 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,10 @@ _attach_subcommands()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning errors into one line and an exit status."""
+    # `--strategy mymod:Class` finds mymod.py in the current folder, as under `python -m
+    # perpsim`; appended, so a file there cannot shadow an installed module.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         perpsim_cli.main(args=argv, prog_name="perpsim", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -78,12 +78,15 @@ def resolve_config(
     """Profile, then the user's file, then explicit overrides; validated once at the end."""
     data = load_profile(profile)
     locked = list(data.get("locked", []))
+    user: dict[str, Any] = {}
     if config_file is not None:
-        data = merge(data, _read_config_file(config_file), locked)
+        user = _read_config_file(config_file)
+        data = merge(data, user, locked)
     if overrides:
         over = {k: v for k, v in overrides.items() if v is not None}
         if over.get("strategy", data.get("strategy")) != data.get("strategy"):
-            data["params"] = {}  # a profile's params belong to its own strategy
+            # the profile's params belong to its own strategy; the user's file's are for this one
+            data["params"] = dict(user.get("params") or {})
         data = merge(data, over, locked)
     data["locked"] = locked
     cfg = load_config(data)

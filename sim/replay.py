@@ -31,7 +31,7 @@ from perpsim.core.events import Kind
 from perpsim.core.fastpath import BatchIndex, FastIndex
 from perpsim.core.ledger import to_units
 from perpsim.core.outbox import Digest
-from perpsim.core.strategy import Strategy
+from perpsim.core.strategy import Strategy, make_strategy
 from perpsim.sim.profiles import resolve_config
 from perpsim.sim.runs import Drawdown, RunResult, RunWriter, summarize, tape_entries
 from perpsim.sim.warm import dispatch_own_timers, end_warm_up, warm_up
@@ -85,7 +85,7 @@ class ReplayDriver:
         self.timer_mode = "own"
         self.config = config
         cls = strategy or load_strategy(config.strategy)
-        self.strategy = cls(**config.params)
+        self.strategy = make_strategy(cls, config.params)
         self.clock = ReplayClock()
         self.engine = Engine(
             clock=self.clock, strategy=self.strategy, config=config, instruments=dict(tape.instruments)

@@ -292,3 +292,40 @@ def test_a_window_at_the_tapes_edges_replays_its_rows(tmp_path: Path, window: li
     code, out, err = helper_cli("replay", *window, "--json", "--out", str(tmp_path / "r"))
     assert code == 0, err
     assert json.loads(out)["rows"] > 0
+
+
+BAD_STRATEGIES = """
+import perpsim
+
+class InitBoom(perpsim.Strategy):
+    def __init__(self, **p):
+        super().__init__(**p)
+        raise RuntimeError("init boom")
+
+class FloatWindow(perpsim.Strategy):
+    window = 3.5
+
+class Mine(perpsim.Strategy):
+    defaults = {"n": 3}
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "mystrats:InitBoom"], "strategy mystrats:InitBoom: RuntimeError: init boom"),
+        (["--strategy", "mystrats:FloatWindow"], "strategy mystrats:FloatWindow: window must be an integer >= 1"),
+        (["--strategy", "mystrats:Mine", "--config", "typo.toml"], "Mine: unknown parameter(s) m"),
+    ],
+)
+def test_a_strategy_from_the_current_folder_that_cannot_start_is_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "mystrats.py").write_text(BAD_STRATEGIES)  # importable from the folder perpsim runs in
+    (tmp_path / "typo.toml").write_text("[params]\nm = 5\n")  # the file's params reach the strategy
+    script = Path(sys.executable).parent / "perpsim"  # the console script: no -m, so no cwd on sys.path of its own
+    for runner in ([[str(script)]] if script.is_file() else []) + [PERPSIM]:
+        out = subprocess.run([*runner, "replay", *args, "--out", "r"], cwd=tmp_path, capture_output=True, text=True)
+        (line,) = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and line.startswith(f"perpsim: {message}"), (runner, out.stderr)
+        assert not (tmp_path / "r").exists()

@@ -37,6 +37,11 @@ ON = {"enabled": True}
         ({"risk": {"max_trade_value": float("inf")}}, "risk.max_trade_value must be finite"),
         ({"risk": {"leverage_caps": {"BTC-PERP": float("nan")}}}, "risk.leverage_caps['BTC-PERP'] must be finite"),
         ({"venue": {"taker_bps": float("nan")}}, "venue.taker_bps must be finite, got nan"),
+        ({"venue": {"taker_bps": -4.0}}, "venue.taker_bps must not be negative, got -4.0"),
+        (
+            {"venue": {"fee_tiers": [{"maker_bps": -1.0, "taker_bps": -2.0}]}},
+            "venue.fee_tiers[0].taker_bps must not be negative, got -2.0",
+        ),
         ({"venue": {"starting_balance": float("inf")}}, "venue.starting_balance must be finite"),
         (
             {"venue": {"fee_tiers": [{"maker_bps": 1.0, "taker_bps": float("nan")}]}},

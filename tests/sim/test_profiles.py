@@ -44,3 +44,12 @@ def test_a_config_file_cannot_rename_the_profile_lock_keys_or_be_unreadable(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_config("canary", config_file=_file(tmp_path, text))
+
+
+def test_a_strategy_given_with_a_config_file_keeps_the_files_params(tmp_path: Path) -> None:
+    cfg = _file(tmp_path, "[params]\nn = 5\n")
+    got = resolve_config("backtest", config_file=cfg, overrides={"strategy": "mymod:Mine"})
+    assert (got.strategy, got.params) == ("mymod:Mine", {"n": 5})
+    # without a file, the profile's own params (the baseline's) do not follow another strategy
+    assert resolve_config("spot", overrides={"strategy": "mymod:Mine"}).params == {}
+    assert resolve_config("spot").params  # spot's per-symbol windows, for its own strategy
