@@ -76,6 +76,7 @@ from perpsim.sim.soak import (
     SoakSink,
     TimerStats,
     assess,
+    check_keeps_cycling,
     failure_line,
     fmt_duration,
     instrument_clock,
@@ -446,6 +447,7 @@ def run_live_soak(
         symbols=symbols,
         interval_s=interval_s,
     )
+    check_keeps_cycling(cfg)
     cls = strategy if isinstance(strategy, type) else None
     feed_symbols = tuple(cfg.symbols or ("BTC-PERP",))
     with tempfile.TemporaryDirectory(prefix="perpsim-soak-") as tmp:

@@ -76,6 +76,7 @@ __all__ = [
     "SoakSink",
     "TimerStats",
     "assess",
+    "check_keeps_cycling",
     "failure_line",
     "fmt_duration",
     "instrument_clock",
@@ -662,6 +663,20 @@ def assess(
     )
 
 
+def check_keeps_cycling(cfg: Any) -> None:
+    """Refuse a configuration that stops cycling (``max_cycles``, as the ``dev`` profile
+    sets): its soak would watch an idle engine for hours and pass.
+
+    Raises:
+        InputError: naming the profile and the limit.
+    """
+    if cfg.max_cycles is not None:
+        raise InputError(
+            f"soak: profile {cfg.profile!r} stops after {cfg.max_cycles} cycle(s) (max_cycles); "
+            "a soak needs a bot that keeps cycling"
+        )
+
+
 def run_soak(
     tape: str | Path | Sequence[str | Path] | Any,
     *,
@@ -718,6 +733,7 @@ def run_soak(
         symbols=symbols,
         interval_s=interval_s,
     )
+    check_keeps_cycling(cfg)
     opened = tape if hasattr(tape, "batches") else open_tape(tape)
     interval_ns = round(cfg.interval_s * _S)
     if interval_ns > duration_ns:

@@ -150,6 +150,7 @@ def test_soak_cli_bad_input_exits_2(tmp_path: Path) -> None:
         (["--max-memory-growth", "nan"], "--max-memory-growth must be a fraction >= 0, got nan"),
         (["--max-memory-growth", "-0.5"], "--max-memory-growth must be a fraction >= 0, got -0.5"),
         (["--max-errors", "-1"], "--max-errors must be >= 0, got -1"),
+        (["--profile", "dev"], "soak: profile 'dev' stops after 1 cycle(s) (max_cycles)"),
     ):
         code, _, err = _cli("soak", "--duration", "2h", "--no-trace-memory", *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
