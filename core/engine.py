@@ -556,10 +556,15 @@ class Engine:
         """A strategy's one-shot timer at ``at_ns`` (``every_ns`` 0) or periodic timer.
 
         Raises:
-            ValueError: a negative period; the strategy's call becomes an ``error`` event.
+            ValueError: a negative period, or once rows have been dispatched a one-shot
+                time already past (it would fire after later rows, stamped before them);
+                the strategy's call becomes an ``error`` event. Before the first row any
+                time may be asked for: nothing has happened yet.
         """
         if every_ns < 0:
             raise ValueError(f"every: the period must be positive, got {every_ns} ns")
+        if not every_ns and self.rows and at_ns < self.clock.now_ns():
+            raise ValueError(f"call_at: {at_ns} is before now ({self.clock.now_ns()})")
         self._strategy_timers += 1
         name = f"strategy:{self._strategy_timers}"
 

@@ -112,3 +112,20 @@ def test_a_timer_period_of_zero_is_an_error_event_not_a_timer_at_the_epoch() -> 
     r = replay(MemoryTape([trade(0, 100), trade(130, 100)]), strategy=Zero)
     (err,) = [e for e in r.events.to_dicts() if e["kind"] == "error"]
     assert "every: the period must be positive, got 0 ns" in err["text"] and fired == []
+
+
+def test_a_one_shot_timer_in_the_past_is_refused_once_rows_have_run() -> None:
+    fired: list[int] = []
+
+    class Past(Strategy):
+        def on_start(self, ctx: Context) -> None:
+            ctx.call_at(ctx.now_ns - S, fired.append)  # before the first row: nothing has happened yet
+
+        def on_cycle(self, ctx: Context) -> None:
+            if ctx.now_ns == 60 * S:
+                ctx.call_at(30 * S, fired.append)  # would fire after the rows since 30 s
+
+    r = replay(MemoryTape([trade(0.5, 100), trade(70, 100), trade(130, 100)]), strategy=Past)
+    (err,) = [e for e in r.events.to_dicts() if e["kind"] == "error"]
+    assert f"call_at: {30 * S} is before now ({60 * S})" in err["text"]
+    assert fired == [-S // 2]
