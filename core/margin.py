@@ -166,7 +166,7 @@ class Margin:
         used = self.position_margin()
         for o in resting:
             lim = o.limit
-            if lim is not None:
+            if lim is not None and not o.is_stop:  # an armed stop-limit reserves nothing until it triggers
                 used += self.order_margin(o, o.remaining, lim)
         return self.equity() - used
 

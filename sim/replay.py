@@ -204,6 +204,7 @@ class ReplayDriver:
             watched = [s for s, on in enumerate(active) if on] if any(active) else []
             if any(venue.has_orders(s) for s in watched):
                 index.sync(eng, i)
+                self._resync_margin(watched)
                 if j > i:
                     eng.load(batch, i, j)
                     i = eng.run(i, j)
@@ -218,13 +219,19 @@ class ReplayDriver:
             if watched:
                 index.sync(eng, i)
                 p = self._band_stop(rows, watched, i, p)
-            if p > i:
+            skipped = p > i
+            if skipped:
                 eng.rows += p - i
                 i = p
                 clock.set_now(int(col[i - 1]))
             if i >= n:
                 break
             index.sync(eng, i)
+            if skipped and watched:
+                # The skipped rows moved other symbols' prices within their bands: their margin
+                # contributions must be where the reference loop leaves them before this row's
+                # liquidation check, which sums every position's (a cross-margin account).
+                self._resync_margin(watched)
             if j == i:
                 clock.advance_to(int(col[i]))
             else:
@@ -249,8 +256,18 @@ class ReplayDriver:
 
     def _band_stop(self, rows: BatchIndex, watched: list[int], i: int, p: int) -> int:
         """The first row before ``p`` where a watched symbol's price leaves its skip band."""
+        margin = self.engine.venue.margin
+        self._resync_margin(watched)
+        for sid in watched:
+            lo, hi = margin.skip_band(sid, len(watched))
+            p = rows.first_outside(sid, i, p, lo, hi)
+        return p
+
+    def _resync_margin(self, watched: list[int]) -> None:
+        """Set each watched symbol's margin contribution where the reference loop leaves it:
+        at its last price row (a mark, else a trade, else a quote's mid)."""
         m, margin = self.engine.market, self.engine.venue.margin
-        for sid in watched:  # the reference loop leaves each contribution at its last price row
+        for sid in watched:
             px = m.mark_px[sid]
             if px != px:
                 px = m.last_px[sid]
@@ -258,10 +275,6 @@ class ReplayDriver:
                 px = (m.bid[sid] + m.ask[sid]) / 2
             if px == px:
                 margin.resync(sid, px)
-        for sid in watched:
-            lo, hi = margin.skip_band(sid, len(watched))
-            p = rows.first_outside(sid, i, p, lo, hi)
-        return p
 
     def _choose_timer_mode(self) -> None:
         """Take timer firings from the tape when it recorded the same timer set (DESIGN.md §3)."""

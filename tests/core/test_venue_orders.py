@@ -338,3 +338,16 @@ def test_a_run_settles_in_one_currency() -> None:
     acts = [[at(10), "submit", "INV-PERP", "buy", 1.0], [at(11), "submit", SYM, "buy", 1.0]]
     r = run(evs, acts, instruments={SYM: TEST, "INV-PERP": btc})
     assert [x["reason"] for x in events(r, "reject")] == ["settlement_currency_mismatch"]
+
+
+def test_an_armed_stop_limit_reserves_no_margin_until_it_triggers() -> None:
+    # leverage 10, 100,000 of cash: the stop-limit (10,000 at 110) would reserve 110,000 if counted,
+    # leaving nothing for the market buy that needs 5,000 * 100 / 10 = 50,000
+    evs = [quote(0, 99.5, 100.0), end(100)]
+    acts = [
+        [at(10), "submit", SYM, "buy", 10_000.0, {"type": "stop_limit", "stop_price": 110.0, "price": 110.0}],
+        [at(10), "submit", SYM, "buy", 5_000.0],
+    ]
+    r = run(evs, acts, venue={"starting_balance": 100_000.0})
+    assert events(r, "reject") == []
+    assert [f["qty"] for f in events(r, "fill")] == [5_000.0]

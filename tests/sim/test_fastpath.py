@@ -142,3 +142,37 @@ def test_a_bad_book_row_on_an_unvalidated_tape_fails_both_engines_alike(side: in
         errors.append(str(info.value))
     assert problem in errors[0]
     assert errors[0] == errors[1]
+
+
+def test_a_cross_margin_liquidation_driven_by_another_symbol_is_not_skipped() -> None:
+    # Longs of 9,000 in AA and BB bought at 100 (cash after 4 bps fees: 99,280), max leverage 20,
+    # maintenance 0.5%. BB's fall to 99 lies inside its skip band, so the fast engine skips it;
+    # at AA's 90.9 equity is 99,280 - 81,900 - 9,000 = 8,380 <= 0.005 * 9,000 * (90.9 + 99) =
+    # 8,545.5: both are liquidated there, as the reference engine does, not at AA's 89.9.
+    from perpsim.core.instruments import Instrument
+
+    inst = {s: Instrument(symbol=s, tick=0.1, lot=0.1, max_leverage=20.0) for s in ("AA", "BB")}
+
+    def q(t: int, sym: str) -> Quote:
+        return Quote(ts=T0 + t * S, recv_ts=T0 + t * S, symbol=sym, bid=99.9, bid_size=1e9, ask=100.0, ask_size=1e9)
+
+    def tr(t: int, sym: str, px: float) -> Trade:
+        return Trade(ts=T0 + t * S, recv_ts=T0 + t * S, symbol=sym, price=px, size=1.0, side=1)
+
+    tape = [q(0, "AA"), q(0, "BB"), tr(1, "AA", 100.0), tr(1, "BB", 100.0), tr(100, "BB", 99.0)]
+    tape += [tr(110, "AA", 90.9), tr(120, "AA", 89.9), tr(300, "AA", 95.0), tr(300, "BB", 100.0)]
+
+    class Both(perpsim.Strategy):
+        def on_cycle(self, ctx: perpsim.Context) -> None:
+            if ctx.now_ns == T0 + 60 * S:
+                ctx.submit("AA", "buy", 9000)
+                ctx.submit("BB", "buy", 9000)
+
+    runs = {
+        e: perpsim.replay(MemoryTape(tape, instruments=inst), strategy=Both, engine=e) for e in ("reference", "fast")
+    }
+    for r in runs.values():
+        liq = [(x["symbol"], x["price"], x["ts"]) for x in r.events.to_dicts() if x["kind"] == "liquidation"]
+        assert liq == [("AA", 90.9, T0 + 110 * S), ("BB", 99.0, T0 + 110 * S)]
+        assert r.summary["units"]["cash_end"] == 0  # the BB fee is capped at what was left
+    assert runs["fast"].digest == runs["reference"].digest
