@@ -176,3 +176,23 @@ def test_a_cross_margin_liquidation_driven_by_another_symbol_is_not_skipped() ->
         assert liq == [("AA", 90.9, T0 + 110 * S), ("BB", 99.0, T0 + 110 * S)]
         assert r.summary["units"]["cash_end"] == 0  # the BB fee is capped at what was left
     assert runs["fast"].digest == runs["reference"].digest
+
+
+@settings(max_examples=60, deadline=None)
+@given(bb=st.integers(970, 1000), aa=st.lists(st.integers(870, 1000), min_size=1, max_size=4))
+def test_fast_equals_reference_when_one_symbols_fall_decides_the_others_liquidation(bb: int, aa: list[int]) -> None:
+    # As the hand-computed test above, with BB's fall (inside its skip band) and AA's prices drawn:
+    # near the threshold, BB's stale contribution would hide or delay the liquidation.
+    from perpsim.core.instruments import Instrument
+
+    inst = {s: Instrument(symbol=s, tick=0.1, lot=0.1, max_leverage=20.0) for s in ("AA", "BB")}
+
+    def tr(t: int, sym: str, ticks: int) -> Trade:
+        return Trade(ts=T0 + t * S, recv_ts=T0 + t * S, symbol=sym, price=ticks / 10, size=1.0, side=1)
+
+    quotes = [Quote(ts=T0, recv_ts=T0, symbol=s, bid=99.9, bid_size=1e9, ask=100.0, ask_size=1e9) for s in ("AA", "BB")]
+    tape = [*quotes, tr(1, "AA", 1000), tr(1, "BB", 1000), tr(100, "BB", bb)]
+    tape += [tr(110 + 10 * k, "AA", px) for k, px in enumerate(aa)] + [tr(300, "AA", 950), tr(300, "BB", 1000)]
+    orders = [[2, "AA", "buy", 9000.0], [2, "BB", "buy", 9000.0]]
+    ref, fast = both(MemoryTape(tape, instruments=inst), strategy=Scripted, params={"orders": orders}, interval_s=60.0)
+    assert fast.digest == ref.digest
