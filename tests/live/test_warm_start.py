@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -132,6 +133,13 @@ def test_warm_session_recording_replays_to_the_live_runs_digest_and_state(tape: 
     replayed = summarize(driver, 1.0)
     for key in ("rows", "cycles", "orders", "fills", "units", "positions", "max_drawdown", "first_ns", "last_ns"):
         assert replayed[key] == second.result.summary[key], key
+    # the summary counts this session's own rows and events, as its run directory holds them
+    kinds = pl.read_parquet(second.result.run_dir / "events.parquet")["kind"].value_counts()
+    held = dict(zip(kinds["kind"].to_list(), kinds["count"].to_list(), strict=True))
+    summary = second.result.summary
+    for key, kind in (("decisions", "decision"), ("orders", "order"), ("fills", "fill")):
+        assert summary[key] == held.get(kind, 0), key
+    assert summary["rows"] == recording.num_rows - warm.rows
 
     cli = replay(second.result.record_dir, profile="backtest", config=fast_config, interval_s=INTERVAL_S)
     assert cli.digest == second.result.digest
