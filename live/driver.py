@@ -37,6 +37,7 @@ import contextlib
 import gc
 import json
 import logging
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -217,6 +218,7 @@ class LiveDriver:
         self._kind_counts = np.zeros(len(KIND_NAMES), np.int64)
         self._error: BaseException | None = None
         self._t0 = time.monotonic()
+        self._cpu0 = time.process_time()
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -633,6 +635,9 @@ class LiveDriver:
             "restored": self.restored,
             "feed": msgspec.to_builtins(fs),
             "recorder": None if rs is None else msgspec.to_builtins(rs),
+            # the drift checklist's memory and CPU (a replay has neither of its own to compare)
+            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "cpu_pct": round(100 * (time.process_time() - self._cpu0) / max(time.monotonic() - self._t0, 1e-9), 1),
         }
 
     def _refresh_metrics(self) -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from perpsim.core.events import Flags
+from perpsim.core.events import Flags, Kind
 from perpsim.live.server import Faults
 from perpsim.sim.replay import replay
+from perpsim.tapes.reader import open_tape
 from tests.live.session import INTERVAL_S, replay_digest, rows, run_session
 
 SNAP = int(Flags.SNAPSHOT)
@@ -60,6 +61,21 @@ def test_live_normal_session_trades_records_and_replays_exactly(tape: Path, tmp_
         live_rows = pq.read_table(run / name).to_pylist()
         assert live_rows == pq.read_table(tmp_path / "rp" / name).to_pylist()
     assert len(pq.read_table(run / "equity.parquet")) == res.summary["cycles"]
+    # The drift checklist knows a live run: its heartbeat lag from the recorded cycle timer
+    # rows (each fired at or after its deadline), its memory and CPU from the manifest.
+    from perpsim.sim.drift import checklist, load_run
+
+    cl = checklist(load_run(run))
+    timers = list(open_tape(res.record_dir).batches())
+    lags = sorted(
+        (int(b.ts[i]) - int(b.next_ts[i])) / 1e6
+        for b in timers
+        for i in range(len(b))
+        if b.kind[i] == Kind.TIMER and b.text[i] == "cycle"
+    )
+    assert all(x >= 0 for x in lags) and cl["heartbeat_lag_p95_ms"]["value"] <= lags[-1]
+    assert cl["heartbeat_lag_p95_ms"]["note"] == "from the recording's cycle timer rows"
+    assert cl["memory_mb"]["value"] > 0 and cl["cpu_pct"]["value"] >= 0
 
 
 def test_live_survives_gaps_and_drops_and_resyncs_the_book(tape: Path, tmp_path: Path, fast_config: Path) -> None:
