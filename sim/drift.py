@@ -41,6 +41,7 @@ import polars as pl
 from perpsim.core.errors import CheckFailed, ConfigError, InputError
 from perpsim.core.timefmt import fmt_ns
 from perpsim.sim.runs import EVENT_SCHEMA, file_sha256
+from perpsim.tapes.reader import open_tape
 
 __all__ = [
     "CHECKLIST",
@@ -546,6 +547,11 @@ def _tape_frame(run: RunData) -> tuple[pl.DataFrame | None, str]:
         )
     except Exception as exc:  # a tape the run could read should be readable here
         return None, f"tape unreadable: {' '.join(str(exc).split())[:120]}"
+    # A warm session's recording starts with the earlier session's tail, replayed before going
+    # live: the session's own feed starts after it.
+    warm = open_tape(files).meta.warm
+    if warm is not None and len(files) == len(tapes):
+        df = df.slice(warm.rows)
     return df.with_columns(pl.col("recv_ts").fill_null(pl.col("ts"))), ""
 
 

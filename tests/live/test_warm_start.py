@@ -140,6 +140,17 @@ def test_warm_session_recording_replays_to_the_live_runs_digest_and_state(tape: 
     for key, kind in (("decisions", "decision"), ("orders", "order"), ("fills", "fill")):
         assert summary[key] == held.get(kind, 0), key
     assert summary["rows"] == recording.num_rows - warm.rows
+    # the drift checklist's feed figures cover the session's own rows, not the warm-up's
+    from perpsim.sim.drift import checklist, load_run
+
+    def rate(frame: pl.DataFrame) -> float:  # the slowest symbol's price rows per minute
+        prices = frame.filter(pl.col("kind").is_in(["trade", "quote", "mark"]))
+        span = (frame["recv_ts"].max() - frame["recv_ts"].min()) / 60e9
+        return round(min(prices.group_by("symbol").len()["len"]) / span, 3)
+
+    every = pl.read_parquet(list(recording.files)).with_columns(pl.col("kind").cast(pl.Utf8))
+    got = checklist(load_run(second.result.run_dir))["mark_updates_per_min"]["value"]
+    assert got == rate(every.slice(warm.rows)) != rate(every)
 
     cli = replay(second.result.record_dir, profile="backtest", config=fast_config, interval_s=INTERVAL_S)
     assert cli.digest == second.result.digest
