@@ -224,8 +224,7 @@ def _print_drift(rep: Any, con: Console, report: Path | None) -> None:
     for col in ("metric", "A", "B", "note"):
         tc.add_column(col, overflow="fold")
     for k, v in rep.checklist.items():
-        note = v["a"]["note"] or v["b"]["note"]
-        tc.add_row(k, d.fmt_value(v["a"]["value"]), d.fmt_value(v["b"]["value"]), note)
+        tc.add_row(k, d.fmt_value(v["a"]["value"]), d.fmt_value(v["b"]["value"]), d.checklist_note(v))
     con.print(tc)
     tt = Table(title="thresholds", title_justify="left")
     for col in ("check", "value", "limit", "result"):

@@ -49,6 +49,7 @@ __all__ = [
     "RunData",
     "Thresholds",
     "checklist",
+    "checklist_note",
     "compare_runs",
     "divergences",
     "drift",
@@ -553,6 +554,13 @@ def _tape_frame(run: RunData) -> tuple[pl.DataFrame | None, str]:
     if warm is not None and len(files) == len(tapes):
         df = df.slice(warm.rows)
     return df.with_columns(pl.col("recv_ts").fill_null(pl.col("ts"))), ""
+
+
+def checklist_note(item: dict[str, dict[str, Any]]) -> str:
+    """One checklist row's note for runs A and B: one note when they agree (or one is empty),
+    else both, labelled (an order count or a caveat may be one run's only)."""
+    a, b = item["a"]["note"], item["b"]["note"]
+    return a or b if a == b or not (a and b) else f"A: {a}; B: {b}"
 
 
 def checklist(run: RunData) -> dict[str, dict[str, Any]]:

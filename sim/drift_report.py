@@ -21,6 +21,7 @@ from perpsim.core.errors import InputError
 from perpsim.sim.drift import (
     DriftReport,
     RunData,
+    checklist_note,
     equity_paths,
     failure_line,
     fill_pairs,
@@ -193,8 +194,7 @@ def plots(rep: DriftReport, a: RunData, b: RunData) -> dict[str, str]:
 def _checklist_rows(rep: DriftReport) -> list[tuple[str, str, str, str]]:
     rows = []
     for v in rep.checklist.values():
-        note = v["a"]["note"] or v["b"]["note"]
-        rows.append((v["a"]["what"], fmt_value(v["a"]["value"]), fmt_value(v["b"]["value"]), note))
+        rows.append((v["a"]["what"], fmt_value(v["a"]["value"]), fmt_value(v["b"]["value"]), checklist_note(v)))
     return rows
 
 

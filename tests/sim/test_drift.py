@@ -176,3 +176,13 @@ def test_drift_incompatible_versions_refused(runs: dict[str, Path], tmp_path: Pa
     with pytest.raises(InputError, match="incompatible perpsim versions"):
         d.compare_runs(runs["a"], b)
     assert d.compare_runs(runs["a"], b, force=True).identical
+
+
+def test_the_checklist_shows_both_runs_notes_when_they_differ() -> None:
+    def item(a: str, b: str) -> dict[str, dict[str, str]]:
+        return {"a": {"note": a}, "b": {"note": b}}
+
+    assert d.checklist_note(item("0 of 175", "3 of 203")) == "A: 0 of 175; B: 3 of 203"
+    assert d.checklist_note(item("same", "same")) == "same"
+    assert d.checklist_note(item("", "only B")) == "only B"
+    assert d.checklist_note(item("", "")) == ""
