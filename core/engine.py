@@ -390,8 +390,7 @@ class Engine:
             if ev is not None and self._on_funding is not None:
                 assert ev.amount is not None and ev.price is not None
                 pay = FundingPayment(symbol=m.names[s], rate=rate, mark=ev.price, amount=ev.amount, ts=ts)
-                if clk[i] > self.clock.now_ns():  # the hook runs, and orders, at the row's time
-                    self.clock.set_now(clk[i])
+                self._catch_up(clk[i])  # the hook runs, and orders, at the row's time
                 self._call(self._on_funding, self.ctx, pay)
         elif k == Kind.MARK:
             m.mark_px[s] = price[i]
@@ -552,18 +551,18 @@ class Engine:
             self.venue.submit(order, now)
         return order.order_id
 
-    def strategy_timer(self, at_ns: int, every_ns: int, cb: Callable[[int], None]) -> str:
-        """A strategy's one-shot timer at ``at_ns`` (``every_ns`` 0) or periodic timer.
+    def strategy_timer(self, at_ns: int, every_ns: int | None, cb: Callable[[int], None]) -> str:
+        """A strategy's one-shot timer at ``at_ns`` (``every_ns`` None) or periodic timer.
 
         Raises:
-            ValueError: a negative period, or once rows have been dispatched a one-shot
-                time already past (it would fire after later rows, stamped before them);
-                the strategy's call becomes an ``error`` event. Before the first row any
-                time may be asked for: nothing has happened yet.
+            ValueError: a period that is not positive, or once rows have been dispatched a
+                one-shot time already past (it would fire after later rows, stamped before
+                them); the strategy's call becomes an ``error`` event. Before the first row
+                any time may be asked for: nothing has happened yet.
         """
-        if every_ns < 0:
+        if every_ns is not None and not every_ns > 0:
             raise ValueError(f"every: the period must be positive, got {every_ns} ns")
-        if not every_ns and self.rows and at_ns < self.clock.now_ns():
+        if every_ns is None and self.rows and at_ns < self.clock.now_ns():
             raise ValueError(f"call_at: {at_ns} is before now ({self.clock.now_ns()})")
         self._strategy_timers += 1
         name = f"strategy:{self._strategy_timers}"
@@ -571,7 +570,7 @@ class Engine:
         def fire(now: int) -> None:
             self._call(cb, now)
 
-        if every_ns:
+        if every_ns is not None:
             h = self.clock.every(every_ns, name, fire, PRIORITY["strategy"])
         else:
             h = self.clock.call_at(at_ns, name, fire, PRIORITY["strategy"])
@@ -620,12 +619,17 @@ class Engine:
             )
         self._flush()
 
+    def _catch_up(self, t: int) -> None:
+        """Move the clock forward to ``t``, the time of the row strategy code is about to see."""
+        if t > self.clock.now_ns():
+            self.clock.set_now(t)
+
     def _flush(self, now: int | None = None) -> None:
         """Hand the venue's updates to the bot and the strategy hooks; ``now``: the time of
         the row that caused them, so a hook sees (and orders at) that time, not the last
         cycle's."""
-        if now is not None and self._pending and now > self.clock.now_ns():
-            self.clock.set_now(now)
+        if now is not None and self._pending:
+            self._catch_up(now)
         while self._pending:
             update = self._pending.pop(0)
             if isinstance(update, FundingPayment):  # a scheduled settlement (venue.funding != "tape")

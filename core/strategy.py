@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from perpsim.core.errors import ConfigError
 from perpsim.core.instruments import Instrument
 
 if TYPE_CHECKING:
@@ -41,8 +42,6 @@ def make_strategy(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
         ConfigError: the constructor raised, or ``window`` is not an integer >= 1
             (one line naming the class, not a traceback).
     """
-    from perpsim.core.errors import ConfigError
-
     name = f"{cls.__module__}:{cls.__qualname__}"
     try:
         strategy = cls(**params)
@@ -68,8 +67,6 @@ class Strategy:
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
-            from perpsim.core.errors import ConfigError
-
             raise ConfigError(f"{type(self).__name__}: unknown parameter(s) {', '.join(unknown)}")
         self.params: dict[str, Any] = {**self.defaults, **params}
 
@@ -152,11 +149,9 @@ class Context:
         return self._e.venue.open_orders(symbol)
 
     def call_at(self, ns: int, cb: Callable[[int], None]) -> str:
-        return self._e.strategy_timer(ns, 0, cb)
+        return self._e.strategy_timer(ns, None, cb)
 
     def every(self, ns: int, cb: Callable[[int], None]) -> str:
-        if not ns > 0:  # 0 would be taken for a one-shot timer at the epoch
-            raise ValueError(f"every: the period must be positive, got {ns} ns")
         return self._e.strategy_timer(0, ns, cb)
 
     def submit(

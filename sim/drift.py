@@ -551,7 +551,7 @@ def _tape_frame(run: RunData) -> tuple[pl.DataFrame | None, str]:
     # A warm session's recording starts with the earlier session's tail, replayed before going
     # live: the session's own feed starts after it.
     warm = open_tape(files).meta.warm
-    if warm is not None and len(files) == len(tapes):
+    if warm is not None:
         df = df.slice(warm.rows)
     return df.with_columns(pl.col("recv_ts").fill_null(pl.col("ts"))), ""
 

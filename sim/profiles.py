@@ -91,17 +91,13 @@ def resolve_config(
     data["locked"] = locked
     cfg = load_config(data)
     if not cfg.risk.enabled:
-        _refuse_idle_risk_keys(profile, config_file, overrides)
+        _refuse_idle_risk_keys(profile, {**(user.get("risk") or {}), **((overrides or {}).get("risk") or {})})
     return cfg
 
 
-def _refuse_idle_risk_keys(profile: str, config_file: str | Path | None, overrides: dict[str, Any] | None) -> None:
+def _refuse_idle_risk_keys(profile: str, given: dict[str, Any]) -> None:
     """A limit or guard the user sets while the risk layer is off would silently do nothing
     (a kill switch that does not stop trading): refuse it, naming the key."""
-    given: dict[str, Any] = {}
-    if config_file is not None:
-        given.update(_read_config_file(config_file).get("risk") or {})
-    given.update((overrides or {}).get("risk") or {})
     idle = sorted(k for k in given if k != "enabled")
     if idle:
         raise ConfigError(

@@ -24,8 +24,8 @@ While it runs, at every ``sample_every`` of clock time, the soak records:
 Memory growth is measured from a warm point — the end of the first loop, when the
 tape loops, else ``warmup`` — to the end. The bounded memos (such as the exact-price
 LRU) are emptied before every sample, so a soak shorter than its tape, which meets new
-prices throughout, does not count their filling as growth. The criteria default to the origin's soak; failing any
-makes :func:`soak` raise :class:`~perpsim.core.errors.CheckFailed`.
+prices throughout, does not count their filling as growth. The criteria default to the
+origin's soak; failing any makes :func:`soak` raise :class:`~perpsim.core.errors.CheckFailed`.
 
 The replay driver streams the soak's events into the digest and a counting
 :class:`SoakSink` instead of keeping them, as a long-running driver should (the
