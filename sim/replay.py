@@ -33,7 +33,7 @@ from perpsim.core.ledger import to_units
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy, make_strategy
 from perpsim.sim.profiles import resolve_config
-from perpsim.sim.runs import Drawdown, RunResult, RunWriter, summarize, tape_entries
+from perpsim.sim.runs import Drawdown, RunResult, RunWriter, check_unused, summarize, tape_entries
 from perpsim.sim.warm import dispatch_own_timers, end_warm_up, warm_up
 from perpsim.tapes.reader import open_tape
 from perpsim.tapes.schema import WarmStart
@@ -464,6 +464,8 @@ def replay_many(
     for k, cfg in configs:
         spec = runs[k]
         try:
+            if spec.out is not None:
+                check_unused(Path(spec.out), "out")
             cls = spec.strategy if isinstance(spec.strategy, type) else None
             driver = ReplayDriver(
                 tape,
@@ -571,7 +573,11 @@ def replay(
     """Replay ``tapes`` with a strategy under a profile; returns digest, summary and events.
 
     With ``out`` the run directory is written there (``manifest.json``,
-    ``events.parquet``, ``equity.parquet``, ``summary.json``).
+    ``events.parquet``, ``equity.parquet``, ``summary.json``); it must be a new or empty
+    folder, as the CLI's ``--out`` must, so a run never mixes its files with another's.
+
+    Raises:
+        InputError: ``out`` holds files already.
     """
     spec = RunSpec(
         strategy=strategy,

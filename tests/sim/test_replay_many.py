@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from perpsim.core.errors import ConfigError, TapeError
-from perpsim.sim.replay import ReplayDriver, RunSpec, build_config, replay_many
+from perpsim.core.errors import ConfigError, InputError, TapeError
+from perpsim.sim.replay import ReplayDriver, RunSpec, build_config, replay, replay_many
 from perpsim.tapes.reader import open_tape
 
 SAMPLES = Path(str(resources.files("perpsim.tapes") / "samples"))
@@ -117,16 +117,22 @@ def test_a_tape_that_cannot_be_read_fails_every_run(tmp_path: Path) -> None:
     assert len(missing) == 1 and isinstance(missing[0], Exception) and "nope.parquet" in str(missing[0])
 
 
-def test_a_failed_run_in_an_existing_folder_removes_its_own_files_only(tmp_path: Path) -> None:
+def test_a_run_refuses_a_folder_that_holds_files_and_a_failed_run_removes_its_own(tmp_path: Path) -> None:
     table = pq.read_table(SAMPLES / "sample.parquet")
     bad = tmp_path / "bad.parquet"  # sorted for its first 100,000 rows: the run has started writing
     pq.write_table(table.take([*range(100_000), *range(table.num_rows - 1, 99_999, -1)]), bad)
     keep = tmp_path / "work" / "notes.txt"
     keep.parent.mkdir()
     keep.write_text("mine")
-    (a,) = replay_many(bad, [RunSpec(out=tmp_path / "work")])
-    assert isinstance(a, TapeError) and "not sorted" in str(a)
+    (a,) = replay_many(SAMPLES / "sample.parquet", [RunSpec(out=tmp_path / "work")])
+    assert isinstance(a, InputError) and "already exists" in str(a)
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["notes.txt"] and keep.read_text() == "mine"
+    with pytest.raises(InputError, match="already exists"):
+        replay(SAMPLES / "sample.parquet", out=tmp_path / "work")
+    (tmp_path / "empty").mkdir()
+    (a,) = replay_many(bad, [RunSpec(out=tmp_path / "empty")])
+    assert isinstance(a, TapeError) and "not sorted" in str(a)
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())  # its folder, not the run's
     (a,) = replay_many(bad, [RunSpec(out=tmp_path / "fresh")])
     assert isinstance(a, TapeError) and not (tmp_path / "fresh").exists()
 
