@@ -81,7 +81,7 @@ class PerpsBot:
         self.guards = Guards(
             config.risk, config.interval_s, market, ledger, instruments, outbox, equity, self._cancel_all
         )
-        self.pretrade = PreTrade(config.risk, market, ledger, instruments, self.guards.state, equity)
+        self.pretrade = PreTrade(config.risk, market, ledger, instruments, self.guards.state, equity, venue.working)
         # The bot's own view, kept from notifications; reconcilers compare it with the venue's.
         self.known_orders: dict[int, str] = {}
         self.known_positions: dict[str, Fraction] = {}

@@ -117,6 +117,7 @@ class RiskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_position_size: dict[str, float] = {}
     kill_switch: bool = False
     reduce_only: bool = False
+    allow_shorts: bool = True
     volatility_window: int = 20
     volatility_warn: float = 0.15
     volatility_reduce_only: float = 0.20

@@ -445,19 +445,18 @@ class Engine:
             m.window_ts[sid] = now
             eligible.append(name)
         self.cycle_symbols = eligible
-        if not in_trading_window(self.config, now):
+        if in_trading_window(self.config, now):
+            bot = self.bot
+            if bot is not None:
+                bot.guards.evaluate(now)
+            errors = self.errors
+            self._call(self.strategy.on_cycle, self.ctx)
+            if bot is not None and self.errors == errors:
+                bot.guards.on_success()
+        else:
             self.outbox.emit("status", now, reason="outside_trading_window")
-            self._record_equity(now)
-            return
-        bot = self.bot
-        if bot is not None:
-            bot.guards.evaluate(now)
-        errors = self.errors
-        self._call(self.strategy.on_cycle, self.ctx)
-        if bot is not None and self.errors == errors:
-            bot.guards.on_success()
         self._record_equity(now)
-        limit = self.config.max_cycles
+        limit = self.config.max_cycles  # cycles outside the window count: a cycle is a cycle
         if limit is not None and self.cycles >= limit:
             for h in self._timers:
                 if h.name == "cycle":

@@ -8,6 +8,8 @@ so evaluating twice at one time is harmless.
   global reduce-only and open orders cancelled; lifted when a new UTC day begins.
 - liquidation buffer: a position whose price distance to liquidation, as a share
   of the mark, falls below ``min_liquidation_buffer_pct`` → that symbol reduce-only.
+  It and the volatility breaker each hold a symbol on their own; the symbol is
+  released only when neither does.
 - volatility circuit breaker: annualized stdev of the last ``volatility_window``
   log returns of the cycle marks: warn, then symbol reduce-only, then the kill
   switch (latched: a person resets it). Levels clear after the cooldown once
@@ -44,6 +46,7 @@ class GuardState(msgspec.Struct, kw_only=True):
     kill_switch: bool = False
     reduce_only: bool = False
     reduce_only_symbols: list[str] = []
+    liq_breached: list[str] = []
     paused_until: int | None = None
     consecutive_errors: int = 0
     day: int | None = None
@@ -160,13 +163,26 @@ class Guards:
             if distance / mark < threshold:
                 breached.append(symbol)
         for symbol in breached:
-            if symbol not in st.reduce_only_symbols:
-                st.reduce_only_symbols.append(symbol)
+            if symbol not in st.liq_breached:
+                st.liq_breached.append(symbol)
+                self._hold(symbol)
                 self._event("reduce_only", now, "liquidation_buffer", "on", symbol=symbol)
-        for symbol in list(st.reduce_only_symbols):
-            if symbol not in breached and st.vol_level.get(symbol, 0) < 2:
-                st.reduce_only_symbols.remove(symbol)
+        for symbol in list(st.liq_breached):
+            if symbol not in breached:
+                st.liq_breached.remove(symbol)
+                self._release(symbol)
                 self._event("reduce_only", now, "liquidation_buffer", "off", symbol=symbol)
+
+    def _hold(self, symbol: str) -> None:
+        if symbol not in self.state.reduce_only_symbols:
+            self.state.reduce_only_symbols.append(symbol)
+
+    def _release(self, symbol: str) -> None:
+        """Lift a symbol's reduce-only unless the other guard that sets it still holds it."""
+        st = self.state
+        held = symbol in st.liq_breached or st.vol_level.get(symbol, 0) >= 2
+        if not held and symbol in st.reduce_only_symbols:
+            st.reduce_only_symbols.remove(symbol)
 
     # -- volatility ---------------------------------------------------------------
 
@@ -184,18 +200,19 @@ class Guards:
             if level > old:
                 st.vol_level[symbol] = level
                 st.vol_since[symbol] = now
-                name = ("volatility_warn", "volatility_reduce_only", "volatility_kill")[level - 1]
-                kind = "reduce_only" if level == 2 else "guard"
-                self._event(kind, now, name, "on", symbol=symbol, text_extra=f"vol={vol:.4f}")
-                if level >= 2 and symbol not in st.reduce_only_symbols:
-                    st.reduce_only_symbols.append(symbol)
+                extra = f"vol={vol:.4f}"
+                if level >= 2 > old:  # a jump from calm to kill passes reduce-only on the way
+                    self._hold(symbol)
+                    self._event("reduce_only", now, "volatility_reduce_only", "on", symbol=symbol, text_extra=extra)
+                if level != 2:
+                    name = "volatility_warn" if level == 1 else "volatility_kill"
+                    self._event("guard", now, name, "on", symbol=symbol, text_extra=extra)
                 if level == 3 and not st.kill_switch:
                     st.kill_switch = True
                     self.cancel_all(now)
             elif old and level == 0 and now - st.vol_since.get(symbol, now) >= cooldown:
                 st.vol_level[symbol] = 0
-                if symbol in st.reduce_only_symbols:
-                    st.reduce_only_symbols.remove(symbol)
+                self._release(symbol)
                 self._event("guard", now, "volatility", "off", symbol=symbol, text_extra=f"vol={vol:.4f}")
 
     def _event(

@@ -1,10 +1,15 @@
 """Pre-trade checks of the PerpsBot (issue 3), run in a fixed order on every order.
 
-Order: kill switch, reduce-only, leverage, liquidation buffer, exposure, projected
-maintenance buffer, slippage guard, mark staleness, max trade value, position
-caps. The first failing check names the rejection; an order that only reduces an
+Order: kill switch, trading paused, reduce-only, shorts disabled, leverage,
+liquidation buffer, exposure, projected maintenance buffer, slippage guard, mark
+staleness, max trade value, position caps. The first failing check names the rejection; an order that only reduces an
 existing position skips the checks that bound risk it cannot add (leverage,
 buffers, exposure, slippage). Comparisons are exact (``Fraction``).
+
+"Post-trade" is the position if this order and every order of the symbol still
+working on its side (resting, armed or on its way, reduce-only ones aside) filled:
+checked one at a time against the position alone, five resting buys or three
+market buys in flight under latency would each pass a cap their sum breaks.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ _NS = 10**9
 _BPS = 10_000
 
 
-def reduces(order: Order, position: Fraction) -> bool:
-    """True when the order only shrinks an existing position (never opens or flips)."""
+def reduces(order: Order, position: Fraction, working: Fraction = Fraction(0)) -> bool:
+    """True when the order only shrinks an existing position (never opens or flips), with
+    ``working`` more on its side still to fill. A reduce-only order always does: the venue
+    clips it to what is left to close."""
     if position == 0 or (position > 0) == (order.side > 0):
         return False
-    return order.qty <= abs(position)
+    return order.reduce_only or order.qty + working <= abs(position)
 
 
 def leverage_cap(cfg: RiskConfig, symbol: str, now_ns: int) -> Fraction:
@@ -57,13 +64,17 @@ class PreTrade:
         instruments: dict[str, Instrument],
         guards: GuardState,
         equity: Callable[[], Fraction],
+        working: Callable[[str, int], Fraction],
     ) -> None:
+        """``working(symbol, side)``: what that side's working orders could still add to the
+        position (:meth:`~perpsim.core.venue.SimVenue.working`)."""
         self.cfg = cfg
         self.market = market
         self.ledger = ledger
         self.instruments = instruments
         self.guards = guards
         self.equity = equity
+        self.working = working
         self.warnings: list[str] = []
 
     def check(self, order: Order, now: int) -> str | None:
@@ -75,9 +86,12 @@ class PreTrade:
         if g.paused_until is not None and now < g.paused_until:
             return "trading_paused"
         pos = self.ledger.qty(order.symbol)
-        reducing = reduces(order, pos)
+        working = self.working(order.symbol, order.side)
+        reducing = reduces(order, pos, working)
         if (g.reduce_only or order.symbol in g.reduce_only_symbols) and not reducing:
             return "reduce_only_mode"
+        if not cfg.allow_shorts and order.side < 0 and not reducing and pos - order.qty - working < 0:
+            return "shorts_disabled"
         sid = self.market.ids.get(order.symbol)
         vmark = None if sid is None else self.market.venue_mark(sid)
         if vmark is None:
@@ -86,8 +100,8 @@ class PreTrade:
         cs = exact(inst.contract_size)
         mark = exact(vmark)
         price = exact(order.price) if order.price is not None else mark
-        signed = order.qty if order.side > 0 else -order.qty
-        post_notional = abs(pos + signed) * cs * mark
+        post = pos + (order.qty + working if order.side > 0 else -order.qty - working)
+        post_notional = abs(post) * cs * mark
         equity = self.equity()
         if not reducing:
             if equity <= 0:
@@ -118,7 +132,7 @@ class PreTrade:
             return "max_trade_value"
         if not reducing:
             cap_qty = cfg.max_position_size.get(order.symbol)
-            if cap_qty is not None and abs(pos + signed) > exact(float(cap_qty)):
+            if cap_qty is not None and abs(post) > exact(float(cap_qty)):
                 return "position_cap"
             if cfg.max_position_value is not None and post_notional > exact(cfg.max_position_value):
                 return "position_value_cap"

@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from fractions import Fraction
+from itertools import chain
 from typing import Any, Final
 
 from perpsim.core.clock import Clock, TimerHandle
@@ -190,6 +191,15 @@ class SimVenue:
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         """Open orders (accepted at the venue), oldest first; orders still in flight are not listed."""
         return [o for o in self.orders.values() if symbol is None or o.symbol == symbol]
+
+    def working(self, symbol: str, side: int) -> Fraction:
+        """What ``symbol``'s orders on ``side`` that are open or in flight could still add
+        to the position: their unfilled quantity, reduce-only orders aside."""
+        total = Fraction(0)
+        for o in chain(self._inflight.values(), self.orders.values()):
+            if o.symbol == symbol and o.side == side and not o.reduce_only:
+                total += o.remaining
+        return total
 
     def has_orders(self, sid: int) -> bool:
         """True when the symbol has resting limits or armed stops (its rows can fill or trigger)."""

@@ -180,6 +180,19 @@ def test_dev_profile_runs_one_cycle_unless_told() -> None:
     assert run(mark_tape([100.0] * 5), profile="dev", overrides={"max_cycles": 3}).summary["cycles"] == 3
 
 
+def test_cycles_outside_the_trading_window_count_toward_max_cycles() -> None:
+    # the tape's cycles run 22:15-22:44 UTC; the window opens at 22:20. Three cycles are
+    # three cycles (each says it is outside the window), then the run stops cycling: a dev
+    # run whose window never opens still stops.
+    over = {"max_cycles": 3, "trading_start": "22:20", "trading_end": "22:25"}
+    r = run(mark_tape([100.0] * 30), profile="prod", overrides=over)
+    assert r.summary["cycles"] == 3
+    assert [s["ts"] for s in kinds(r, "status") if s["reason"] == "outside_trading_window"] == [
+        cycle_ts(k) for k in (1, 2, 3)
+    ]
+    assert kinds(r, "decision") == []
+
+
 def test_canary_locks_refuse_overrides() -> None:
     with pytest.raises(ConfigError, match=r"risk\.max_trade_value is locked by profile 'canary'"):
         resolve_config("canary", overrides={"risk": {"max_trade_value": 1000.0}})

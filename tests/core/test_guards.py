@@ -65,8 +65,54 @@ def test_volatility_breaker_escalates_to_kill_switch() -> None:
     assert vol is not None and vol > 0.25  # ±0.1% per minute is ~7.3 annualized
     r = guarded(marks, [[29, "BTC-PERP", "buy", 1.0]], risk, params={"orders": [[29, "BTC-PERP", "buy", 1.0]]})
     names = [(e["kind"], e["reason"]) for e in r.events.to_dicts() if e["kind"] in ("guard", "reduce_only")]
-    assert ("guard", "volatility_kill") in names
+    # calm straight to kill: the symbol becomes reduce-only on the way, and says so
+    assert names[:2] == [("reduce_only", "volatility_reduce_only"), ("guard", "volatility_kill")]
     assert [x["reason"] for x in kinds(r, "reject")] == ["kill_switch"]
+
+
+class BuyBigThenSmall(Strategy):
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def on_start(self, ctx: Context) -> None:
+        self.n = 0
+
+    def on_cycle(self, ctx: Context) -> None:
+        self.n += 1
+        if self.n == 2:
+            ctx.submit("BTC-PERP", "buy", 5000.0)
+        elif self.n > 60:
+            ctx.submit("BTC-PERP", "buy", 1.0)
+
+
+def test_volatility_clearing_keeps_a_liquidation_buffer_hold() -> None:
+    # 30 s cycles, the guards job every 60 s. Alternating marks (+-0.1%) put BTC in
+    # volatility reduce-only; long 5,000, the flat 94 then breaches the liquidation buffer
+    # (as in the test above: 0.1439 < 0.15) while volatility still holds the symbol. When
+    # volatility clears (flat marks, after the 30 min cooldown) the breach still holds it:
+    # every opening buy is refused, and no "off" comes for the buffer.
+    marks = [100.0 * (1.001 if i % 2 else 1.0) for i in range(22)] + [94.0] * 60
+    risk = {
+        "min_liquidation_buffer_pct": 0.15,
+        "volatility_warn": 0.3,
+        "volatility_reduce_only": 0.5,
+        "volatility_kill": 1e9,
+        "volatility_cooldown_s": 1800.0,
+    }
+    r = guarded(marks, [], risk, strategy=BuyBigThenSmall, params={}, interval_s=30.0)
+    changes = [
+        (e["kind"], e["reason"], e["text"].split()[0])
+        for e in r.events.to_dicts()
+        if e["kind"] in ("guard", "reduce_only")
+    ]
+    assert changes == [
+        ("reduce_only", "volatility_reduce_only", "on"),
+        ("reduce_only", "liquidation_buffer", "on"),  # its own event, though the symbol was held already
+        ("guard", "volatility", "off"),
+    ]
+    (off,) = [e for e in kinds(r, "guard") if e["reason"] == "volatility"]
+    buys = [x for x in kinds(r, "reject") if x["ts"] >= off["ts"]]
+    assert buys and {x["reason"] for x in buys} == {"reduce_only_mode"}
+    assert [f["qty"] for f in kinds(r, "fill")] == [5000.0]
 
 
 def test_volatility_breaker_warns_only_below_reduce_level() -> None:

@@ -24,9 +24,10 @@ LOOSE: dict[str, Any] = {
 }
 
 
-def attempt(orders: list[list[Any]], risk: dict[str, Any], events=None, **kw: Any):
+def attempt(orders: list[list[Any]], risk: dict[str, Any], events=None, overrides_venue=None, **kw: Any):
     evs = events if events is not None else mark_tape([100.0, 100.0, 100.0])
-    return run(evs, strategy=Scripted, params={"orders": orders}, overrides={"risk": {**LOOSE, **risk}}, **kw)
+    overrides = {"risk": {**LOOSE, **risk}, "venue": overrides_venue or {}}
+    return run(evs, strategy=Scripted, params={"orders": orders}, overrides=overrides, **kw)
 
 
 def reasons(r) -> list[str]:
@@ -132,3 +133,110 @@ def test_checks_run_in_the_documented_order() -> None:
     # an order failing both leverage and max_trade_value is rejected for leverage (earlier check)
     r = attempt([[1, "BTC-PERP", "buy", 2500.0]], {"max_leverage": 1.0, "max_trade_value": 100.0})
     assert reasons(r) == ["leverage"]
+
+
+def test_position_caps_count_resting_orders_on_the_same_side() -> None:
+    # five limit buys of 8 below the market: the first rests (8 <= 10); each later one
+    # would make 16 if everything working filled, so it is refused; the price then falls
+    # through 95 and only the first fills
+    lim = {"type": "limit", "price": 95.0}
+    fall = [
+        Trade(ts=cycle_ts(3) + 2 * S, recv_ts=cycle_ts(3) + 2 * S, symbol="BTC-PERP", price=94.0, size=100.0, side=-1)
+    ]
+    r = attempt(
+        [[1, "BTC-PERP", "buy", 8.0, lim] for _ in range(5)],
+        {"max_position_size": {"BTC-PERP": 10.0}},
+        events=mark_tape([100.0, 100.0, 100.0, 94.0, 94.0], extra=fall),
+    )
+    assert reasons(r) == ["position_cap"] * 4
+    assert [f["qty"] for f in kinds(r, "fill")] == [8.0]
+    # the same by value: 800 USD working, at mark 100, plus 800 more > 1,000
+    r = attempt([[1, "BTC-PERP", "buy", 8.0, lim] for _ in range(2)], {"max_position_value": 1000.0})
+    assert reasons(r) == ["position_value_cap"]
+
+
+def test_orders_in_flight_count_against_the_caps() -> None:
+    # 50 ms entry latency: the second and third market buys of the cycle are checked while
+    # the first is still on its way, against 8 + 8 > 10
+    r = attempt(
+        [[1, "BTC-PERP", "buy", 8.0] for _ in range(3)],
+        {"max_position_size": {"BTC-PERP": 10.0}},
+        events=mark_tape([100.0] * 4, quotes=True),
+        overrides_venue={"latency_ms": 50.0},
+    )
+    assert reasons(r) == ["position_cap", "position_cap"]
+    assert [f["qty"] for f in kinds(r, "fill")] == [8.0]
+
+
+def test_working_reduce_only_orders_do_not_count() -> None:
+    # long 8; a reduce-only sell of 8 rests at 120; a sell of 10 flips to -2 (within the
+    # cap of 8). Counting the resting reduce-only sell would make it -10 and refuse it.
+    lim_sell = {"type": "limit", "price": 120.0, "reduce_only": True}
+    r = attempt(
+        [
+            [1, "BTC-PERP", "buy", 5.0],
+            [2, "BTC-PERP", "buy", 3.0],
+            [3, "BTC-PERP", "sell", 8.0, lim_sell],
+            [3, "BTC-PERP", "sell", 10.0],
+        ],
+        {"max_position_size": {"BTC-PERP": 8.0}},
+        events=mark_tape([100.0] * 4),
+    )
+    assert reasons(r) == []
+    assert [f["position_after"] for f in kinds(r, "fill")] == [5.0, 8.0, -2.0]
+
+
+def test_a_reduce_only_order_larger_than_the_position_reduces() -> None:
+    # long 100 at 100 (10,000 notional on 100,000 equity); a reduce-only sell of 2,000 is
+    # clipped by the venue to 100, so it is not the flip to -1,900 (1.9x) that the
+    # leverage cap of 1 would refuse
+    r = attempt(
+        [[1, "BTC-PERP", "buy", 100.0], [2, "BTC-PERP", "sell", 2000.0, {"reduce_only": True}]], {"max_leverage": 1.0}
+    )
+    assert reasons(r) == []
+    assert [(f["qty"], f["position_after"]) for f in kinds(r, "fill")] == [(100.0, 100.0), (100.0, 0.0)]
+    # in reduce-only mode (the daily loss guard: 100 * (100 - 98) = 200 > 100) it passes too
+    r = attempt(
+        [[1, "BTC-PERP", "buy", 100.0], [5, "BTC-PERP", "sell", 150.0, {"reduce_only": True}]],
+        {"daily_loss_limit": 100.0},
+        events=mark_tape([100.0, 100.0, 99.5, 98.0, 98.0, 98.0]),
+    )
+    assert reasons(r) == []
+    assert kinds(r, "fill")[-1]["position_after"] == 0.0
+    # a plain sell of 150 would flip the long: refused in reduce-only mode
+    r = attempt(
+        [[1, "BTC-PERP", "buy", 100.0], [5, "BTC-PERP", "sell", 150.0]],
+        {"daily_loss_limit": 100.0},
+        events=mark_tape([100.0, 100.0, 99.5, 98.0, 98.0, 98.0]),
+    )
+    assert reasons(r) == ["reduce_only_mode"]
+
+
+def test_shorts_disabled_refuses_orders_that_open_or_grow_a_short() -> None:
+    # long 2; with allow_shorts off a sell of 2 closes (passes), a sell of 3 would flip to
+    # -1 and a sell from flat would open a short (refused); a reduce-only sell of 5 is
+    # clipped to the long, so it passes
+    risk = {"allow_shorts": False}
+    orders = [
+        [1, "BTC-PERP", "buy", 2.0],
+        [2, "BTC-PERP", "sell", 3.0],
+        [2, "BTC-PERP", "sell", 5.0, {"reduce_only": True}],
+    ]
+    r = attempt([*orders, [3, "BTC-PERP", "sell", 1.0]], risk, events=mark_tape([100.0] * 4))
+    assert reasons(r) == ["shorts_disabled", "shorts_disabled"]
+    assert [f["position_after"] for f in kinds(r, "fill")] == [2.0, 0.0]
+    # a resting sell of 2 is working: a second sell of 1 would leave -1 if both filled
+    lim = {"type": "limit", "price": 120.0}
+    r = attempt([[1, "BTC-PERP", "buy", 2.0], [2, "BTC-PERP", "sell", 2.0, lim], [2, "BTC-PERP", "sell", 1.0]], risk)
+    assert reasons(r) == ["shorts_disabled"]
+
+
+def test_demo_and_spot_are_long_only_for_any_strategy() -> None:
+    for profile in ("demo", "spot"):
+        r = run(
+            mark_tape([100.0] * 3),
+            strategy=Scripted,
+            params={"orders": [[1, "BTC-PERP", "sell", 1.0]]},
+            profile=profile,
+        )
+        assert reasons(r) == ["shorts_disabled"], profile
