@@ -114,9 +114,8 @@ class PreTrade:
             reason = self._exposure(order.symbol, post_notional, equity)
             if reason:
                 return reason
-            maint = exact(inst.maintenance_rate)
-            total = self._total_notional(order.symbol) + post_notional
-            if (equity - maint * total) / equity < exact(cfg.min_liquidation_buffer_pct):
+            maint = self._total_notional(order.symbol, rated=True) + exact(inst.maintenance_rate) * post_notional
+            if (equity - maint) / equity < exact(cfg.min_liquidation_buffer_pct):
                 return "maintenance_buffer"
             slip = self._expected_slippage_bps(sid, order)
             if slip is not None and slip > exact(cfg.slippage_guard_bps):
@@ -149,8 +148,9 @@ class PreTrade:
             return "total_exposure"
         return None
 
-    def _total_notional(self, exclude: str) -> Fraction:
-        """Notional of every open position except ``exclude``, at venue marks."""
+    def _total_notional(self, exclude: str, *, rated: bool = False) -> Fraction:
+        """Notional of every open position except ``exclude``, at venue marks; with
+        ``rated``, each times its instrument's maintenance rate (its maintenance margin)."""
         total = Fraction(0)
         m = self.market
         for symbol, pos in self.ledger.positions.items():
@@ -158,7 +158,8 @@ class PreTrade:
                 continue
             vm = m.venue_mark(m.ids[symbol])
             if vm is not None:
-                total += abs(pos.qty) * pos.contract_size * exact(vm)
+                notional = abs(pos.qty) * pos.contract_size * exact(vm)
+                total += exact(self.instruments[symbol].maintenance_rate) * notional if rated else notional
         return total
 
     def _expected_slippage_bps(self, sid: int | None, order: Order) -> Fraction | None:

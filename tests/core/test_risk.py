@@ -99,6 +99,23 @@ def test_projected_maintenance_buffer_uses_instrument_rate() -> None:
     assert reasons(ok) == []
 
 
+def test_projected_maintenance_buffer_rates_each_position_by_its_own_instrument() -> None:
+    inst = {
+        "BTC-PERP": Instrument(symbol="BTC-PERP", tick=0.1, lot=0.0001, maintenance_rate=0.5),
+        "ETH-PERP": Instrument(symbol="ETH-PERP", tick=0.1, lot=0.0001, maintenance_rate=0.05),
+    }
+    evs = sorted(mark_tape([100.0] * 3) + mark_tape([100.0] * 3, symbol="ETH-PERP"), key=lambda e: e.ts)
+    tape = MemoryTape(evs, instruments=inst)
+    risk = {**LOOSE, "min_liquidation_buffer_pct": 0.895}
+    orders = [[1, "BTC-PERP", "buy", 200.0], [2, "ETH-PERP", "buy", 200.0]]
+    r = run(tape, strategy=Scripted, params={"orders": orders}, overrides={"risk": risk})
+    # BTC alone: 0.5 * 20,000 = 10,000 of 100,000: 0.9 passes. Then ETH: 10,000 + 0.05 * 20,000
+    # = 11,000 of 99,992 (after the 8 USD BTC fee): 0.89 < 0.895. At ETH's rate for both
+    # (0.05 * 40,000 = 2,000) it would be 0.98 and pass.
+    assert reasons(r) == ["maintenance_buffer"]
+    assert [f["symbol"] for f in kinds(r, "fill")] == ["BTC-PERP"]
+
+
 def test_slippage_guard_on_wide_spread() -> None:
     q = Quote(ts=T0 + 2 * S, recv_ts=T0 + 2 * S, symbol="BTC-PERP", bid=99.0, bid_size=10, ask=101.0, ask_size=10)
     evs = sorted([*mark_tape([100.0, 100.0]), q], key=lambda e: e.ts)
