@@ -13,7 +13,9 @@ from typing import Any
 
 import msgspec
 
+from perpsim.core.errors import InputError
 from perpsim.core.events import RunEvent
+from perpsim.core.timefmt import fmt_ns
 
 __all__ = ["Digest", "Outbox"]
 
@@ -28,9 +30,19 @@ class Digest:
         self.count = 0
 
     def update(self, events: Iterable[RunEvent]) -> None:
+        """Raises:
+        InputError: an event holds money beyond int64 ledger units (about ±92 billion in
+            the settlement currency): prices or sizes out of any market's scale.
+        """
         h = self._h
         for ev in events:
-            h.update(_encode(ev))
+            try:
+                h.update(_encode(ev))
+            except OverflowError:
+                raise InputError(
+                    f"{ev.kind} event at {fmt_ns(ev.ts)}: money beyond the ledger's range (int64 units of 1e-8, "
+                    "about ±92 billion); the tape's prices or sizes are out of scale"
+                ) from None
             self.count += 1
 
     def hexdigest(self) -> str:

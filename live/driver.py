@@ -54,7 +54,7 @@ from perpsim.core import snapshot as snap_mod
 from perpsim.core.batch import Batch, event_rows, symbol_mask
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
-from perpsim.core.errors import ConfigError, InputError
+from perpsim.core.errors import ConfigError, InputError, PerpsimError
 from perpsim.core.events import KIND_NAMES, Flags, Kind, MarketEvent, TimerFired
 from perpsim.core.instruments import Instrument
 from perpsim.core.ledger import to_units, units_to_float
@@ -224,12 +224,12 @@ class LiveDriver:
 
     def _on_events(self, events: list[MarketEvent], recv_ts: int) -> None:
         """Dispatch one socket read's rows (or a part of a long read's) at its stamp (see the module docstring)."""
-        if self._error is not None or (self._stop.is_set() and self.status == "stopping"):
-            return
+        if self._error is not None or self.status in ("stopping", "stopped"):
+            return  # shutting down: the engine has stopped and the recording is closing
         try:
             self._dispatch(events, recv_ts)
         except Exception as e:  # an engine bug must stop the session cleanly, not silently
-            log.exception("live: dispatch failed")
+            _log_failure("live: dispatch failed", e)
             self._error = e
             self.request_stop(f"error: {type(e).__name__}: {e}")
 
@@ -304,7 +304,7 @@ class LiveDriver:
             self._end_timers()
             self._drain()
         except Exception as e:
-            log.exception("live: timer failed")
+            _log_failure("live: timer failed", e)
             self._error = e
             self.request_stop(f"error: {type(e).__name__}: {e}")
 
@@ -515,8 +515,7 @@ class LiveDriver:
             timeout = opts.duration_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_or_task_death(feed_task, tick_task), timeout)
-            if not self._stop.is_set():
-                self._stop_reason = "duration"
+            self.request_stop("duration")  # no-op when a signal, a request or a failure came first
         finally:
             status = await self._shutdown(feed_task, tick_task, writer, time.monotonic() - wall0)
             gc.unfreeze()
@@ -547,7 +546,7 @@ class LiveDriver:
                 exc = task.exception()
                 log.error("live: the %s failed: %r", what, exc)
                 self._error = exc
-                self._stop_reason = f"{what} failed: {exc}"
+                self.request_stop(f"{what} failed: {exc}")
                 return
 
     async def _ticker(self) -> None:
@@ -592,19 +591,24 @@ class LiveDriver:
         loop = asyncio.get_running_loop()
         written = await loop.run_in_executor(None, self._wait_sink, max(0.1, deadline - time.monotonic() - 1.0))
         flushed = await loop.run_in_executor(None, rec.close, max(0.1, deadline - time.monotonic() - 0.5))
-        status = "complete" if self._error is None else "error"
+        status = "complete"
         if not flushed:
             status = "incomplete"
             self.engine.warnings.append("the recorder did not finish writing within the shutdown timeout")
         if not written:
             status = "incomplete"
             self.engine.warnings.append("run events were not all written (see the log)")
+        if self._error is not None:  # what stopped the session outranks what it left unwritten
+            status = "error"
         self._refresh_metrics()
         try:
             self._write_outputs(writer, wall_s, status)
-        except Exception:
-            log.exception("live: writing run outputs failed")
-            status = "incomplete"
+        except Exception as e:
+            if self._error is None:
+                log.exception("live: writing run outputs failed")
+                status = "incomplete"
+            else:  # a consequence of the error logged already (its state may not encode)
+                log.error("live: writing run outputs failed after the error: %s", e)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.status = "stopped"
@@ -651,6 +655,7 @@ class LiveDriver:
         m.sync_counter(m.resyncs, "resyncs", fs.resyncs)
         m.sync_counter(m.malformed, "malformed", fs.malformed)
         m.sync_counter(m.stale, "stale", fs.stale)
+        m.sync_counter(m.unsubscribed, "unsubscribed", fs.unsubscribed)
         counts = self._kind_counts
         for code in np.flatnonzero(counts).tolist():
             kind = KIND_NAMES[code]
@@ -725,6 +730,15 @@ class LiveDriver:
             "equity": float(eng.equity_exact()),
             "recorder_rows": 0 if self.recorder is None else self.recorder.stats.rows_written,
         }
+
+
+def _log_failure(what: str, e: Exception) -> None:
+    """One line for an error perpsim raised on purpose (its message says it all), the
+    traceback for anything else (a bug to find)."""
+    if isinstance(e, PerpsimError):
+        log.error("%s: %s", what, e)
+    else:
+        log.exception(what)
 
 
 def _load_strategy(spec: str) -> type[Strategy]:

@@ -18,6 +18,8 @@ Faults, and what the engine sees of them (all as rows, so a replay sees the same
 - **malformed message** (bad JSON, wrong types, bad numbers): counted, logged with a
   sample (rate-limited), skipped. Unknown channels are counted as ignored.
 - **crossed quote** (bid > ask, which a tape may not hold): counted as invalid, skipped.
+- **a product not subscribed to** (a feed may send one anyway): counted, logged once,
+  skipped; the engine sees, and the recording holds, the session's symbols only.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from perpsim.core.errors import InputError
 from perpsim.core.events import BookLevel, BookReset, Flags, MarketEvent, Quote, Status
 from perpsim.core.instruments import BUILTIN, Instrument
 from perpsim.live.clock import LiveClock
-from perpsim.tapes.formats.coinbase import MalformedMessage, Normalizer, VenueError
+from perpsim.tapes.formats.coinbase import ALL_SYMBOLS, MalformedMessage, Normalizer, VenueError
 
 __all__ = [
     "CHANNELS",
@@ -114,6 +116,7 @@ class FeedStats(msgspec.Struct, kw_only=True):
     gaps: int = 0
     resyncs: int = 0
     book_dropped: int = 0
+    unsubscribed: int = 0
     connects: int = 0
     reconnects: int = 0
     disconnects: int = 0
@@ -317,6 +320,8 @@ class CoinbaseFeed:
         self.on_events = on_events
         self.products = product_ids(config.symbols, instruments)
         self.normalizer = Normalizer({p: s for s, p in self.products.items()}, instruments=instruments)
+        # rows the engine may see: the subscribed symbols' and the feed-wide ones (heartbeats)
+        self._wanted = frozenset((*self.products, ALL_SYMBOLS))
         self.state = FeedState.IDLE
         self.stats = FeedStats()
         self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s, config.seed)
@@ -506,11 +511,13 @@ class CoinbaseFeed:
         return [*events[:n_gap], *resets, *events[n_gap:]]
 
     def _filter(self, events: list[MarketEvent]) -> list[MarketEvent]:
-        """Drop book rows of symbols awaiting a snapshot, and crossed quotes."""
-        awaiting = self._awaiting
-        if not awaiting:  # the common case: only a crossed quote can go
+        """Drop rows of products the session did not subscribe to (a feed may send them; the
+        engine would trade them, and a replay for the session's symbols would not), book rows
+        of symbols awaiting a snapshot, and crossed quotes."""
+        awaiting, wanted = self._awaiting, self._wanted
+        if not awaiting:  # the common case: only a crossed quote or another product can go
             for ev in events:
-                if type(ev) is Quote and ev.bid > ev.ask:
+                if (type(ev) is Quote and ev.bid > ev.ask) or ev.symbol not in wanted:
                     break
             else:
                 return events
@@ -518,8 +525,14 @@ class CoinbaseFeed:
         for i, ev in enumerate(events):
             t = type(ev)
             drop = False
-            if t is BookLevel:
+            if ev.symbol not in wanted:
+                drop = True
+                self.stats.unsubscribed += 1
+                if self.stats.unsubscribed == 1:
+                    log.warning("feed: rows for %s, which this session did not subscribe to, are dropped", ev.symbol)
+            elif t is BookLevel:
                 drop = ev.symbol in awaiting and not ev.flags & _SNAP
+                self.stats.book_dropped += drop
             elif t is BookReset and ev.flags & _SNAP:
                 awaiting.pop(ev.symbol, None)
             elif t is Quote and ev.bid > ev.ask:
@@ -528,8 +541,6 @@ class CoinbaseFeed:
             if drop:
                 if out is events:
                     out = events[:i]
-                if t is BookLevel:
-                    self.stats.book_dropped += 1
             elif out is not events:
                 out.append(ev)
         return out

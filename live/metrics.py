@@ -105,6 +105,9 @@ class LiveMetrics:
         self.resyncs = Counter("perpsim_feed_resyncs", "Level2 resubscriptions after a gap", registry=r)
         self.malformed = Counter("perpsim_feed_malformed", "Malformed feed messages skipped", registry=r)
         self.stale = Counter("perpsim_feed_stale", "Connections dropped as stale", registry=r)
+        self.unsubscribed = Counter(
+            "perpsim_feed_unsubscribed", "Rows of products the session did not subscribe to, dropped", registry=r
+        )
         self.equity = Gauge("perpsim_equity", "Paper equity (settlement currency)", registry=r)
         self.cash = Gauge("perpsim_cash", "Paper cash (settlement currency)", registry=r)
         self.position = Gauge(

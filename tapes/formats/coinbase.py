@@ -58,7 +58,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import numpy as np
@@ -119,6 +119,11 @@ class VenueError(InputError):
 # -- time ------------------------------------------------------------------------------
 
 _POW10: Final[tuple[int, ...]] = tuple(10 ** (9 - k) for k in range(10))
+_I64_MAX: Final = 2**63 - 1
+# whole seconds whose fraction (and a time-zone offset of up to a day) keep within int64 ns
+_MIN_NS: Final = -(2**63) + 86_401 * 10**9
+_MAX_NS: Final = _I64_MAX - 86_401 * 10**9
+_I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=_I64_MAX)]  # a tape's integer columns
 _TIME_RE: Final = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?"
     r"\s*(Z|[+-]\d\d:?\d\d)?(?:\s*UTC)?(?:\s+m=[+-]?[\d.]+)?\Z",
@@ -158,7 +163,10 @@ def _second_ns(prefix: str) -> int:
     h, mi, sec = int(digits[8:10]), int(digits[10:12]), int(digits[12:14])
     if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and sec < 61):
         raise ValueError(f"not a time: {prefix!r}")
-    return (((_days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + sec) * 1_000_000_000
+    ns = (((_days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + sec) * 1_000_000_000
+    if not _MIN_NS <= ns <= _MAX_NS:  # a tape's times are int64 ns: 1677-09-21 to 2262-04-11
+        raise ValueError(f"time out of range: {prefix!r}")
+    return ns
 
 
 def parse_time(s: str) -> int:
@@ -207,6 +215,14 @@ def parse_time(s: str) -> int:
         off_min = int(digits[:2]) * 60 + int(digits[2:])
         ns -= sign * off_min * 60_000_000_000
     return ns
+
+
+def _trade_seq(trade_id: str | None) -> int | None:
+    """A trade's ``seq``: its id when that is a whole number an int64 holds, else None."""
+    if trade_id is None or not (trade_id.isascii() and trade_id.isdigit()):
+        return None
+    n = int(trade_id)
+    return n if n <= _I64_MAX else None
 
 
 def format_time(ns: int, *, go: bool = False) -> str:
@@ -260,7 +276,7 @@ def _civil_from_days(z: int) -> tuple[int, int, int]:
 class _Head(msgspec.Struct):
     channel: str | None = None
     timestamp: str | None = None
-    sequence_num: int | None = None
+    sequence_num: _I64 | None = None
     type: str | None = None
     message: str | None = None
 
@@ -307,12 +323,12 @@ class _TickerEvent(msgspec.Struct):
 
 class _Heartbeat(msgspec.Struct):
     current_time: str
-    heartbeat_counter: int | None = None
+    heartbeat_counter: _I64 | None = None
 
 
 class _Msg(msgspec.Struct, tag_field="channel"):
     timestamp: str
-    sequence_num: int
+    sequence_num: _I64
 
 
 class _L2Msg(_Msg, tag="l2_data"):
@@ -634,7 +650,7 @@ class Normalizer:
                         ts=ts,
                         recv_ts=recv,
                         symbol=syms.get(pid) or self._sym(pid),
-                        seq=int(tid) if tid is not None and tid.isdigit() else None,
+                        seq=_trade_seq(tid),
                         flags=_EOM if ti == last_t else 0,
                         price=price,
                         size=size,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from perpsim.core.errors import InputError
 from perpsim.core.ledger import Ledger, to_units
 from tests.helpers import cycle_ts, funding, kinds, mark_tape, run
 from tests.scripted import Scripted
@@ -129,3 +131,10 @@ def test_ledger_reconciles_to_the_unit_after_any_order_sequence(orders, prices, 
     assert (cash, realized, fees, fund) == (u["cash_end"], u["realized"], u["fees"], u["funding"])
     assert u["cash_end"] == u["cash_start"] + u["realized"] - u["fees"] + u["funding"]
     assert len(kinds(r, "error")) == 0
+
+
+def test_money_beyond_int64_units_is_one_input_error_not_a_crash() -> None:
+    # long 1 from 100, then trades at 1e300: the unrealized PnL in the cycle's equity row
+    # (1e308 units of 1e-8) fits no int64 column; the run stops with an error naming it
+    with pytest.raises(InputError, match=r"cycle event at 2023-11-14 22:16:00\.000Z: money beyond the ledger's range"):
+        run(mark_tape([100.0, 1e300, 1e300]), strategy=Scripted, params={"orders": [[1, "BTC-PERP", "buy", 1.0]]})

@@ -19,7 +19,7 @@ from perpsim.live.clock import LiveClock
 from perpsim.live.feed import _DISPATCH_ROWS, CoinbaseFeed, FeedConfig
 
 
-def _ticker(seq: int, bid: float, ask: float | None = None) -> str:
+def _ticker(seq: int, bid: float, ask: float | None = None, product: str = "BTC-PERP-INTX") -> str:
     return json.dumps(
         {
             "channel": "ticker",
@@ -32,7 +32,7 @@ def _ticker(seq: int, bid: float, ask: float | None = None) -> str:
                     "tickers": [
                         {
                             "type": "ticker",
-                            "product_id": "BTC-PERP-INTX",
+                            "product_id": product,
                             "best_bid": str(bid),
                             "best_bid_quantity": "1",
                             "best_ask": str(bid + 1 if ask is None else ask),
@@ -214,6 +214,22 @@ def test_crossed_quotes_are_dropped_and_counted_and_the_rest_keep_their_order() 
     got, feed = _run(script, lambda _, feed: feed.stats.messages >= 7)
     assert _bids(got) == [100.0 + i for i in range(7) if i not in crossed]
     assert feed.stats.invalid == len(crossed)
+
+
+def test_rows_of_products_not_subscribed_to_are_dropped_and_counted() -> None:
+    # the session subscribed to BTC-PERP; a feed sending ETH-PERP-INTX and DOGE-USD as well
+    # would have the engine trade them, and a replay for BTC-PERP would not
+    others = {1: "ETH-PERP-INTX", 3: "DOGE-USD", 4: "ETH-PERP-INTX"}
+
+    async def script(ws: ServerConnection, _: int) -> None:
+        await _read_subscribes(ws)
+        for i in range(6):
+            await ws.send(_ticker(i, 100.0 + i, product=others.get(i, "BTC-PERP-INTX")))
+
+    got, feed = _run(script, lambda _, feed: feed.stats.messages >= 6)
+    assert _bids(got) == [100.0 + i for i in range(6) if i not in others]
+    assert {e.symbol for _, evs in got for e in evs} == {"BTC-PERP"}
+    assert feed.stats.unsubscribed == len(others)
 
 
 def _l2(seq: int, kind: str, price: str) -> str:

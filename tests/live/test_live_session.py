@@ -6,13 +6,22 @@ Every session must survive, show its faults as rows (``status`` gap/disconnect/r
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
+from perpsim.core.errors import InputError
 from perpsim.core.events import Flags, Kind
+from perpsim.core.strategy import Context, Strategy
+from perpsim.live.driver import LiveDriver, LiveOptions, LiveResult
+from perpsim.live.feed import FeedConfig
 from perpsim.live.server import Faults
+from perpsim.sim.profiles import resolve_config
 from perpsim.sim.replay import replay
 from perpsim.tapes.reader import open_tape
 from tests.live.session import INTERVAL_S, replay_digest, rows, run_session
@@ -160,3 +169,109 @@ def test_a_failing_ticker_ends_the_session_with_an_error_instead_of_silently(
     assert s.result.status == "error"
     assert s.result.summary["wall_s"] < 10  # stopped at the failure, not at the 30 s duration
     assert rows(s.result.record_dir)  # what was recorded before is on disk
+
+
+def _ticker_frames(seq0: int, n: int, price: float | None = None) -> bytes:
+    """``n`` ticker messages as raw websocket frames (unmasked, server to client)."""
+    out = []
+    for i in range(n):
+        px = 60_000.0 + (seq0 + i) % 50 if price is None else price
+        doc = {
+            "channel": "ticker",
+            "client_id": "",
+            "timestamp": "2024-10-04T07:13:31.5Z",
+            "sequence_num": seq0 + i,
+            "events": [
+                {
+                    "type": "update",
+                    "tickers": [
+                        {
+                            "type": "ticker",
+                            "product_id": "BTC-PERP-INTX",
+                            "best_bid": str(px),
+                            "best_bid_quantity": "1",
+                            "best_ask": str(px + 1),
+                            "best_ask_quantity": "1",
+                        }
+                    ],
+                }
+            ],
+        }
+        payload = json.dumps(doc).encode()
+        out.append(bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload)
+    return b"".join(out)
+
+
+def _session(tmp_path: Path, cfg: Any, handler: Any, strategy: Any = None) -> LiveResult:
+    """A live session of ``duration_s`` 1 against a scripted websockets server on loopback."""
+
+    async def main() -> LiveResult:
+        async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            opts = LiveOptions(
+                feed=FeedConfig(url=f"ws://127.0.0.1:{port}", symbols=("BTC-PERP",), seed=1),
+                record_dir=tmp_path / "rec",
+                record_root=tmp_path,
+                run_dir=tmp_path / "run",
+                duration_s=1.0,
+                flush_s=0.25,
+                fsync=False,
+                handle_signals=False,
+            )
+            return await LiveDriver(cfg, opts, strategy=strategy).run()
+
+    return asyncio.run(main())
+
+
+def test_rows_still_arriving_when_the_duration_ends_are_not_dispatched(tmp_path: Path, fast_config: Path) -> None:
+    # a steady feed, then a backlog of 100,000 messages written at once: the client is still
+    # reading it when the duration ends. Rows read after that reached the stopped engine
+    # (not the recording): the live run counted rows its replay never saw.
+    cfg = resolve_config(
+        "backtest", config_file=fast_config, overrides={"symbols": ["BTC-PERP"], "interval_s": INTERVAL_S}
+    )
+
+    async def handler(ws: ServerConnection) -> None:
+        for _ in range(4):  # the feed's subscriptions
+            await ws.recv()
+        seq = 0
+        for _ in range(40):
+            ws.transport.write(_ticker_frames(seq, 5))
+            seq += 5
+            await asyncio.sleep(0.02)
+        ws.transport.write(_ticker_frames(seq, 100_000))
+        await ws.wait_closed()
+
+    res = _session(tmp_path, cfg, handler)
+    assert res.status == "complete" and res.summary["stop_reason"] == "duration"
+    again = replay(res.record_dir, profile="backtest", config=fast_config, interval_s=INTERVAL_S)
+    assert again.summary["rows"] == res.summary["rows"] < 100_200  # the backlog was cut short
+    assert again.digest == res.digest
+
+
+class _BuyOnce(Strategy):
+    def on_cycle(self, ctx: Context) -> None:
+        if not ctx.position("BTC-PERP"):
+            ctx.submit("BTC-PERP", "buy", 0.01)
+
+
+def test_money_out_of_range_ends_the_session_with_error_status(tmp_path: Path) -> None:
+    # long 0.01, then quotes at 1e300: the next equity row's unrealized PnL fits no int64
+    # ledger unit. The session stops with status "error" (not "incomplete", which the
+    # unwritable state made it) and the error's one line, and so does its replay.
+    cfg = resolve_config("backtest", overrides={"symbols": ["BTC-PERP"], "interval_s": INTERVAL_S})
+
+    async def handler(ws: ServerConnection) -> None:
+        for _ in range(4):
+            await ws.recv()
+        for seq in range(30):
+            ws.transport.write(_ticker_frames(seq, 1))
+            await asyncio.sleep(0.02)
+        ws.transport.write(_ticker_frames(30, 5, price=1e300))
+        await ws.wait_closed()
+
+    res = _session(tmp_path, cfg, handler, strategy=_BuyOnce)
+    assert res.status == "error"
+    assert "money beyond the ledger's range" in res.summary["stop_reason"]
+    with pytest.raises(InputError, match="money beyond the ledger's range"):
+        replay(res.record_dir, strategy=_BuyOnce, interval_s=INTERVAL_S)

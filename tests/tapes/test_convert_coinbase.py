@@ -342,6 +342,32 @@ def test_convert_coinbase_writes_the_gap_a_malformed_book_update_opens(tmp_path:
             r"coinbase market_trades message: Object missing required field `time` - at `\$\.events\[0\]\.trades\[0\]`",
         ),
         (_env("heartbeats", 1, [{"current_time": "noon"}]), r"bad time 'noon'"),
+        # a tape's integers are int64: values beyond it are malformed, not a crash when recorded
+        (_env("heartbeats", 2**63, [{"current_time": "2024-10-04T07:13:31Z"}]), r"\$\.sequence_num"),
+        (
+            _env("heartbeats", 1, [{"current_time": "2024-10-04T07:13:31Z", "heartbeat_counter": 2**63}]),
+            r"heartbeat_counter",
+        ),
+        (
+            _env(
+                "market_trades",
+                1,
+                [
+                    {
+                        "trades": [
+                            {
+                                "product_id": "X",
+                                "price": "1",
+                                "size": "1",
+                                "side": "BUY",
+                                "time": "9999-01-01T00:00:00Z",
+                            }
+                        ]
+                    }
+                ],
+            ),
+            r"bad time '9999-01-01T00:00:00Z'",
+        ),
         (b'{"channel": "ticker", "events": []}', r"coinbase ticker message: .*`timestamp`"),
     ],
 )
@@ -350,6 +376,13 @@ def test_malformed_messages_raise_with_the_json_path(raw: bytes, match: str) -> 
     with pytest.raises(MalformedMessage, match=match) as info:
         n.feed(raw, 1)
     assert isinstance(info.value, InputError)
+
+
+def test_a_trade_id_beyond_int64_leaves_the_trade_without_a_seq() -> None:
+    trade = {"product_id": "BTC-PERP-INTX", "price": "1", "size": "1", "side": "BUY", "time": "2024-10-04T07:13:31Z"}
+    ids = ["9223372036854775807", "9223372036854775808", "123456789012345678901", "12a"]
+    raw = _env("market_trades", 1, [{"trades": [{**trade, "trade_id": t} for t in ids]}])
+    assert [e.seq for e in Normalizer().feed(raw, 1)] == [2**63 - 1, None, None, None]
 
 
 def test_venue_error_message_raises_venue_error() -> None:
@@ -378,7 +411,16 @@ def test_parse_time_accepts_coinbase_forms(text: str, ns: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "2024-10-04", "2024-13-04T07:13:31Z", "2024-10-04T07:13:31.Z", "2024-10-0４T07:13:31Z"]
+    "text",
+    [
+        "",
+        "2024-10-04",
+        "2024-13-04T07:13:31Z",
+        "2024-10-04T07:13:31.Z",
+        "2024-10-0４T07:13:31Z",
+        "9999-12-31T23:59:59Z",  # beyond int64 ns (2262-04-11)
+        "1600-01-01T00:00:00Z",
+    ],
 )
 def test_parse_time_rejects_non_times(text: str) -> None:
     with pytest.raises(ValueError):
