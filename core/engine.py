@@ -143,6 +143,7 @@ class Engine:
         self.rows = 0
         self.errors = 0
         self._pending: list[Fill | OrderUpdate | FundingPayment] = []
+        self._flushing = False
         self._order: list[str] = []
         self._seen: list[bool] = []
         self._next_order_id = 0
@@ -627,16 +628,22 @@ class Engine:
         """Hand the venue's updates to the bot and the strategy hooks; ``now``: the time of
         the row that caused them, so a hook sees (and orders at) that time, not the last
         cycle's."""
+        if self._flushing:  # a hook's own flush: the loop below takes the updates it queued, in order
+            return
         if now is not None and self._pending:
             self._catch_up(now)
-        while self._pending:
-            update = self._pending.pop(0)
-            if isinstance(update, FundingPayment):  # a scheduled settlement (venue.funding != "tape")
-                if self._on_funding is not None:
-                    self._call(self._on_funding, self.ctx, update)
-                continue
-            if self.bot is not None:
-                self.bot.on_update(update)
-            hook = self._on_fill if isinstance(update, Fill) else self._on_order
-            if hook is not None:
-                self._call(hook, self.ctx, update)
+        self._flushing = True
+        try:
+            while self._pending:
+                update = self._pending.pop(0)
+                if isinstance(update, FundingPayment):  # a scheduled settlement (venue.funding != "tape")
+                    if self._on_funding is not None:
+                        self._call(self._on_funding, self.ctx, update)
+                    continue
+                if self.bot is not None:
+                    self.bot.on_update(update)
+                hook = self._on_fill if isinstance(update, Fill) else self._on_order
+                if hook is not None:
+                    self._call(hook, self.ctx, update)
+        finally:
+            self._flushing = False

@@ -330,9 +330,7 @@ class SimVenue:
         self._notify_order(order, "accepted", None, now)
         if order.tif == "GTD" and order.type != "market" and order.expire_ns is not None:
             oid = order.order_id
-            self._gtd[oid] = self.clock.call_at(
-                order.expire_ns, f"venue:gtd:{oid}", lambda t: self._expire(oid, t), VENUE_PRIORITY
-            )
+            self._gtd[oid] = self._timer(order.expire_ns, f"venue:gtd:{oid}", lambda t: self._expire(oid, t))
         if order.type == "market":
             self._take(order, now)
         elif order.type == "limit":
@@ -419,8 +417,8 @@ class SimVenue:
             self._cancel(order, "fok_not_filled", now)
             return None
         for px, q in tk.fills:
-            if not self._fill(order, q, px, "taker", now):
-                return None
+            if not self._fill(order, q, px, "taker", now) or not order.is_open:
+                return None  # a reduce-only order that closed its position is cancelled mid-walk
         return tk
 
     def _take(self, order: Order, now: int) -> None:
@@ -802,12 +800,15 @@ class SimVenue:
         else:
             self.listener(update)
 
-    def _timer(self, at: int, name: str, fn: Callable[[int], None]) -> None:
+    def _timer(self, at: int, name: str, fn: Callable[[int], None]) -> TimerHandle:
+        """A venue timer; what it changes reaches the strategy when it fires, not at some
+        later flush (which the two engines reach at different times)."""
+
         def fire(t: int) -> None:
             fn(t)
             self._flush()
 
-        self.clock.call_at(at, name, fire, VENUE_PRIORITY)
+        return self.clock.call_at(at, name, fire, VENUE_PRIORITY)
 
 
 def _nothing() -> None:

@@ -232,7 +232,7 @@ class ReplayDriver:
                 # contributions must be where the reference loop leaves them before this row's
                 # liquidation check, which sums every position's (a cross-margin account).
                 self._resync_margin(watched)
-            if j == i:
+            if j <= i:  # a timer is due (j < i: a hook set it for the time already reached)
                 clock.advance_to(int(col[i]))
             else:
                 eng.load(batch, i, i + 1)

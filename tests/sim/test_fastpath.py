@@ -196,3 +196,124 @@ def test_fast_equals_reference_when_one_symbols_fall_decides_the_others_liquidat
     orders = [[2, "AA", "buy", 9000.0], [2, "BB", "buy", 9000.0]]
     ref, fast = both(MemoryTape(tape, instruments=inst), strategy=Scripted, params={"orders": orders}, interval_s=60.0)
     assert fast.digest == ref.digest
+
+
+# -- hooks, timers and venue timers (audit findings) ---------------------------------------------
+
+
+def _tr(sec: int, px: float, side: int = -1) -> Trade:
+    return Trade(ts=T0 + sec * S, recv_ts=T0 + sec * S, symbol="BTC-PERP", price=px, size=1.0, side=side)
+
+
+def _end(sec: int) -> Status:
+    return Status(ts=T0 + sec * S, recv_ts=T0 + sec * S, symbol="BTC-PERP", text="hb")
+
+
+class _FillTimer(perpsim.Strategy):
+    """A resting buy at 99; its fill sets a timer for the fill's own time."""
+
+    def on_cycle(self, ctx: perpsim.Context) -> None:
+        if ctx.now_ns == T0 + 60 * S:
+            ctx.submit("BTC-PERP", "buy", 1.0, type="limit", price=99.0)
+
+    def on_fill(self, ctx: perpsim.Context, fill: object) -> None:
+        ctx.call_at(ctx.now_ns, lambda now: ctx.decide("BTC-PERP", "HOLD", "after_fill", ctx.mark("BTC-PERP")))
+
+
+def test_a_timer_a_fill_hook_sets_for_now_fires_at_once_in_both_engines() -> None:
+    # the buy fills on the trade at 98.9 (70 s); the timer is due at 70 s and must fire
+    # before the next row (98.0 at 71 s). The fast engine, with no order left to watch,
+    # dispatched row after row without firing it, and the cycles after it waited too.
+    evs = [_tr(1, 100.0), _tr(70, 98.9), *[_tr(71 + k, 98.0 + 0.1 * k) for k in range(40)], _end(300)]
+    ref, fast = both(MemoryTape(evs), strategy=_FillTimer)
+    assert fast.digest == ref.digest
+    (d,) = [e for e in fast.run_events if e.kind == "decision"]
+    assert (d.ts, d.price) == (T0 + 70 * S, 98.9)
+    assert fast.summary["cycles"] == 5
+
+
+class _FundingTimer(perpsim.Strategy):
+    def on_cycle(self, ctx: perpsim.Context) -> None:
+        if ctx.position("BTC-PERP") == 0:
+            ctx.submit("BTC-PERP", "buy", 1.0)
+
+    def on_funding(self, ctx: perpsim.Context, pay: object) -> None:
+        ctx.call_at(ctx.now_ns, lambda now: ctx.decide("BTC-PERP", "HOLD", "after_funding", ctx.mark("BTC-PERP")))
+
+
+def test_a_timer_the_funding_hook_sets_for_now_fires_at_the_funding_row() -> None:
+    evs = [_tr(1, 100.0), _tr(61, 100.0), Funding(ts=T0 + 90 * S, recv_ts=T0 + 90 * S, symbol="BTC-PERP", rate=1e-4)]
+    evs += [_tr(100, 110.0), *[_tr(130 + k, 111.0) for k in range(20)], _end(200)]
+    ref, fast = both(MemoryTape(evs), strategy=_FundingTimer)
+    assert fast.digest == ref.digest
+    (d,) = [e for e in fast.run_events if e.kind == "decision"]
+    assert (d.ts, d.price) == (T0 + 90 * S, 100.0)  # before the 110 trade at 100 s
+    assert fast.summary["cycles"] == 3
+
+
+class _GtdWatcher(perpsim.Strategy):
+    def on_cycle(self, ctx: perpsim.Context) -> None:
+        if ctx.now_ns == T0 + 60 * S:
+            ctx.submit("BTC-PERP", "buy", 1.0, type="limit", price=50.0, tif="GTD", expire_ns=T0 + 65 * S)
+
+    def on_order(self, ctx: perpsim.Context, update: perpsim.OrderUpdate) -> None:
+        ctx.decide("BTC-PERP", "HOLD", f"{update.status}@{(ctx.now_ns - T0) // S}")
+
+
+def test_a_gtd_expiry_reaches_on_order_when_it_expires() -> None:
+    # no position and no row between 61 s and 120 s: the expiry's notification waited for the
+    # next flush (the next cycle in the fast engine, a row of the symbol in the reference)
+    evs = [_tr(1, 100.0), _tr(61, 100.0), _tr(121, 100.0), _end(180)]
+    ref, fast = both(MemoryTape(evs), strategy=_GtdWatcher)
+    assert fast.digest == ref.digest
+    seen = [(e.ts, e.reason) for e in fast.run_events if e.kind == "decision"]
+    assert seen == [(T0 + 60 * S, "accepted@60"), (T0 + 65 * S, "expired@65")]
+
+
+class _ShrinkUnderStop(perpsim.Strategy):
+    """Long 1 with a reduce-only stop for 1; the long then shrinks to 0.5."""
+
+    def on_start(self, ctx: perpsim.Context) -> None:
+        self.k = 0
+
+    def on_cycle(self, ctx: perpsim.Context) -> None:
+        self.k += 1
+        if self.k == 1:
+            ctx.submit("BTC-PERP", "buy", 1.0)
+            ctx.submit("BTC-PERP", "sell", 1.0, type="stop", stop_price=99.5, reduce_only=True)
+        elif self.k == 2:
+            ctx.submit("BTC-PERP", "sell", 0.5)
+
+
+def test_a_reduce_only_order_walking_the_book_stops_where_the_position_closes() -> None:
+    # the stop triggers into bids of 0.5 at 99.9 and 5 at 99.8: the first level closes the
+    # 0.5 left, and the order is cancelled there (it walked on and was cancelled twice: a crash)
+    def bl(side: int, px: float, size: float, eom: int) -> BookLevel:
+        return BookLevel(ts=T0 + S, recv_ts=T0 + S, symbol="BTC-PERP", price=px, size=size, side=side, flags=eom)
+
+    evs = [bl(1, 99.9, 0.5, 0), bl(1, 99.8, 5.0, 0), bl(-1, 100.0, 5.0, 0), bl(-1, 100.1, 5.0, 1)]
+    evs += [_tr(1, 100.0, side=1), _tr(130, 99.4), _end(200)]
+    ref, fast = both(MemoryTape(evs), strategy=_ShrinkUnderStop)
+    assert fast.digest == ref.digest
+    fills = [(e.qty, e.price, e.position_after) for e in fast.run_events if e.kind == "fill"]
+    assert fills[-1] == (0.5, 99.9, 0.0)
+    (cancel,) = [e for e in fast.run_events if e.kind == "cancel"]
+    assert cancel.reason == "reduce_only_nothing_to_close"
+
+
+class _ManyOrders(perpsim.Strategy):
+    def on_cycle(self, ctx: perpsim.Context) -> None:
+        if ctx.now_ns == T0 + 60 * S:
+            for k in range(600):
+                ctx.submit("BTC-PERP", "buy", 1.0, type="limit", price=round(20.0 + k / 10, 1))
+
+    def on_order(self, ctx: perpsim.Context, update: perpsim.OrderUpdate) -> None:
+        pass
+
+
+def test_hundreds_of_updates_reach_a_hook_without_deepening_the_stack() -> None:
+    # each queued update's hook flushed the next from inside itself: 500 of them overflowed
+    # Python's stack (RecursionError)
+    ref, fast = both(MemoryTape([_tr(1, 100.0), _tr(61, 100.0), _end(120)]), strategy=_ManyOrders)
+    assert fast.digest == ref.digest
+    assert sum(1 for e in fast.run_events if e.kind == "order") == 600
