@@ -56,13 +56,21 @@ class Outbox:
         self.events: list[RunEvent] = []
         self.seq = 0
         self.counts: dict[str, int] = {}
+        self.first_error: RunEvent | None = None  # what the summary shows of a run's errors
 
     def emit(self, kind: str, ts: int, recv_ts: int | None = None, **fields: Any) -> RunEvent:
         self.seq += 1
         ev = RunEvent(ts=ts, recv_ts=ts if recv_ts is None else recv_ts, seq=self.seq, kind=kind, **fields)
         self.events.append(ev)
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+        n = self.counts[kind] = self.counts.get(kind, 0) + 1
+        if n == 1 and kind == "error":
+            self.first_error = ev
         return ev
+
+    def forget(self) -> None:
+        """Start the counts afresh (a warm start's discarded warm-up)."""
+        self.counts.clear()
+        self.first_error = None
 
     def drain(self) -> list[RunEvent]:
         out, self.events = self.events, []

@@ -408,12 +408,12 @@ class LiveDriver:
         snap_file = _snapshot_for(path)
         self._warm_snapshot = None if snap_file is None else snap_file.read_bytes()
         self.warm_events = end_warm_up(eng, self._warm_snapshot)
-        if snap_file is not None:
-            self.restored = True
-            log.info("live: restored %s", snap_file)
-        self.engine.warnings.append(
-            f"warm start from {path}: {self.warm_rows} rows replayed"
-            + (f", state restored from {snap_file}" if snap_file is not None else ", no snapshot found")
+        self.restored = snap_file is not None
+        log.info(
+            "live: warm start from %s: %d rows replayed, %s",
+            path,
+            self.warm_rows,
+            f"state restored from {snap_file}" if snap_file is not None else "no snapshot found (state not restored)",
         )
         return path
 

@@ -45,19 +45,21 @@ def print_summary(summary: dict[str, Any], console: Console, title: str = "repla
         ("events/s", f"{summary['events_per_s']:,}" if summary.get("events_per_s") else "-"),
         ("clock span", f"{fmt_ns(summary.get('first_ns'))} → {fmt_ns(summary.get('last_ns'))}"),
         ("cycles", f"{summary['cycles']:,}"),
-        ("orders / fills / rejects", f"{summary['orders']} / {summary['fills']} / {summary['rejects']}"),
+        ("orders / fills / rejects", f"{summary['orders']:,} / {summary['fills']:,} / {summary['rejects']:,}"),
         ("fees", money(summary["fees"])),
         ("funding", money(summary["funding"])),
         ("realized PnL", money(summary["realized"])),
         ("unrealized PnL", money(summary["unrealized"])),
         ("final equity", money(summary["final_equity"])),
         ("max drawdown", money(summary["max_drawdown"])),
-        ("errors", str(summary["errors"])),
+        ("errors", f"{summary['errors']:,}"),
         ("ledger reconciles", "yes" if summary["reconciles"] else "NO"),
     ]
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+    if summary.get("first_error"):
+        console.print(f"first error: {summary['first_error']}", soft_wrap=True, markup=False)
     console.print(f"digest {summary['digest']}", soft_wrap=True)
 
 
@@ -172,9 +174,9 @@ def replay(
 
 @perpsim_cli.command()
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON (NAME is always shown as JSON).")
 def profiles(name: str | None, as_json: bool) -> None:
-    """List the shipped profiles, or show NAME fully resolved."""
+    """List the shipped profiles, or show NAME fully resolved (JSON)."""
     import msgspec
 
     from perpsim.sim.profiles import available, load_profile, resolve_config

@@ -366,7 +366,15 @@ def build_config(
     interval_s: float | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """The run's config: the profile, then the user's file, then these arguments (checked once)."""
+    """The run's config: the profile, then the user's file, then these arguments (checked once).
+
+    Raises:
+        ConfigError: ``config`` is not a file path (a dict of settings goes in ``overrides``).
+    """
+    if config is not None and not isinstance(config, str | Path):
+        raise ConfigError(
+            f"config= takes the path of a TOML file, not {type(config).__name__}; pass settings as overrides="
+        )
     over: dict[str, Any] = dict(overrides or {})
     if params:
         over["params"] = params

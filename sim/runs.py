@@ -24,6 +24,7 @@ from perpsim.core.engine import EquityRow
 from perpsim.core.errors import InputError
 from perpsim.core.events import RunEvent
 from perpsim.core.ledger import to_units, units_to_float
+from perpsim.core.timefmt import fmt_ns
 
 if TYPE_CHECKING:
     from perpsim.core.engine import Engine
@@ -146,6 +147,15 @@ class RunResult(msgspec.Struct, kw_only=True):
             return pl.read_parquet(self.run_dir / "equity.parquet")
         return equity_frame(self.equity_rows or [])
 
+    def __repr__(self) -> str:
+        """A line a person can read: the default repr printed every event of the run."""
+        s = self.summary
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir is not None else ""
+        return (
+            f"RunResult(digest={self.digest[:16]!r}, rows={s.get('rows')}, cycles={s.get('cycles')}, "
+            f"fills={s.get('fills')}, final_equity={s.get('final_equity')}, warnings={len(self.warnings)}{where})"
+        )
+
 
 class Drawdown:
     """Running peak-to-trough of per-cycle equity, in ledger units (no history kept)."""
@@ -170,6 +180,14 @@ def _drawdown_of(driver: RunSource) -> int:
     return int(dd.worst)
 
 
+def _describe_error(ev: RunEvent | None) -> str | None:
+    """The first error event as one line: a run that failed every cycle said only how often."""
+    if ev is None:
+        return None
+    where = f" ({ev.symbol})" if ev.symbol else ""
+    return f"{fmt_ns(ev.ts)}{where} {ev.reason}: {ev.text}" if ev.text else f"{fmt_ns(ev.ts)}{where} {ev.reason}"
+
+
 def summarize(driver: RunSource, wall_s: float) -> dict[str, Any]:
     eng = driver.engine
     led = eng.ledger
@@ -189,6 +207,7 @@ def summarize(driver: RunSource, wall_s: float) -> dict[str, Any]:
         "rejects": counts.get("reject", 0),
         "funding_payments": counts.get("funding", 0),
         "errors": counts.get("error", 0),
+        "first_error": _describe_error(eng.outbox.first_error),
         "cash_start": units_to_float(led.cash_start),
         "cash_end": units_to_float(led.cash),
         "realized": units_to_float(led.realized),

@@ -66,7 +66,7 @@ def end_warm_up(engine: Engine, snapshot: bytes | None) -> int:
     engine.equity_rows.clear()
     # The session's summary counts its own rows and events, as its run directory holds them;
     # ``cycles`` stays cumulative (the snapshot restores it, for ``max_cycles``).
-    engine.outbox.counts.clear()
+    engine.outbox.forget()
     engine.rows = 0
     if snapshot is not None:
         snap_mod.restore(engine, snap_mod.decode(snapshot))

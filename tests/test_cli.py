@@ -329,3 +329,13 @@ def test_a_strategy_from_the_current_folder_that_cannot_start_is_one_line(
         (line,) = out.stderr.strip().splitlines()
         assert out.returncode == 2 and line.startswith(f"perpsim: {message}"), (runner, out.stderr)
         assert not (tmp_path / "r").exists()
+
+
+def test_a_strategy_failing_every_cycle_shows_its_first_error(tmp_path: Path) -> None:
+    (tmp_path / "failing.py").write_text(
+        "import perpsim\n\nclass Raises(perpsim.Strategy):\n"
+        "    def on_cycle(self, ctx):\n        raise RuntimeError('boom')\n"
+    )
+    out = cli("replay", "--strategy", "failing:Raises", "--out", "r", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "first error: 2024-01-01 00:00:00.000Z strategy_exception: on_cycle: RuntimeError: boom" in out.stdout

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from perpsim.core.errors import ConfigError, InputError, TapeError
+from perpsim.core.strategy import Context, Strategy
 from perpsim.sim.replay import ReplayDriver, RunSpec, build_config, replay, replay_many
 from perpsim.tapes.reader import open_tape
 
@@ -141,3 +142,25 @@ def test_progress_counts_the_tapes_rows_once() -> None:
     seen: list[int] = []
     replay_many(SAMPLES / "sample.parquet", specs(60.0)[:3], progress=seen.append)
     assert sum(seen) == open_tape(SAMPLES / "sample.parquet").num_rows
+
+
+def test_a_run_result_prints_as_one_line_and_a_dict_config_is_named() -> None:
+    r = replay(SAMPLES / "sample.parquet")
+    text = repr(r)
+    assert text.startswith(f"RunResult(digest={r.digest[:16]!r}, rows=143338,") and len(text) < 200
+    with pytest.raises(
+        ConfigError, match=r"config= takes the path of a TOML file, not dict; pass settings as overrides="
+    ):
+        replay(SAMPLES / "sample.parquet", config={"interval_s": 30.0})
+
+
+class _Raises(Strategy):
+    def on_cycle(self, ctx: Context) -> None:
+        raise RuntimeError("boom")
+
+
+def test_the_summary_names_the_first_error() -> None:
+    r = replay(SAMPLES / "sample.parquet", strategy=_Raises)
+    assert r.summary["errors"] == r.summary["cycles"] == 1441
+    assert r.summary["first_error"] == "2024-01-01 00:00:00.000Z strategy_exception: on_cycle: RuntimeError: boom"
+    assert replay(SAMPLES / "sample.parquet").summary["first_error"] is None
