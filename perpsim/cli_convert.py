@@ -17,7 +17,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from perpsim.cli_tapes import OUT_TAPE, codec_option
+from perpsim.cli_tapes import NewTape, codec_option
 from perpsim.core.timefmt import fmt_ns
 from perpsim.tapes import convert as tapes_convert
 from perpsim.tapes.convert import FORMATS, ConvertKind, ConvertReport
@@ -65,7 +65,8 @@ def _print(rep: ConvertReport, console: Console) -> None:
 
 
 @click.command("convert")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# eager: converted before --out, which must not be SRC (NewTape)
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path), is_eager=True)
 @click.option(
     "--from",
     "fmt",
@@ -74,7 +75,9 @@ def _print(rep: ConvertReport, console: Console) -> None:
     help="Input format: a Binance USD-M websocket recording, Coinbase Advanced Trade "
     "messages (one per line, optionally '<recv_ns> <json>'), or a funding-rate CSV.",
 )
-@click.option("--out", "-o", type=OUT_TAPE, required=True, help="Tape to write (.parquet); not SRC itself.")
+@click.option(
+    "--out", "-o", type=NewTape(source="src"), required=True, help="Tape to write (.parquet); must not exist yet."
+)
 @click.option("--strict", is_flag=True, help="Stop at the first malformed line (exit 2) instead of skipping it.")
 @click.option("--symbol", help="Tape symbol for every row (single-symbol inputs). Default: the venue's name.")
 @click.option(

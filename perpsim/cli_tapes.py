@@ -27,12 +27,44 @@ from perpsim.tapes.synth import parse_shock, synth
 from perpsim.tapes.validate import TapeReport, inspect_tape, validate_tape
 from perpsim.tapes.writer import TapeWriter, write_table
 
-__all__ = ["OUT_TAPE", "codec_option", "report_dict", "tapes"]
+__all__ = ["OUT_TAPE", "NewTape", "codec_option", "report_dict", "tapes"]
 
 _TAPE = click.Path(path_type=Path)
-# The file a command writes: click refuses an existing folder (exit 2, one line) before any
-# work, instead of a rename failing after it.
-OUT_TAPE = click.Path(dir_okay=False, path_type=Path)
+
+
+class NewTape(click.Path):
+    """The file a command writes, refused when it already exists (exit 2, one line) before
+    any work: a tape is replaced by a rename, so a typo in --out would silently lose one.
+
+    Args:
+        source: the name of the command's input argument, declared ``is_eager`` so it is
+            converted first: an --out that is that file is reported as such, not as one
+            to remove.
+    """
+
+    def __init__(self, *, source: str | None = None) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+        self.source = source
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        """The path, checked.
+
+        Raises:
+            InputError: the path exists (also a dangling link, which a rename replaces).
+        """
+        path = super().convert(value, param, ctx)  # a folder: click's one-line usage error
+        assert isinstance(path, Path)
+        if not (path.exists() or path.is_symlink()):
+            return path
+        opt = param.opts[0] if param is not None else "--out"
+        name = self.source
+        src = ctx.params.get(name) if ctx is not None and name else None
+        if name and src is not None and path.exists() and path.samefile(src):
+            raise InputError(f"{opt} {path}: is {name.upper()} itself; writing the tape would replace the recording")
+        raise InputError(f"{opt} {path}: already exists; choose another name or remove it")
+
+
+OUT_TAPE = NewTape()
 
 _CODEC_HELP = (
     "Compression: zstd makes the smallest files; lz4 reads in about two thirds of the time "
@@ -152,7 +184,7 @@ def validate(tape: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--hours", type=float, required=True, help="Tape length in hours (> 0, at least 1 ns).")
 @click.option("--symbols", required=True, help="Comma-separated, e.g. BTC-PERP,ETH-PERP.")
 @click.option("--seed", type=int, required=True, help="Seed; the same arguments give the same bytes.")
-@click.option("--out", type=OUT_TAPE, required=True, help="The Parquet file to write.")
+@click.option("--out", type=OUT_TAPE, required=True, help="The Parquet file to write (must not exist yet).")
 @click.option(
     "--trades-per-min", type=float, default=30, show_default=True, help="Per symbol; >= 0, at most 1e8 over the tape."
 )
@@ -234,7 +266,7 @@ def clock_window(tape: Tape, start: str | None, end: str | None) -> tuple[int | 
 @click.argument("tape", type=_TAPE, nargs=-1, required=True)
 @click.option("--start", help="Keep rows at or after this clock time (ISO 8601 UTC or ns).")
 @click.option("--end", help="Keep rows before this clock time.")
-@click.option("--out", type=OUT_TAPE, required=True, help="The Parquet file to write.")
+@click.option("--out", type=OUT_TAPE, required=True, help="The Parquet file to write (must not exist yet).")
 @codec_option(copies=True)
 def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: Path, codec: str | None) -> None:
     """Copy the rows of TAPE whose clock value is in [--start, --end) to --out (streaming).
@@ -263,7 +295,7 @@ def slice_cmd(tape: tuple[Path, ...], start: str | None, end: str | None, out: P
 
 @tapes.command()
 @click.argument("tape", type=_TAPE, nargs=-1, required=True)
-@click.option("--out", type=OUT_TAPE, required=True, help="The Parquet file to write.")
+@click.option("--out", type=OUT_TAPE, required=True, help="The Parquet file to write (must not exist yet).")
 @codec_option(copies=True)
 def merge(tape: tuple[Path, ...], out: Path, codec: str | None) -> None:
     """Merge several TAPEs (e.g. one per symbol) into one tape sorted by the clock column.

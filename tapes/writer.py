@@ -348,14 +348,31 @@ def _normalize(table: pa.Table, path: Path) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
+_INSTRUMENT_KEYS: tuple[str, ...] = tuple(k for k in Instrument.__struct_fields__ if k != "symbol")
+
+
 def _instruments(instruments: Mapping[str, Instrument | Mapping[str, Any]] | None, path: Path) -> dict[str, Instrument]:
+    """Instruments from objects or field mappings, refusing unknown keys: Instrument reads
+    tape metadata leniently, so a misspelled ``tik`` would otherwise vanish from the tape."""
     out: dict[str, Instrument] = {}
     for sym, ins in (instruments or {}).items():
         if isinstance(ins, Instrument):
             out[sym] = ins
             continue
+        if not isinstance(ins, Mapping):
+            raise TapeError(
+                f"{path}: instrument {sym}: give an Instrument or a dict of its fields, not a {type(ins).__name__}"
+            )
+        fields = dict(ins)
+        if fields.setdefault("symbol", sym) != sym:
+            raise TapeError(f"{path}: instrument {sym}: key 'symbol' is {fields['symbol']!r}, not {sym!r}")
+        unknown = [k for k in fields if k != "symbol" and k not in _INSTRUMENT_KEYS]
+        if unknown:
+            raise TapeError(
+                f"{path}: instrument {sym}: unknown key {unknown[0]!r} (allowed: {', '.join(_INSTRUMENT_KEYS)})"
+            )
         try:
-            out[sym] = msgspec.convert({"symbol": sym, **ins}, Instrument)
+            out[sym] = msgspec.convert(fields, Instrument)
         except msgspec.ValidationError as e:
             raise TapeError(f"{path}: instrument {sym}: {e}") from e
     return out
@@ -382,7 +399,8 @@ def write(
     Args:
         data: the rows.
         path: the Parquet file to create (replaced atomically if it exists).
-        instruments: symbol → Instrument (or a dict of its fields) for the metadata.
+        instruments: symbol → Instrument (or a dict of its fields) for the metadata; an
+            unknown key or a value of the wrong type is an error.
         source: where the rows came from, stored in the metadata.
         clock: the column the tape is sorted by and replayed on.
         timers: the recorded timer set, if the rows include ``timer`` rows.
@@ -393,13 +411,13 @@ def write(
         The path written.
 
     Raises:
-        TapeError: naming the path, and the row and column of the first bad value;
-            no file is left behind.
+        TapeError: naming the path, and the row and column of the first bad value (or
+            the symbol and key of a bad instrument); no file is left behind.
     """
     path = Path(path)
     if clock not in ("ts", "recv_ts"):
         raise TapeError(f"{path}: clock must be 'ts' or 'recv_ts', not {clock!r}")
-    table = _normalize(_to_arrow(data, path), path)
+    ins = _instruments(instruments, path)  # the arguments first: cheap, before the rows are read
     try:
         timer_specs = (
             None
@@ -408,10 +426,6 @@ def write(
         )
     except msgspec.ValidationError as e:
         raise TapeError(f"{path}: timers: {e}") from e
-    meta = TapeMeta(
-        clock=clock,
-        source=source,
-        instruments=_instruments(instruments, path),
-        timers=timer_specs,
-    )
+    table = _normalize(_to_arrow(data, path), path)
+    meta = TapeMeta(clock=clock, source=source, instruments=ins, timers=timer_specs)
     return write_table(table, path, meta, row_group_rows=row_group_rows, codec=codec)

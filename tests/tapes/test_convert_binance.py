@@ -288,7 +288,8 @@ def test_convert_writes_a_valid_tape_and_cli_reports_json(tmp_path: Path) -> Non
     doc = json.loads(res.output)
     assert doc["rows"] == {"trade": 33, "quote": 154, "book": 2381, "book_reset": 1}
     assert doc["skipped"] == 0 and doc["gaps"] == 0 and doc["clock"] == "recv_ts"
-    res = CliRunner().invoke(convert_cmd, ["--from", "binance", str(HEAD), "--out", str(out2)])
+    out3 = tmp_path / "cli-text.parquet"  # --out must not exist
+    res = CliRunner().invoke(convert_cmd, ["--from", "binance", str(HEAD), "--out", str(out3)])
     assert res.exit_code == 0 and "book_reset" in res.output and "skipped" in res.output
     res = CliRunner().invoke(convert_cmd, ["--help"])
     assert res.exit_code == 0 and "--utc-offset" in res.output

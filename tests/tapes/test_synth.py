@@ -350,6 +350,7 @@ def test_cli_slice_and_merge_keep_the_source_codec_unless_told(tmp_path: Path) -
 
     def run(*args: str) -> tuple[str, ...]:
         out = tmp_path / "out.parquet"
+        out.unlink(missing_ok=True)  # --out must not exist
         res = CliRunner().invoke(tapes, [*args, "--out", str(out)])
         assert res.exit_code == 0, res.output
         return open_tape(out).codecs
@@ -372,6 +373,7 @@ def test_cli_slice_keeps_a_warm_start_only_with_all_its_warm_up_rows(tmp_path: P
 
     def sliced(*args: str) -> WarmStart | None:
         out = tmp_path / "out.parquet"
+        out.unlink(missing_ok=True)  # --out must not exist
         res = CliRunner().invoke(tapes, ["slice", str(rec), *args, "--out", str(out)])
         assert res.exit_code == 0, res.output
         return open_tape(out).meta.warm

@@ -317,3 +317,31 @@ def test_write_table_to_a_folder_is_a_tape_error_and_leaves_nothing(tmp_path: Pa
     with pytest.raises(TapeError, match=r"od: cannot write \(Is a directory\)"):
         write_table(_trades(0, 3), folder, TapeMeta())
     assert [p.name for p in tmp_path.iterdir()] == ["od"] and list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"tik": 0.1}, r"unknown key 'tik' \(allowed: tick, lot, "),
+        ({"tick": 0.1, "lot": 0.001, "max_levrage": 5.0}, r"unknown key 'max_levrage'"),
+        ({"tick": "0.1"}, r"Expected `float \| null`, got `str` - at `\$\.tick`"),
+        ({"kind": "linr"}, r"Invalid enum value 'linr' - at `\$\.kind`"),
+        ({"symbol": "ETH-PERP", "tick": 0.1}, r"key 'symbol' is 'ETH-PERP', not 'BTC-PERP'"),
+        (0.1, r"give an Instrument or a dict of its fields, not a float"),
+    ],
+)
+def test_write_refuses_an_instrument_mapping_with_a_bad_key_naming_symbol_and_key(
+    tmp_path: Path, fields: object, problem: str
+) -> None:
+    # a misspelled key used to vanish: the tape's BTC-PERP had no tick, and nothing said so
+    out = tmp_path / "t.parquet"
+    with pytest.raises(TapeError, match=rf"^{re.escape(str(out))}: instrument BTC-PERP: {problem}"):
+        write(sample_df(), out, instruments={"BTC-PERP": fields})  # type: ignore[dict-item]
+    assert list(tmp_path.iterdir()) == []  # refused before any file
+
+
+def test_write_takes_every_instrument_field_by_name(tmp_path: Path) -> None:
+    full = Instrument(symbol="BTC-PERP", tick=0.5, lot=1.0, contract_size=100.0, kind="inverse", base="BTC")
+    fields = msgspec.structs.asdict(full)
+    path = write(sample_df(), tmp_path / "t.parquet", instruments={"BTC-PERP": fields})
+    assert open_tape(path).instruments == {"BTC-PERP": full}
