@@ -149,8 +149,9 @@ def sweep(
     funding, max drawdown, trades, Sharpe, events/s, wall time, status and error.
     A failing job is retried once, then recorded; the sweep goes on. Running the
     same grid again skips jobs already in the table (keyed by tape hashes, config
-    and perpsim version). Exit status: 0 all jobs ok, 1 some failed, 2 bad grid or
-    unreachable scheduler.
+    and perpsim version). Every job's config and strategy are checked before any
+    runs, so a combination the strategy refuses (short >= long) fails the grid.
+    Exit status: 0 all jobs ok, 1 some failed, 2 bad grid or unreachable scheduler.
 
     \b
     Example grid:
@@ -248,7 +249,9 @@ def drift_many_cli(
 ) -> None:
     """The body of ``perpsim drift --many A B``: run, print, and fail when any pair is not ok.
 
-    For the ``drift`` command to call with its own parsed options.
+    For the ``drift`` command to call with its own parsed options. Runs pair as
+    :func:`perpsim.sim.drift_many.pair_runs` says: equal tape hashes and config, or the
+    tape alone, whatever the configs, when it has exactly one run on each side.
 
     Raises:
         InputError: no runs under A or B, an unreachable scheduler (exit 2).

@@ -4,8 +4,10 @@
 set of recordings and their replays, or two code versions across many tapes, the
 same comparison runs once per pair, fanned out like a sweep
 (:func:`perpsim.sim.fanout.fan_out`: a process pool or a Dask cluster), and the
-results land in one table. Pairs are found from the runs' manifests (tape content
-hashes, then config), so directory names do not matter.
+results land in one table. Pairs are found from the runs' manifests, so directory
+names do not matter: equal tape content hashes and an equal config (its description
+aside), except that a tape with exactly one run on each side pairs on the tape alone,
+whatever the two configs (:func:`pair_runs`).
 """
 
 from __future__ import annotations

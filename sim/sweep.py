@@ -67,6 +67,7 @@ from typing import Any
 import msgspec
 import polars as pl
 
+from perpsim.core.config import RunConfig
 from perpsim.core.errors import ConfigError, InputError, PerpsimError
 from perpsim.sim.fanout import Outcome, ProgressBar, connect_scheduler, error_text, fan_out, worker_name
 from perpsim.sim.profiles import resolve_config
@@ -450,9 +451,12 @@ def job_key(tape_sha256: Sequence[str], config: dict[str, Any], version: str) ->
 def expand(grid: Grid, *, run_root: str | Path | None = None) -> tuple[list[Job], int]:
     """Expand a grid into jobs, in a fixed order: tape, profile, seed, interval, then params.
 
-    Configs are resolved here (in the caller's process), so a bad profile or config
-    fails before anything is shipped; tapes are hashed here for the keys. Jobs with
-    equal keys (the same tape twice, the same value twice) are kept once.
+    Configs are resolved and each distinct one's strategy is constructed here (in the
+    caller's process), as a replay does before it reads its tape, so a combination that
+    could never run (``short >= long``, a string or a float for an integer) refuses the
+    whole grid before any tape is decoded, instead of failing, being retried and landing
+    as a failed row; tapes are hashed here for the keys. Jobs with equal keys (the same
+    tape twice, the same value twice) are kept once.
 
     Args:
         grid: from :func:`load_grid` or :func:`parse_grid`.
@@ -462,7 +466,8 @@ def expand(grid: Grid, *, run_root: str | Path | None = None) -> tuple[list[Job]
         ``(jobs, duplicates_dropped)``.
 
     Raises:
-        ConfigError: a profile, strategy or override that does not resolve.
+        ConfigError: the first job whose profile, override or strategy parameters do not
+            resolve or construct, naming its profile and parameters.
     """
     from perpsim import __version__
 
@@ -470,6 +475,7 @@ def expand(grid: Grid, *, run_root: str | Path | None = None) -> tuple[list[Job]
     names = list(grid.params)
     jobs: list[Job] = []
     seen: set[str] = set()
+    checked: set[str] = set()  # configs whose strategy constructed: every tape's jobs share them
     dropped = 0
     combos = list(itertools.product(*(grid.params[n] for n in names)))
     for tape, profile, seed, interval in itertools.product(grid.tapes, grid.profiles, grid.seeds, grid.intervals):
@@ -477,7 +483,12 @@ def expand(grid: Grid, *, run_root: str | Path | None = None) -> tuple[list[Job]
             params = dict(zip(names, combo))
             over = _overrides(grid.strategy, seed, interval, grid.symbols, params, grid.config)
             try:
-                cfg = msgspec.to_builtins(resolve_config(profile, overrides=over))
+                resolved = resolve_config(profile, overrides=over)
+                cfg = msgspec.to_builtins(resolved)
+                cfg_sha = hashlib.sha256(_canonical(cfg)).hexdigest()
+                if cfg_sha not in checked:
+                    _check_strategy(resolved)
+                    checked.add(cfg_sha)
             except ConfigError as exc:
                 raise ConfigError(f"{grid.source or grid.name}: profile {profile!r} with {params}: {exc}") from exc
             key = job_key(hashes[tape], cfg, __version__)
@@ -500,12 +511,21 @@ def expand(grid: Grid, *, run_root: str | Path | None = None) -> tuple[list[Job]
                     params=params,
                     grid_params=names,
                     config=grid.config,
-                    config_sha256=hashlib.sha256(_canonical(cfg)).hexdigest(),
+                    config_sha256=cfg_sha,
                     version=__version__,
                     run_dir=str(Path(run_root) / key[:16]) if grid.keep_runs and run_root is not None else None,
                 )
             )
     return jobs, dropped
+
+
+def _check_strategy(cfg: RunConfig) -> None:
+    """Construct the job's strategy as its replay will, and drop it: what the constructor
+    refuses there would fail the job on every attempt, after its tape was decoded."""
+    from perpsim.core.strategy import make_strategy
+    from perpsim.sim.replay import load_strategy
+
+    make_strategy(load_strategy(cfg.strategy), cfg.params)
 
 
 # --- one job ---------------------------------------------------------------------------------------

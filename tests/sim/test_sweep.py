@@ -72,13 +72,24 @@ def write_grid(folder: Path, text: str, name: str = "grid.toml") -> Path:
 
 
 def grid_text(tapes: Path, *, tape: str = "[a, b]", params: str = "short = [2, 3]\nlong = [8, 12]") -> str:
-    """A grid named ``t`` over tapes ``[a, b]``, ``a`` or ``all`` of the fixture (absolute paths)."""
+    """A grid named ``t`` over tapes ``[a, b]``, ``a``, ``b`` or ``all`` of the fixture (absolute paths)."""
     names = {
         "[a, b]": f'["{tapes}/a.parquet", "{tapes}/b.parquet"]',
         "all": f'"{tapes}/*.parquet"',
         "a": f'"{tapes}/a.parquet"',
+        "b": f'"{tapes}/b.parquet"',
     }
     return f'name = "t"\ntapes = {names[tape]}\n\n[params]\n{params}\n'
+
+
+def btc_only(tapes: Path, *, tape: str = "[a, b]", params: str = "short = [2]\nlong = [8]", name: str = "t") -> str:
+    """A grid whose jobs on tape ``b`` (ETH-PERP only) fail as they run: ``symbols`` names BTC-PERP,
+    which only a replay of the tape can find missing (every job passes the grid's up-front checks)."""
+    text = grid_text(tapes, tape=tape, params=params).replace('name = "t"', f'name = "{name}"')
+    return text.replace("\n\n[params]", '\nsymbols = ["BTC-PERP"]\n\n[params]')
+
+
+BTC_MISSING = "ConfigError: symbols: BTC-PERP not on the tape (it has ETH-PERP)"
 
 
 def figures(frame: pl.DataFrame) -> pl.DataFrame:
@@ -169,6 +180,59 @@ def test_cli_grid_error_is_one_line_and_exit_2(
     assert err.count("\n") == 1 and "params.long: empty range {start = 9, stop = 1, step = 1}" in err
 
 
+@pytest.mark.parametrize(
+    ("params", "job", "problem"),
+    [
+        ("short = [3, 30]\nlong = [20]", "{'short': 30, 'long': 20}", "short (30) must be less than long (20)"),
+        ('short = "five"', "{'short': 'five'}", "short must be a positive integer, got 'five'"),
+        ("long = {start = 10, stop = 20, step = 2.5}", "{'long': 10.0}", "long must be a positive integer, got 10.0"),
+        # A fixed [config.params] value meets the axis: the first job that cannot run is named.
+        ("short = [3, 5, 8]\n[config.params]\nlong = 4", "{'short': 5}", "short (5) must be less than long (4)"),
+    ],
+    ids=["short-not-below-long", "string-for-int", "float-range-for-int", "fixed-config-param"],
+)
+def test_a_grid_with_jobs_that_cannot_run_is_refused_before_any_job_runs(
+    tapes: Path,
+    tmp_path: Path,
+    cli: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    params: str,
+    job: str,
+    problem: str,
+) -> None:
+    from perpsim.sim import sweep as sweep_module
+
+    def no_work(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a job was sent to run")
+
+    monkeypatch.setattr(sweep_module, "fan_out", no_work)
+    grid = write_grid(tmp_path, grid_text(tapes, params=params))
+    message = f"{grid}: profile 'backtest' with {job}: {problem}"
+    with pytest.raises(ConfigError) as exc:
+        expand(load_grid(grid))
+    assert str(exc.value) == message
+    rows: list[dict[str, Any]] = []
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_sweep(grid, out=tmp_path / "out", workers=0, on_row=rows.append)
+    assert rows == [] and not (tmp_path / "out").exists()
+    args = ("sweep", str(grid), "--workers", "0", "--out", str(tmp_path / "out"))
+    for extra in ((), ("--dry-run",), ("--json",)):
+        code, out, err = cli(*args, *extra, capsys=capsys)
+        assert (code, out, err) == (2, "", f"perpsim: {message}\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_jobs_that_pass_the_grid_checks_replay_as_they_do_alone(tapes: Path, tmp_path: Path) -> None:
+    import perpsim
+
+    grid = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [2, 3]\nlong = [8]"))
+    report = run_sweep(grid, out=tmp_path / "out", workers=0)
+    assert report.ok == 2
+    alone = {s: perpsim.replay(tapes / "a.parquet", params={"short": s, "long": 8}).digest for s in (2, 3)}
+    assert dict(zip(report.table["param.short"], report.table["digest"], strict=True)) == alone
+
+
 # --- keys, Sharpe, determinism ---------------------------------------------------------------------
 
 
@@ -207,24 +271,22 @@ def test_worker_refuses_a_tape_that_changed_since_planning(tapes: Path, tmp_path
 
 
 def test_failing_jobs_are_retried_once_recorded_and_the_sweep_completes(tapes: Path, tmp_path: Path) -> None:
-    grid = write_grid(
-        tmp_path, f'tapes = ["{tapes}/a.parquet", "{tapes}/unsorted.parquet"]\n[params]\nshort = [0, 2]\nlong = [8]\n'
-    )
+    grid = write_grid(tmp_path, btc_only(tapes, tape="all"))
     report = run_sweep(grid, out=tmp_path / "out", workers=0)
-    assert (report.jobs, report.ran, report.ok, report.failed) == (4, 4, 1, 3)
-    # Four groups ran (two, then two retries) but only a's first one replayed its tape to a result:
-    # the unsorted tape fails as it decodes, and short = 0 retried alone has no run to decode for.
+    assert (report.jobs, report.ran, report.ok, report.failed) == (3, 3, 1, 2)
+    # Five groups ran (three, then two retries) but only a's replayed its tape to a result: the
+    # unsorted tape fails as it decodes, and b's job stops before it (no BTC-PERP there).
     assert report.groups == 1
     t = report.table.sort("key")
     ok = t.filter(status="ok").row(0, named=True)
     assert ok["attempts"] == 1 and ok["error"] is None and len(ok["digest"]) == 64
     failed = t.filter(status="failed")
-    assert failed["attempts"].to_list() == [2, 2, 2]
-    assert failed["digest"].null_count() == 3
+    assert failed["attempts"].to_list() == [2, 2]
+    assert failed["digest"].null_count() == 2
     errors = sorted(failed["error"].to_list())
-    assert errors[:2] == ["ConfigError: short must be a positive integer, got 0"] * 2
+    assert errors[0] == BTC_MISSING
     # The bad tape fails its job with the validator's message: file, row and column.
-    assert errors[2].startswith("TapeError: ") and "unsorted.parquet row 1 column ts:" in errors[2]
+    assert errors[1].startswith("TapeError: ") and "unsorted.parquet row 1 column ts:" in errors[1]
 
 
 def test_jobs_of_one_tape_are_grouped_to_fill_the_workers_and_no_larger_than_the_cap() -> None:
@@ -308,16 +370,17 @@ def test_the_progress_bar_measures_every_jobs_rows(
 
 
 def test_rerun_skips_finished_jobs_and_runs_only_new_ones(tapes: Path, tmp_path: Path) -> None:
-    grid = write_grid(tmp_path, f'tapes = "{tapes}/a.parquet"\n[params]\nshort = [0, 2]\nlong = [8]\n')
+    grid = write_grid(tmp_path, btc_only(tapes))
     first = run_sweep(grid, out=tmp_path / "out", workers=0)
+    assert (first.ok, first.failed) == (1, 1)
     again = run_sweep(grid, out=tmp_path / "out", workers=0)
     assert (again.ran, again.skipped) == (0, 2)
     assert figures(again.table).equals(figures(first.table))
-    write_grid(tmp_path, f'tapes = "{tapes}/a.parquet"\n[params]\nshort = [0, 2, 3]\nlong = [8]\n')
+    write_grid(tmp_path, btc_only(tapes, params="short = [2, 3]\nlong = [8]"))
     more = run_sweep(grid, out=tmp_path / "out", workers=0)
-    assert (more.ran, more.skipped, more.table.height) == (1, 2, 3)
+    assert (more.ran, more.skipped, more.table.height) == (2, 2, 4)
     retried = run_sweep(grid, out=tmp_path / "out", workers=0, retry_failed=True)
-    assert (retried.ran, retried.failed, retried.table.height) == (1, 1, 3)  # replaced, not appended
+    assert (retried.ran, retried.failed, retried.table.height) == (2, 2, 4)  # replaced, not appended
 
 
 def test_fan_out_retries_a_flaky_call_once() -> None:
@@ -511,29 +574,30 @@ def cli() -> Iterator[Any]:
 def test_cli_sweep_summary_json_and_exit_status(
     tapes: Path, tmp_path: Path, cli: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    grid = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [0, 2, 3]\nlong = [8]"))
+    grid = write_grid(tmp_path, btc_only(tapes, params="short = [2, 3]\nlong = [8]"))
     out_dir = tmp_path / "out"
     code, out, err = cli("sweep", str(grid), "--workers", "0", "--out", str(out_dir), capsys=capsys)
-    assert code == 1  # a job failed: recorded, reported, and the status says so
+    assert code == 1  # jobs failed: recorded, reported, and the status says so
     assert (
         "sweep t: top 2 of 2 by PnL (USD)" in out
-        and "3 jobs: 3 ran (2 ok, 1 failed), 0 already in the table; 1 tape decode;" in out
+        and "4 jobs: 4 ran (2 ok, 2 failed), 0 already in the table; 1 tape decode;" in out
     )
     assert err.splitlines() == [
-        "failed: a.parquet {'short': 0, 'long': 8}: ConfigError: short must be a positive integer, got 0",
-        f"perpsim: sweep t: 1 of 3 jobs failed; see {out_dir / 'results.parquet'}",
+        f"failed: b.parquet {{'short': 2, 'long': 8}}: {BTC_MISSING}",
+        f"failed: b.parquet {{'short': 3, 'long': 8}}: {BTC_MISSING}",
+        f"perpsim: sweep t: 2 of 4 jobs failed; see {out_dir / 'results.parquet'}",
     ]
     code, out, err = cli("sweep", str(grid), "--out", str(out_dir), "--json", capsys=capsys)
     assert (code, err) == (0, "")
     data = json.loads(out)
-    assert (data["jobs"], data["ran"], data["skipped"], data["groups"]) == (3, 0, 3, 0)
+    assert (data["jobs"], data["ran"], data["skipped"], data["groups"]) == (4, 0, 4, 0)
     assert [r["param.short"] for r in data["top"]] == sorted(
         [2, 3], key=lambda s: -next(r["pnl"] for r in data["top"] if r["param.short"] == s)
     )
     manifest = json.loads((out_dir / "sweep.json").read_text())
-    assert manifest["jobs"] == 3 and manifest["results"] == "results.parquet"
+    assert manifest["jobs"] == 4 and manifest["results"] == "results.parquet"
     code, out, _ = cli("sweep", str(grid), "--dry-run", capsys=capsys)
-    assert code == 0 and out == "sweep t: 3 jobs over 1 tape(s); nothing run (--dry-run)\n"
+    assert code == 0 and out == "sweep t: 4 jobs over 2 tape(s); nothing run (--dry-run)\n"
     code, _, err = cli("sweep", str(grid), "--workers", "2", "--scheduler", "tcp://h:1", capsys=capsys)
     assert code == 2 and "--workers and --scheduler exclude each other" in err
 
@@ -541,7 +605,7 @@ def test_cli_sweep_summary_json_and_exit_status(
 def test_summary_counts_only_this_grids_earlier_failures(
     tapes: Path, tmp_path: Path, cli: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [0]").replace('"t"', '"o"'), "o.toml")
+    other = write_grid(tmp_path, btc_only(tapes, tape="b", name="o"), "o.toml")
     mine = write_grid(tmp_path, grid_text(tapes, tape="a", params="short = [2]"))
     out_dir = str(tmp_path / "out")
     assert cli("sweep", str(other), "--workers", "0", "--out", out_dir, capsys=capsys)[0] == 1
