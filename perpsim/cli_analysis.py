@@ -11,11 +11,13 @@ CLI attaches them::
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +27,10 @@ from perpsim.core.timefmt import parse_duration_ns
 __all__ = ["characterize", "drift", "runs", "soak"]
 
 _MB = 1024 * 1024
+# Shares are fractions of a whole; limits and counts below 0 could never be met.
+_SHARE = click.FloatRange(0.0, 1.0)
+_LIMIT = click.FloatRange(min=0.0)
+_COUNT = click.IntRange(min=0)
 
 
 def _sample_tape() -> Path:
@@ -54,16 +60,18 @@ def _dumps(data: Any) -> str:
 @click.argument("run_a", type=click.Path(path_type=Path))
 @click.argument("run_b", type=click.Path(path_type=Path))
 @click.option("--thresholds", "thresholds_file", type=click.Path(path_type=Path), help="TOML file of limits ([drift]).")
-@click.option("--min-decision-agreement", type=float, help="Least share of decisions that agree (default 0.99).")
-@click.option("--max-order-count-diff", type=int, help="Most orders more or fewer in B (default 0).")
-@click.option("--max-fill-count-diff", type=int, help="Most fills more or fewer in B (default 0).")
-@click.option("--max-fill-drift-bps", type=float, help="Largest p95 fill price drift, bps (default 5).")
-@click.option("--max-fill-drift-bps-max", type=float, help="Largest single fill price drift, bps.")
-@click.option("--max-pnl-diff", type=float, help="Largest |PnL difference|, settlement currency.")
-@click.option("--max-fee-diff", type=float, help="Largest |fee difference|.")
-@click.option("--max-funding-diff", type=float, help="Largest |funding difference|.")
-@click.option("--max-position-diff", type=float, help="Largest |position difference| at a cycle, base units.")
-@click.option("--max-position-cycles-differing", type=float, help="Largest share of cycles with a position difference.")
+@click.option("--min-decision-agreement", type=_SHARE, help="Least share of decisions that agree (default 0.99).")
+@click.option("--max-order-count-diff", type=_COUNT, help="Most orders more or fewer in B (default 0).")
+@click.option("--max-fill-count-diff", type=_COUNT, help="Most fills more or fewer in B (default 0).")
+@click.option("--max-fill-drift-bps", type=_LIMIT, help="Largest p95 fill price drift, bps (default 5).")
+@click.option("--max-fill-drift-bps-max", type=_LIMIT, help="Largest single fill price drift, bps.")
+@click.option("--max-pnl-diff", type=_LIMIT, help="Largest |PnL difference|, settlement currency.")
+@click.option("--max-fee-diff", type=_LIMIT, help="Largest |fee difference|.")
+@click.option("--max-funding-diff", type=_LIMIT, help="Largest |funding difference|.")
+@click.option("--max-position-diff", type=_LIMIT, help="Largest |position difference| at a cycle, base units.")
+@click.option(
+    "--max-position-cycles-differing", type=_SHARE, help="Largest share of cycles with a position difference."
+)
 @click.option("--max-timing-drift", help="Largest p95 event time difference, e.g. 250ms.")
 @click.option("--max-timing-drift-max", help="Largest event time difference.")
 @click.option("--identical", is_flag=True, help="Require identical event streams.")
@@ -117,8 +125,11 @@ def drift(
     RUN_A is the reference (e.g. the live session, or yesterday's code), RUN_B the
     other (its replay, or today's code). Exit 1 when a threshold is exceeded, 2 when
     a run directory is unusable or the runs replayed different tapes (--force).
-    With --many, RUN_A and RUN_B are folders of run directories paired by tape and
-    config, compared in parallel (local pool or Dask), with one summary table.
+    With --many, RUN_A and RUN_B are folders of run directories, paired by their
+    manifests (folder names do not matter): the same tape content and config, or the
+    tape alone, whatever the configs, when it has exactly one run on each side (a
+    live session and its replay). Pairs are compared in parallel (local pool or
+    Dask), with one summary table.
     """
     from perpsim.sim import drift as d
     from perpsim.sim.drift_report import write_report
@@ -658,31 +669,35 @@ def runs(ctx: click.Context, root: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def runs_ls(ctx: click.Context, root: Path | None, as_json: bool) -> None:
-    """List the runs under the root, oldest first."""
+    """List the runs under the root, oldest first (by start time)."""
     cat = _catalog(ctx, root)
     df = cat.runs()
     if as_json:
         click.echo(_dumps(df.to_dicts()))
         return
-    t = Table(title=f"runs in {cat.root} ({df.height})", title_justify="left")
-    for col in ("run_id", "status", "profile", "tape", "cycles", "fills", "final equity", "digest"):
-        t.add_column(
-            col,
-            justify="right" if col in ("cycles", "fills", "final equity") else "left",
-            no_wrap=col in ("run_id", "digest"),
-        )
-    for r in df.iter_rows(named=True):
-        t.add_row(
+    heads = ["run_id", "status", "profile", "tape", "cycles", "fills", "final equity", "digest"]
+    rows = [
+        [
             r["run_id"],
             r["status"] if r["status"] != "unreadable" else f"unreadable: {r['reason']}",
             r["profile"] or "-",
             r["tape"] or "-",
             "-" if r["cycles"] is None else f"{r['cycles']:,}",
-            "-" if r["fills"] is None else str(r["fills"]),
+            "-" if r["fills"] is None else f"{r['fills']:,}",
             "-" if r["final_equity"] is None else f"{r['final_equity']:,.2f}",
             (r["digest"] or "-")[:12],
-        )
-    _console().print(t)
+        ]
+        for r in df.iter_rows(named=True)
+    ]
+    _print_grid(
+        _console(),
+        f"runs in {cat.root} ({df.height})",
+        heads,
+        rows,
+        whole={"run_id", "cycles", "fills", "final equity", "digest"},
+        right={"cycles", "fills", "final equity"},
+        drop=("digest", "tape", "profile"),
+    )
 
 
 @runs.command("show")
@@ -743,7 +758,9 @@ def runs_show(ctx: click.Context, run: str, root: Path | None, as_json: bool) ->
 def runs_query(ctx: click.Context, sql: str, root: Path | None, as_json: bool, as_csv: bool, limit: int) -> None:
     """Run SQL over the views runs, events, equity and sweeps (DuckDB, Parquet read in place).
 
-    A Parquet file DuckDB cannot read is left out of its view, with a warning on stderr.
+    A Parquet file DuckDB cannot read is left out of its view, with a warning on stderr;
+    runs still running (their files are being written) are left out with one note. A
+    result too wide for the console prints one "column  value" record per row.
     """
     cat = _catalog(ctx, root)
     try:
@@ -751,17 +768,76 @@ def runs_query(ctx: click.Context, sql: str, root: Path | None, as_json: bool, a
     finally:  # also when the query fails: a left-out file may be why
         for w in cat.warnings:
             click.echo(f"warning: {w}", err=True)
+        for n in cat.notes:
+            click.echo(f"note: {n}", err=True)
     if as_json:
         click.echo(_dumps(df.to_dicts()))
         return
     if as_csv:
         click.echo(df.write_csv(), nl=False)
         return
-    t = Table(title=f"{df.height} row(s)", title_justify="left")
-    for c in df.columns:
-        t.add_column(c, overflow="fold")
-    for r in df.head(limit).iter_rows():
-        t.add_row(*("" if v is None else str(v) for v in r))
-    _console().print(t)
+    shown = df.head(limit)
+    numeric = {c for c, t in shown.schema.items() if t.is_numeric()}
+    rows = [["" if v is None else str(v) for v in r] for r in shown.iter_rows()]
+    _print_grid(_console(), f"{df.height} row(s)", list(df.columns), rows, whole=numeric, right=numeric)
     if df.height > limit:
         click.echo(f"({df.height - limit} more rows; --limit N or --csv)")
+
+
+_READABLE = 10  # the narrowest a folded text column may get, in cells
+
+
+def _fit(
+    heads: list[str], rows: list[list[str]], width: int, whole: Collection[str], drop: Sequence[str]
+) -> tuple[list[str], bool] | None:
+    """The columns a table can show within ``width`` and whether its text columns must fold,
+    with no ``whole`` column (numbers, ids) cut and no text column under :data:`_READABLE`
+    cells; None when not even that fits (print records instead).
+
+    Rich would otherwise squeeze every column to fit, down to one cell: "99,219…" or
+    a column of single digits.
+    """
+    full = {h: max([cell_len(h)] + [cell_len(r[i]) for r in rows]) for i, h in enumerate(heads)}
+    least = {h: w if h in whole else min(w, _READABLE) for h, w in full.items()}
+    for widths, fold in ((full, False), (least, True)):
+        for k in range(len(drop) + 1):
+            cols = [h for h in heads if h not in drop[:k]]
+            if sum(widths[c] for c in cols) + 3 * len(cols) + 1 <= width:  # padding 2, border 1 each
+                return cols, fold
+    return None
+
+
+def _print_grid(
+    con: Console,
+    title: str,
+    heads: list[str],
+    rows: list[list[str]],
+    *,
+    whole: Collection[str] = (),
+    right: Collection[str] = (),
+    drop: Sequence[str] = (),
+) -> None:
+    """A table when it fits the console readably, dropping the ``drop`` columns (least
+    important first) if that makes it fit; else one "column  value" record per row, as
+    psql's expanded display does, so a wide result (a sweep's 30-odd columns) stays readable."""
+    fit = _fit(heads, rows, con.width, whole, drop)
+    if fit is None:
+        con.print(title, highlight=False, markup=False)
+        label = max((cell_len(h) for h in heads), default=0)
+        for n, r in enumerate(rows, 1):
+            con.print(f"-[ row {n} ]" + "-" * max(0, label - 6), highlight=False, markup=False)
+            for h, v in zip(heads, r):
+                con.print(f"{h}{' ' * (label - cell_len(h))}  {v}", highlight=False, markup=False, soft_wrap=True)
+        return
+    cols, fold = fit
+    t = Table(title=title, title_justify="left")
+    for h in cols:
+        keep = h in whole or not fold
+        t.add_column(h, justify="right" if h in right else "left", no_wrap=keep, overflow="fold")
+    idx = [heads.index(h) for h in cols]
+    for r in rows:
+        t.add_row(*(r[i] for i in idx))
+    con.print(t)
+    if len(cols) < len(heads):
+        left = ", ".join(h for h in heads if h not in cols)
+        con.print(f"({left} left out to fit {con.width} columns; --json shows every field)", highlight=False)

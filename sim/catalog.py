@@ -16,13 +16,17 @@ across all runs. A directory whose manifest cannot be read, or holds fields of t
 wrong type, is listed in ``runs`` with status ``unreadable`` and its reason, and
 left out of the other views. A Parquet file DuckDB cannot read is left out of its
 view and named in :attr:`Catalog.warnings`, so one damaged file does not stop
-every query.
+every query; the files of a run still ``running`` cannot be read until it ends, so
+they are left out with one line in :attr:`Catalog.notes` instead. ``runs`` lists
+runs oldest first, by ``started_ns``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -60,7 +64,9 @@ RUN_COLUMNS: Final[dict[str, Any]] = {
     "realized": pl.Float64,
     "final_equity": pl.Float64,
     "wall_s": pl.Float64,
+    "started_ns": pl.Int64,
 }
+_STAMP: Final = re.compile(r"(\d{8}T\d{6})Z?(?:[^0-9]|$)")
 _EQUITY_COLUMNS: Final = ("ts", "cash", "equity", "unrealized", "realized", "fees", "funding")
 # Manifest fields the catalog reads, and the JSON type each must have when present.
 _MANIFEST_TYPES: Final[dict[str, type]] = {
@@ -110,6 +116,52 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     return None
 
 
+def _name_stamp_ns(name: str) -> int | None:
+    """The UTC start time both writers put at the front of a run folder's name, or None.
+
+    A replay writes ``20261125T033243-…`` and a live session ``20261125T033544Z-…``: sorted as
+    text the two formats do not interleave by time, parsed they do.
+    """
+    m = _STAMP.match(name)
+    if m is None:
+        return None
+    try:
+        t = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return int(t.timestamp()) * 1_000_000_000
+
+
+def _mtime_start_ns(d: Path, status: str | None, summary: dict[str, Any]) -> int | None:
+    """The start time the files say: the manifest's modification time, which is the start
+    for a run still ``running`` (the manifest is rewritten only at the end) and the end
+    otherwise, less the summary's wall time. Lost when the folder is copied, so second to
+    the stamp in the name."""
+    try:
+        mtime_ns = (d / "manifest.json").stat().st_mtime_ns
+    except OSError:
+        return None
+    wall_s = summary.get("wall_s")
+    if status != "running" and isinstance(wall_s, int | float) and math.isfinite(wall_s) and wall_s >= 0:
+        mtime_ns -= round(wall_s * 1e9)
+    return mtime_ns
+
+
+def _started_ns(d: Path, status: str | None, summary: dict[str, Any]) -> tuple[int | None, int | None]:
+    """When the run started (ns since the epoch, UTC), and the files' finer estimate to
+    order runs stamped in the same second.
+
+    The stamp both writers put in the folder's name when there is one; else what the
+    files say. (Not ``first_ns``: a replay's clock is its tape's, not the wall's.)
+    """
+    stamp, files = _name_stamp_ns(d.name), _mtime_start_ns(d, status, summary)
+    if stamp is None:
+        return files, files
+    if files is not None and stamp <= files < stamp + 1_000_000_000:
+        return files, files  # the same time, finer
+    return stamp, files
+
+
 def _run_row(d: Path) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
     row["run_id"], row["path"] = d.name, str(d)
@@ -117,6 +169,7 @@ def _run_row(d: Path) -> dict[str, Any]:
     why = why if manifest is None else _manifest_problem(manifest)
     if manifest is None or why is not None:
         row["status"], row["reason"] = "unreadable", why
+        row["started_ns"], row["_files_ns"] = _started_ns(d, None, {})
         return row
     summary, _ = _json(d / "summary.json")
     summary = summary or {}
@@ -137,6 +190,7 @@ def _run_row(d: Path) -> dict[str, Any]:
     for key in ("fees", "funding", "realized", "final_equity", "wall_s"):
         v = summary.get(key)
         row[key] = float(v) if isinstance(v, int | float) else None
+    row["started_ns"], row["_files_ns"] = _started_ns(d, row["status"], summary)
     return row
 
 
@@ -149,9 +203,10 @@ class Catalog:
     def __init__(self, root: str | Path = "runs") -> None:
         self.root = Path(root)
         self.warnings: list[str] = []  # files the last connect() left out, and why
+        self.notes: list[str] = []  # what it left out on purpose (runs still running)
 
     def run_dirs(self) -> list[Path]:
-        """Run directories in name order (names start with the UTC time, so time order).
+        """Run directories in name order (:meth:`runs` lists them by start time).
 
         Raises:
             InputError: the root does not exist or is not a folder.
@@ -163,8 +218,14 @@ class Catalog:
         return sorted(d for d in self.root.iterdir() if d.is_dir() and (d / "manifest.json").exists())
 
     def runs(self) -> pl.DataFrame:
-        """One row per run directory (see :data:`RUN_COLUMNS`)."""
+        """One row per run directory (see :data:`RUN_COLUMNS`), oldest first.
+
+        By ``started_ns`` (runs without one last), then by name: folder names come in two
+        formats, so name order is not time order.
+        """
         rows = [_run_row(d) for d in self.run_dirs()]
+        rows.sort(key=lambda r: (r["started_ns"] is None, r["started_ns"] or 0, r["_files_ns"] or 0, r["run_id"]))
+        # the schema leaves the sort's _files_ns out
         return pl.DataFrame(rows, schema=RUN_COLUMNS) if rows else pl.DataFrame(schema=RUN_COLUMNS)
 
     def resolve(self, run: str | Path) -> Path:
@@ -222,14 +283,23 @@ class Catalog:
         run does not break every query.
         """
         con = duckdb.connect(":memory:")
-        self.warnings = []
+        self.warnings, self.notes = [], []
         runs = self.runs()
         con.register("_runs_frame", runs.to_arrow())
         con.execute("CREATE VIEW runs AS SELECT * FROM _runs_frame")
         good = runs.filter(pl.col("status") != "unreadable")["path"].to_list()
+        running = set(runs.filter(pl.col("status") == "running")["path"].to_list())
+        left_running: set[str] = set()
         for name in ("events", "equity"):
             paths = [Path(p) / f"{name}.parquet" for p in good]
-            files = self._readable(con, [str(f) for f in paths if f.is_file()], name)
+            files = self._readable(con, [str(f) for f in paths if f.is_file() and str(f.parent) not in running], name)
+            # A running run's files are still being written (no Parquet footer until the run
+            # ends): unreadable by design, so left out without a warning, unless they read.
+            for f in (f for f in paths if f.is_file() and str(f.parent) in running):
+                if self._reads(con, str(f)) is None:
+                    files.append(str(f))
+                else:
+                    left_running.add(str(f.parent))
             if files:
                 mapping = pl.DataFrame({"_file": files, "run_id": [Path(f).parent.name for f in files]})
                 con.register(f"_{name}_files", mapping.to_arrow())
@@ -242,6 +312,12 @@ class Catalog:
                 empty = _empty_frame(name)
                 con.register(f"_{name}_empty", empty.to_arrow())
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_empty")
+        if left_running:
+            n = len(left_running)
+            self.notes.append(
+                f"{n} running run{'s' if n > 1 else ''} left out of the events and equity views "
+                "(files still being written)"
+            )
         # perpsim sweep writes <root>/sweep-<name>/results.parquet
         sweeps = self._readable(con, sorted(str(p) for p in self.root.glob("*/results.parquet")), "sweeps")
         if sweeps:
@@ -266,13 +342,21 @@ class Catalog:
             pass
         ok = []
         for f in files:
-            try:
-                con.execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_str(f)})").fetchall()
+            reason = self._reads(con, f)
+            if reason is None:
                 ok.append(f)
-            except duckdb.Error as exc:
-                reason = str(exc).strip().splitlines()[0]  # DuckDB's first line; the rest echoes the SQL
+            else:
                 self.warnings.append(f"{f}: unreadable, left out of the {view} view ({reason})")
         return ok
+
+    @staticmethod
+    def _reads(con: duckdb.DuckDBPyConnection, file: str) -> str | None:
+        """None when DuckDB can read the file's Parquet schema, else why not (one line)."""
+        try:
+            con.execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_str(file)})").fetchall()
+        except duckdb.Error as exc:
+            return str(exc).strip().splitlines()[0]  # DuckDB's first line; the rest echoes the SQL
+        return None
 
     def query(self, sql: str) -> pl.DataFrame:
         """Run SQL over the views; returns a polars DataFrame.

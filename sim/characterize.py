@@ -26,6 +26,7 @@ import msgspec
 from perpsim.core.errors import CheckFailed, InputError
 from perpsim.core.events import RunEvent
 from perpsim.core.timefmt import fmt_ns
+from perpsim.sim.drift import config_diff
 from perpsim.sim.runs import RunResult, check_out_file, file_sha256
 
 __all__ = [
@@ -269,10 +270,8 @@ def compare_golden(golden: dict[str, Any], now: dict[str, Any], path: str = "<go
     }
     fg, fn = _flat(golden.get("figures", {})), _flat(now["figures"])
     figures = {k: {"golden": fg.get(k), "now": fn.get(k)} for k in sorted(set(fg) | set(fn)) if fg.get(k) != fn.get(k)}
-    cg, cn = _flat(golden.get("config", {})), _flat(now["config"])
-    config = [
-        {"key": k, "golden": cg.get(k), "now": cn.get(k)} for k in sorted(set(cg) | set(cn)) if cg.get(k) != cn.get(k)
-    ]
+    # A parameter one side left to its strategy shows the default it used, not None.
+    config = [{"key": k, "golden": g, "now": n} for k, g, n in config_diff(golden.get("config", {}), now["config"])]
     if golden.get("tape") and now.get("tape") and golden["tape"].get("sha256") != now["tape"].get("sha256"):
         notes.append(
             f"the tape differs from the one the golden file was recorded on ({golden['tape'].get('name')} "

@@ -29,15 +29,17 @@ refused with :class:`~perpsim.core.errors.InputError` unless ``force`` is set.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 import polars as pl
 
+from perpsim.core.config import RunConfig
 from perpsim.core.errors import CheckFailed, ConfigError, InputError
 from perpsim.core.timefmt import fmt_ns
 from perpsim.sim.runs import EVENT_SCHEMA, file_sha256
@@ -45,12 +47,14 @@ from perpsim.tapes.reader import open_tape
 
 __all__ = [
     "CHECKLIST",
+    "DEFAULT",
     "DriftReport",
     "RunData",
     "Thresholds",
     "checklist",
     "checklist_note",
     "compare_runs",
+    "config_diff",
     "divergences",
     "drift",
     "equity_paths",
@@ -211,6 +215,12 @@ def _check_pair(a: RunData, b: RunData, force: bool) -> list[str]:
 # -- thresholds -------------------------------------------------------------------
 
 
+# A share outside [0, 1] or a negative limit can never be met (or is always met): refused.
+_Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+_Limit = Annotated[float, msgspec.Meta(ge=0.0)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Limits a drift review checks; ``None`` switches a check off.
 
@@ -222,18 +232,18 @@ class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """
 
     identical: bool = False
-    min_decision_agreement: float | None = 0.99
-    max_order_count_diff: int | None = 0
-    max_fill_count_diff: int | None = 0
-    max_fill_drift_bps_p95: float | None = 5.0
-    max_fill_drift_bps_max: float | None = None
-    max_pnl_diff: float | None = None
-    max_fee_diff: float | None = None
-    max_funding_diff: float | None = None
-    max_position_diff: float | None = None
-    max_position_cycles_differing: float | None = 0.01
-    max_timing_drift_ms_p95: float | None = None
-    max_timing_drift_ms_max: float | None = None
+    min_decision_agreement: _Share | None = 0.99
+    max_order_count_diff: _Count | None = 0
+    max_fill_count_diff: _Count | None = 0
+    max_fill_drift_bps_p95: _Limit | None = 5.0
+    max_fill_drift_bps_max: _Limit | None = None
+    max_pnl_diff: _Limit | None = None
+    max_fee_diff: _Limit | None = None
+    max_funding_diff: _Limit | None = None
+    max_position_diff: _Limit | None = None
+    max_position_cycles_differing: _Share | None = 0.01
+    max_timing_drift_ms_p95: _Limit | None = None
+    max_timing_drift_ms_max: _Limit | None = None
 
 
 def load_thresholds(path: str | Path | None = None, **overrides: Any) -> Thresholds:
@@ -310,14 +320,55 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _config_diff(a: RunData, b: RunData) -> list[dict[str, Any]]:
-    fa = _flatten(a.manifest.get("config") or {})
-    fb = _flatten(b.manifest.get("config") or {})
+DEFAULT: Final = "(default)"  # a parameter a run left to its strategy, whose default cannot be looked up
+_ABSENT: Final = object()
+
+
+@functools.lru_cache(maxsize=32)
+def _strategy_defaults(spec: str) -> dict[str, Any] | None:
+    """The ``defaults`` of the strategy class ``module:Class``, or None when it cannot be loaded."""
+    from perpsim.sim.replay import load_strategy
+
+    try:
+        return dict(load_strategy(spec).defaults)
+    except Exception:  # the user's module may raise anything on import; the diff just says "(default)"
+        return None
+
+
+def _param_default(config: dict[str, Any], key: str) -> Any:
+    """What a run used for ``params.<path>`` it did not set: its strategy's default, or :data:`DEFAULT`."""
+    spec = config.get("strategy") or RunConfig().strategy
+    value: Any = _strategy_defaults(str(spec)) if isinstance(spec, str) else None
+    for part in key.split(".")[1:]:
+        if not isinstance(value, dict) or part not in value:
+            return DEFAULT
+        value = value[part]
+    return value
+
+
+def config_diff(ca: dict[str, Any], cb: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, a, b)`` for every flattened config key whose values differ.
+
+    A strategy parameter one run left out is shown as the value that run used (its
+    strategy's default), not None: "params.short None → 4" hid that the run used 5, and a
+    run that set a parameter to its default does not differ from one that left it out.
+    """
+    fa, fb = _flatten(ca), _flatten(cb)
     out = []
     for key in sorted(set(fa) | set(fb)):
-        if fa.get(key) != fb.get(key):
-            out.append({"key": key, "a": fa.get(key), "b": fb.get(key)})
+        va, vb = fa.get(key, _ABSENT), fb.get(key, _ABSENT)
+        if key.startswith("params."):
+            va = _param_default(ca, key) if va is _ABSENT else va
+            vb = _param_default(cb, key) if vb is _ABSENT else vb
+        va, vb = (None if v is _ABSENT else v for v in (va, vb))
+        if va != vb:
+            out.append((key, va, vb))
     return out
+
+
+def _config_diff(a: RunData, b: RunData) -> list[dict[str, Any]]:
+    diff = config_diff(a.manifest.get("config") or {}, b.manifest.get("config") or {})
+    return [{"key": k, "a": va, "b": vb} for k, va, vb in diff]
 
 
 def _event_dict(row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -412,12 +463,30 @@ def _stats(s: pl.Series) -> dict[str, Any]:
     }
 
 
-def _money(df: pl.DataFrame, equity: pl.DataFrame, start_units: int) -> dict[str, int]:
-    fills = df.filter(pl.col("kind") == "fill")
-    funding = df.filter(pl.col("kind") == "funding")
-    final_equity = int(equity["equity"][-1]) if equity.height else start_units
+_SUMMARY_MONEY: Final = ("cash_start", "realized", "fees", "funding", "final_equity")
+
+
+def _money(run: RunData) -> dict[str, int]:
+    """End-of-run money in ledger units: the summary's when the run wrote one, so drift agrees
+    exactly with ``summary.json`` and ``runs show``. The last equity row is the last cycle's,
+    before anything booked after it at the same time (a funding payment at the final cycle)."""
+    units = (run.summary or {}).get("units")
+    if isinstance(units, dict) and all(isinstance(units.get(k), int) for k in _SUMMARY_MONEY):
+        u = {k: int(units[k]) for k in _SUMMARY_MONEY}
+        return {
+            "pnl": u["final_equity"] - u["cash_start"],
+            "realized": u["realized"],
+            "fees": u["fees"],
+            "funding": u["funding"],
+            "final_equity": u["final_equity"],
+        }
+    # No summary (a run that never finished): the nearest figures its events and equity hold.
+    ev, start = run.events, run.starting_units
+    fills = ev.filter(pl.col("kind") == "fill")
+    funding = ev.filter(pl.col("kind") == "funding")
+    final_equity = int(run.equity["equity"][-1]) if run.equity.height else start
     return {
-        "pnl": final_equity - start_units,
+        "pnl": final_equity - start,
         "realized": int(fills["amount"].fill_null(0).sum()),
         "fees": int(fills["fee"].fill_null(0).sum()),
         "funding": int(funding["amount"].fill_null(0).sum()),
@@ -761,7 +830,7 @@ def compare_runs(
         "mean_signed": None if fp.height == 0 else float(fp["drift_bps"].mean()),  # type: ignore[arg-type]
     }
 
-    ma, mb = _money(ea, ra.equity, ra.starting_units), _money(eb, rb.equity, rb.starting_units)
+    ma, mb = _money(ra), _money(rb)
     money = {k: {"a": ma[k] / _UNIT, "b": mb[k] / _UNIT, "diff": (mb[k] - ma[k]) / _UNIT} for k in ma}
     eq = equity_paths(ra, rb)
     eq_diff = eq["diff"].drop_nulls().abs()

@@ -143,3 +143,83 @@ def test_catalog_sweeps_view_keeps_the_tables_own_sweep_column(tmp_path: Path) -
 def test_runs_query_refuses_a_nonpositive_limit_and_empty_sql(root: Path, args: tuple[str, ...], needle: str) -> None:
     code, out, err = _cli("runs", "--root", str(root), "query", *args)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and needle in err
+
+
+def test_runs_query_prints_a_wide_result_as_records_and_a_narrow_one_as_a_table(root: Path, tmp_path: Path) -> None:
+    from perpsim.sim.sweep import parse_grid, run_sweep
+
+    grid = parse_grid({"tapes": [str(root.parent / "t.parquet")], "params": {"short": [3, 5], "long": [8]}}, name="g")
+    table = run_sweep(grid, out=tmp_path / "sweep-g", workers=0).table
+    assert table.width > 30  # a sweep's table: far too many columns for one line of 110
+    code, out, _ = _cli("runs", "--root", str(tmp_path), "query", "SELECT * FROM sweeps ORDER BY pnl DESC")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "2 row(s)" and "┃" not in out
+    assert [x for x in lines if x.startswith("-[ row")] == ["-[ row 1 ]" + "-" * 9, "-[ row 2 ]" + "-" * 9]
+    best = table.sort("pnl", descending=True).row(0, named=True)
+    label = max(len(c) for c in ["sweep_dir", *table.columns])
+    for col in ("sweep_dir", "param.short", "pnl", "digest", "final_equity"):
+        value = "sweep-g" if col == "sweep_dir" else str(best[col])
+        assert f"{col.ljust(label)}  {value}" in lines, col  # whole: name and value on one line
+    code, out, _ = _cli("runs", "--root", str(tmp_path), "query", "SELECT sweep_dir, digest, pnl FROM sweeps")
+    assert code == 0 and "┃ sweep_dir" in out and "-[ row" not in out
+    assert all(d in out for d in table["digest"])  # 64 characters, not folded: the table fits
+
+
+def test_runs_ls_keeps_numbers_whole_and_lists_runs_by_start_time(root: Path, tmp_path: Path) -> None:
+    import os
+
+    runs = tmp_path / "runs"
+    stamp = 1795577744  # 2026-11-25 03:35:44 UTC, the second both stamped names below hold
+    named = {  # folder name: start time (s); name order is not time order
+        "a-custom-name-started-last": 1830000000.0,
+        "20261125T033544-sample-backtest-with-a-long-label": stamp + 0.6,
+        "20261125T033544Z-live-canary": stamp + 0.1,
+        "b-custom-name-started-first": 1760000000.0,
+    }
+    for name, start in named.items():
+        shutil.copytree(root / "20240101T000000-a", runs / name)
+        wall = json.loads((runs / name / "summary.json").read_text())["wall_s"]
+        os.utime(runs / name / "manifest.json", (start + wall, start + wall))  # rewritten at the end
+    broken = runs / "c-broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{" + "x" * 300)  # a long reason in the status column
+    os.utime(broken / "manifest.json", (1700000000, 1700000000))
+    order = ["c-broken", *sorted(named, key=lambda n: named[n])]
+    assert Catalog(runs).runs()["run_id"].to_list() == order
+    code, out, _ = _cli("runs", "--root", str(runs), "ls")
+    assert code == 0 and "…" not in out
+    fe = Catalog(root).runs()["final_equity"][0]
+    assert out.count(f"{fe:,.2f}") == 4
+    listed = [n for line in out.splitlines() for n in order if f"│ {n} " in line]
+    assert listed == order  # oldest first, each id whole on one line
+    code, out, _ = _cli("runs", "--root", str(runs), "ls", "--json")
+    assert [r["run_id"] for r in json.loads(out)] == order
+    code, out, _ = _cli("runs", "ls", "--help")
+    assert "oldest first" in out
+
+
+def test_runs_query_leaves_a_running_runs_files_out_quietly(root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(root, runs)
+    live = runs / "20240101T000003Z-live-canary"
+    shutil.copytree(root / "20240101T000000-a", live)
+    m = json.loads((live / "manifest.json").read_text())
+    (live / "manifest.json").write_text(json.dumps(m | {"status": "running", "digest": None}))
+    (live / "summary.json").unlink()
+    for name in ("events.parquet", "equity.parquet"):  # being written: no Parquet footer yet
+        data = (live / name).read_bytes()
+        (live / name).write_bytes(data[: len(data) // 2])
+    cat = Catalog(runs)
+    q = cat.query("SELECT DISTINCT run_id FROM events ORDER BY 1")
+    assert q["run_id"].to_list() == ["20240101T000000-a", "20240101T000001-b"]
+    assert cat.warnings == [] and cat.notes == [
+        "1 running run left out of the events and equity views (files still being written)"
+    ]
+    code, out, err = _cli("runs", "--root", str(runs), "query", "SELECT status, count(*) AS n FROM runs GROUP BY 1")
+    assert code == 0 and "running" in out
+    assert err.splitlines() == [f"note: {cat.notes[0]}"]
+    # a finished run's damaged file is still a warning
+    (runs / "20240101T000001-b" / "equity.parquet").write_text("junk\n")
+    code, out, err = _cli("runs", "--root", str(runs), "query", "SELECT count(*) AS n FROM equity", "--csv")
+    assert code == 0 and out == "n\n61\n"
+    assert [line.split(":")[0] for line in err.splitlines()] == ["warning", "note"]

@@ -69,7 +69,7 @@ def test_characterize_behaviour_change_names_the_first_event_and_config(tape: Pa
     with pytest.raises(CheckFailed, match=r"differs from the golden file at event #\d+ \(order"):
         characterize(tape, g, params={"position_fraction": 0.1})
     res = characterize(tape, g, params={"position_fraction": 0.1}, raise_on_mismatch=False)
-    assert {"key": "params.position_fraction", "golden": None, "now": 0.1} in res.config
+    assert {"key": "params.position_fraction", "golden": 0.05, "now": 0.1} in res.config  # the default
     assert res.first_difference is not None and res.first_difference["fields"] == ["qty"]
 
 
@@ -323,3 +323,12 @@ def test_golden_path_that_cannot_be_a_file_is_refused_before_replaying(
     monkeypatch.setattr(perpsim.sim.replay, "replay", no_replay)
     with pytest.raises(InputError, match=want):
         characterize(tape, g, update=update)
+
+
+def test_characterize_config_shows_the_default_the_golden_run_used(tape: Path, tmp_path: Path) -> None:
+    g = tmp_path / "g.json"
+    characterize(tape, g, update=True)
+    res = characterize(tape, g, params={"short": 4}, raise_on_mismatch=False)
+    assert {"key": "params.short", "golden": 5, "now": 4} in res.config  # MACrossover.defaults["short"]
+    assert "config params.short: 5 (golden) vs 4 (now)" in res.lines
+    assert not any("None" in line for line in res.lines if line.startswith("config"))

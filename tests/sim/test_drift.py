@@ -59,7 +59,7 @@ def test_drift_order_size_change_diverges_at_the_first_order(runs: dict[str, Pat
     assert fd["fields"] == ["qty"]
     assert fd["b"]["qty"] == pytest.approx(2 * fd["a"]["qty"], rel=1e-3)
     assert rep.decision_agreement == 1.0  # same decisions, bigger orders
-    assert {"key": "params.position_fraction", "a": None, "b": 0.1} in rep.config_diff
+    assert {"key": "params.position_fraction", "a": 0.05, "b": 0.1} in rep.config_diff  # A: the default
     assert not rep.ok and [c["name"] for c in rep.failed] == ["cycles with a position diff"]
 
 
@@ -186,3 +186,69 @@ def test_the_checklist_shows_both_runs_notes_when_they_differ() -> None:
     assert d.checklist_note(item("same", "same")) == "same"
     assert d.checklist_note(item("", "only B")) == "only B"
     assert d.checklist_note(item("", "")) == ""
+
+
+def test_drift_money_is_the_summarys_even_with_funding_at_the_last_cycle(tmp_path: Path) -> None:
+    from importlib import resources
+
+    sample = Path(str(resources.files("perpsim.tapes") / "samples" / "sample.parquet"))
+    a, b = tmp_path / "a", tmp_path / "b"
+    perpsim.replay(sample, out=a)
+    perpsim.replay(sample, out=b, profile="prod")
+    units = {r: json.loads((r / "summary.json").read_text())["units"] for r in (a, b)}
+    last_row = int(pl.read_parquet(a / "equity.parquet")["equity"][-1])
+    assert last_row != units[a]["final_equity"]  # a funding payment after the last cycle's equity row
+    rep = d.compare_runs(a, b, force=True)
+    for run, side in ((a, "a"), (b, "b")):
+        u = units[run]
+        assert rep.money["final_equity"][side] == u["final_equity"] / 10**8  # exactly summary.json's
+        assert rep.money["pnl"][side] == (u["final_equity"] - u["cash_start"]) / 10**8
+        assert [rep.money[k][side] for k in ("realized", "fees", "funding")] == [
+            u[k] / 10**8 for k in ("realized", "fees", "funding")
+        ]
+    code, out, _ = _cli("drift", str(a), str(b), "--json")
+    assert code == 1 and json.loads(out)["money"]["final_equity"]["a"] == units[a]["final_equity"] / 10**8
+    code, out, _ = _cli("drift", str(a), str(b))
+    assert d.fmt_value(units[a]["final_equity"] / 10**8) in out
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (("--min-decision-agreement", "2"), "--min-decision-agreement"),
+        (("--min-decision-agreement", "-0.1"), "--min-decision-agreement"),
+        (("--max-position-cycles-differing", "1.5"), "--max-position-cycles-differing"),
+        (("--max-fill-count-diff", "-1"), "--max-fill-count-diff"),
+        (("--max-pnl-diff", "-5"), "--max-pnl-diff"),
+    ],
+)
+def test_drift_refuses_a_share_outside_0_1_and_a_negative_limit(
+    runs: dict[str, Path], args: tuple[str, ...], option: str
+) -> None:
+    code, out, err = _cli("drift", str(runs["a"]), str(runs["a2"]), *args)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and option in err
+    code, _, _ = _cli("drift", str(runs["a"]), str(runs["a2"]), "--min-decision-agreement", "1")
+    assert code == 0
+
+
+def test_drift_thresholds_file_refuses_a_share_above_1(tmp_path: Path) -> None:
+    f = tmp_path / "t.toml"
+    f.write_text("[drift]\nmin_decision_agreement = 2\n")
+    with pytest.raises(ConfigError, match=r"t.toml: drift thresholds: .*<= 1.0 - at `\$.min_decision_agreement`"):
+        d.load_thresholds(f)
+
+
+def test_drift_config_diff_shows_the_default_a_run_used(runs: dict[str, Path], tmp_path: Path) -> None:
+    rep = d.compare_runs(runs["a"], runs["long"])
+    assert rep.config_diff == [{"key": "params.long", "a": 20, "b": 10}]  # MACrossover.defaults["long"]
+    code, out, _ = _cli("drift", str(runs["a"]), str(runs["long"]))
+    assert code == 1 and "config differs: params.long 20 → 10" in out and "None" not in out
+    # a run that sets a parameter to its default does not differ from one that leaves it out
+    base = {"strategy": "perpsim.core.baseline:MACrossover", "params": {}}
+    assert d.config_diff(base, base | {"params": {"long": 20}}) == []
+    # a strategy that cannot be imported: the run used its default, whatever that was
+    gone = {"strategy": "no_such_module_here:Strategy", "params": {}}
+    assert d.config_diff(gone, gone | {"params": {"short": 4}}) == [("params.short", d.DEFAULT, 4)]
+    assert d.config_diff(base, base | {"params": {"per_symbol": {"BTC-PERP": {"short": 3}}}}) == [
+        ("params.per_symbol.BTC-PERP.short", d.DEFAULT, 3)
+    ]

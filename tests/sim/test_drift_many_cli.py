@@ -131,3 +131,8 @@ def test_drift_refuses_an_output_path_that_cannot_be_a_file(
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert f"{option} {target}" in err and ("is a folder" if where == "folder" else "is a file") in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile" if where == "under_file" else "out.html"]
+
+
+def test_drift_help_says_how_many_pairs_runs() -> None:
+    code, out, _ = _cli("drift", "--help")
+    assert code == 0 and "or the tape alone, whatever the configs" in " ".join(out.split())
