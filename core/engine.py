@@ -542,9 +542,11 @@ class Engine:
             created_ns=self.clock.now_ns(),
         )
         now = self.clock.now_ns()
-        reason = "dry_run" if self.config.dry_run else None
-        if reason is None and self.bot is not None and sid >= 0:
+        reason = None
+        if self.bot is not None and sid >= 0:
             reason = self.bot.gate(order, now)
+        if reason is None and self.config.dry_run:  # after the checks, so a dry run shows their verdicts
+            reason = "dry_run"
         if reason is not None:
             self.venue.reject(order, reason, now)
         else:

@@ -240,3 +240,16 @@ def test_shutdown_is_bounded_and_idempotent() -> None:
     eng.stop()
     eng.stop()
     assert clock.timers() == []
+
+
+def test_a_dry_run_shows_what_the_pre_trade_checks_say() -> None:
+    # dev with a 1 USD trade cap: the BUY the test above places as dry_run is refused by
+    # the checks first, and says so (the dry run rejected every order before the checks)
+    r = run(
+        mark_tape([10.0, 10.0, 10.0, 10.0, 13.0]),
+        profile="dev",
+        overrides={"max_cycles": 10, "risk": {"max_trade_value": 1.0}},
+        params={"short": 2, "long": 3},
+    )
+    assert [x["reason"] for x in kinds(r, "reject")] == ["max_trade_value"]
+    assert kinds(r, "order") == [] and kinds(r, "fill") == []
