@@ -9,7 +9,8 @@ buffers, exposure, slippage). Comparisons are exact (``Fraction``).
 "Post-trade" is the position if this order and every order of the symbol still
 working on its side (resting, armed or on its way, reduce-only ones aside) filled:
 checked one at a time against the position alone, five resting buys or three
-market buys in flight under latency would each pass a cap their sum breaks.
+market buys in flight under latency would each pass a cap their sum breaks. Whether
+an order reduces is decided by its own size (:func:`reduces`).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ _NS = 10**9
 _BPS = 10_000
 
 
-def reduces(order: Order, position: Fraction, working: Fraction = Fraction(0)) -> bool:
-    """True when the order only shrinks an existing position (never opens or flips), with
-    ``working`` more on its side still to fill. A reduce-only order always does: the venue
-    clips it to what is left to close."""
+def reduces(order: Order, position: Fraction) -> bool:
+    """True when the order only shrinks an existing position (never opens or flips). A
+    reduce-only order always does: the venue clips it to what is left to close. Orders
+    already working do not count here: a market close must pass reduce-only mode though
+    a take-profit rests on the same side."""
     if position == 0 or (position > 0) == (order.side > 0):
         return False
-    return order.reduce_only or order.qty + working <= abs(position)
+    return order.reduce_only or order.qty <= abs(position)
 
 
 def leverage_cap(cfg: RiskConfig, symbol: str, now_ns: int) -> Fraction:
@@ -87,10 +89,11 @@ class PreTrade:
             return "trading_paused"
         pos = self.ledger.qty(order.symbol)
         working = self.working(order.symbol, order.side)
-        reducing = reduces(order, pos, working)
+        reducing = reduces(order, pos)
         if (g.reduce_only or order.symbol in g.reduce_only_symbols) and not reducing:
             return "reduce_only_mode"
-        if not cfg.allow_shorts and order.side < 0 and not reducing and pos - order.qty - working < 0:
+        # as a spot venue's locked balance would: the sells working already count
+        if not cfg.allow_shorts and order.side < 0 and not order.reduce_only and pos - order.qty - working < 0:
             return "shorts_disabled"
         sid = self.market.ids.get(order.symbol)
         vmark = None if sid is None else self.market.venue_mark(sid)

@@ -150,3 +150,16 @@ def test_error_breaker_pauses_trading_after_five_errors() -> None:
     rej = kinds(r, "reject")
     assert {x["reason"] for x in rej} == {"trading_paused"} and len(rej) == 4  # cycles 6-9
     assert kinds(r, "fill")[0]["ts"] == cycle_ts(10)
+
+
+def test_a_market_close_passes_reduce_only_mode_beside_a_resting_take_profit() -> None:
+    # long 5,000 with a take-profit sell of 5,000 resting at 120; the liquidation buffer
+    # trips at 94 (cycle 5, as above) and the market sell that closes the long at cycle 6
+    # must pass: counting the take-profit made it look like a flip to -5,000
+    marks = [100.0, 100.0, 97.0, 95.0, 94.0, 94.0, 94.0]
+    tp = {"type": "limit", "price": 120.0}
+    orders = [[1, "BTC-PERP", "buy", 5000.0], [1, "BTC-PERP", "sell", 5000.0, tp], [6, "BTC-PERP", "sell", 5000.0]]
+    r = guarded(marks, orders, {"min_liquidation_buffer_pct": 0.15})
+    assert [e["reason"] for e in kinds(r, "reduce_only")][:1] == ["liquidation_buffer"]
+    assert [x["reason"] for x in kinds(r, "reject")] == []
+    assert kinds(r, "fill")[-1]["position_after"] == 0.0

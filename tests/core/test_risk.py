@@ -230,9 +230,9 @@ def test_a_reduce_only_order_larger_than_the_position_reduces() -> None:
 
 
 def test_shorts_disabled_refuses_orders_that_open_or_grow_a_short() -> None:
-    # long 2; with allow_shorts off a sell of 2 closes (passes), a sell of 3 would flip to
-    # -1 and a sell from flat would open a short (refused); a reduce-only sell of 5 is
-    # clipped to the long, so it passes
+    # long 2; with allow_shorts off a sell of 3 would flip to -1 and a sell from flat
+    # would open a short (refused); a reduce-only sell of 5 is clipped to the long, so it
+    # passes and closes it
     risk = {"allow_shorts": False}
     orders = [
         [1, "BTC-PERP", "buy", 2.0],
@@ -242,7 +242,8 @@ def test_shorts_disabled_refuses_orders_that_open_or_grow_a_short() -> None:
     r = attempt([*orders, [3, "BTC-PERP", "sell", 1.0]], risk, events=mark_tape([100.0] * 4))
     assert reasons(r) == ["shorts_disabled", "shorts_disabled"]
     assert [f["position_after"] for f in kinds(r, "fill")] == [2.0, 0.0]
-    # a resting sell of 2 is working: a second sell of 1 would leave -1 if both filled
+    # a resting sell of 2 is working: a second sell of 1 would leave -1 if both filled (a
+    # spot venue would have locked the 2 for the resting sell)
     lim = {"type": "limit", "price": 120.0}
     r = attempt([[1, "BTC-PERP", "buy", 2.0], [2, "BTC-PERP", "sell", 2.0, lim], [2, "BTC-PERP", "sell", 1.0]], risk)
     assert reasons(r) == ["shorts_disabled"]
