@@ -543,6 +543,9 @@ class CoinbaseFeed:
                     out = events[:i]
             elif out is not events:
                 out.append(ev)
+        last = events[-1].flags & _EOM
+        if out and last and not out[-1].flags & _EOM:  # the message's end went with a dropped row
+            out[-1] = msgspec.structs.replace(out[-1], flags=out[-1].flags | _EOM)
         return out
 
     def _schedule_resync(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from perpsim.core.events import MarketEvent, Quote
+from perpsim.core.events import BookLevel, Flags, MarketEvent, Quote
 from perpsim.live.clock import LiveClock
 from perpsim.live.feed import _DISPATCH_ROWS, CoinbaseFeed, FeedConfig
 
@@ -232,7 +232,7 @@ def test_rows_of_products_not_subscribed_to_are_dropped_and_counted() -> None:
     assert feed.stats.unsubscribed == len(others)
 
 
-def _l2(seq: int, kind: str, price: str) -> str:
+def _l2(seq: int, kind: str, price: str, products: tuple[str, ...] = ("BTC-PERP-INTX",)) -> str:
     update = {"side": "bid", "event_time": "2024-10-04T07:13:31Z", "price_level": price, "new_quantity": "1"}
     return json.dumps(
         {
@@ -240,9 +240,24 @@ def _l2(seq: int, kind: str, price: str) -> str:
             "client_id": "",
             "timestamp": "2024-10-04T07:13:31.5Z",
             "sequence_num": seq,
-            "events": [{"type": kind, "product_id": "BTC-PERP-INTX", "updates": [update]}],
+            "events": [{"type": kind, "product_id": p, "updates": [update]} for p in products],
         }
     )
+
+
+def test_a_message_whose_last_row_is_dropped_still_ends_on_the_last_row_kept() -> None:
+    # one l2 message for BTC, then ETH (not subscribed): the ETH row carried the message's
+    # end, which the engine waits for before the venue sees the book change
+    both = ("BTC-PERP-INTX", "ETH-PERP-INTX")
+
+    async def script(ws: ServerConnection, _: int) -> None:
+        await _read_subscribes(ws)
+        for msg in (_l2(0, "snapshot", "100"), _l2(1, "update", "99", both)):
+            await ws.send(msg)
+
+    got, _feed = _run(script, lambda _, feed: feed.stats.messages >= 2)
+    (level,) = [e for _, evs in got for e in evs if isinstance(e, BookLevel) and e.price == 99.0]
+    assert level.symbol == "BTC-PERP" and level.flags & Flags.END_OF_MESSAGE
 
 
 def test_a_book_update_dropped_as_malformed_resyncs_the_book_like_a_gap() -> None:
