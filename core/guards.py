@@ -29,7 +29,7 @@ import msgspec
 
 from perpsim.core.config import RiskConfig
 from perpsim.core.instruments import Instrument, exact
-from perpsim.core.ledger import Ledger, to_units
+from perpsim.core.ledger import UNITS_PER_CCY, Ledger, to_units
 from perpsim.core.market import MarketState
 from perpsim.core.outbox import Outbox
 
@@ -132,7 +132,7 @@ class Guards:
                 self._event("reduce_only", now, "new_day", "off")
             return
         pnl = equity_u - st.day_start_equity_units
-        limit = to_units(exact(self.cfg.daily_loss_limit))
+        limit = exact(self.cfg.daily_loss_limit) * UNITS_PER_CCY  # a limit, not money: may exceed int64 units
         if not st.daily_loss_tripped and pnl < -limit:
             st.daily_loss_tripped = True
             st.reduce_only = True

@@ -27,9 +27,14 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["UNITS_PER_CCY", "Booking", "Ledger", "Position", "to_units", "units_to_float"]
+from perpsim.core.errors import InputError
+
+__all__ = ["OUT_OF_RANGE", "UNITS_PER_CCY", "Booking", "Ledger", "Position", "to_units", "units_to_float"]
 
 UNITS_PER_CCY: Final = 10**8
+_I64_MIN: Final = -(2**63)
+_I64_MAX: Final = 2**63 - 1
+OUT_OF_RANGE: Final = "int64 units of 1e-8, about ±92 billion; the tape's prices or sizes are out of scale"
 _ZERO: Final = Fraction(0)
 
 
@@ -42,7 +47,11 @@ def to_units(amount: Fraction) -> int:
     den = amount.denominator
     q, r = divmod(amount.numerator * UNITS_PER_CCY, den)
     twice = 2 * r
-    return q + 1 if twice > den or (twice == den and q & 1) else q
+    q = q + 1 if twice > den or (twice == den and q & 1) else q
+    if not _I64_MIN <= q <= _I64_MAX:  # every money column is int64 units
+        size = f"of {q / UNITS_PER_CCY:.3g}" if q.bit_length() < 1000 else "beyond 1e300"
+        raise InputError(f"an amount {size}: money beyond the ledger's range ({OUT_OF_RANGE})")
+    return q
 
 
 def units_to_float(units: int) -> float:

@@ -15,6 +15,7 @@ import msgspec
 
 from perpsim.core.errors import InputError
 from perpsim.core.events import RunEvent
+from perpsim.core.ledger import OUT_OF_RANGE
 from perpsim.core.timefmt import fmt_ns
 
 __all__ = ["Digest", "Outbox"]
@@ -40,8 +41,7 @@ class Digest:
                 h.update(_encode(ev))
             except OverflowError:
                 raise InputError(
-                    f"{ev.kind} event at {fmt_ns(ev.ts)}: money beyond the ledger's range (int64 units of 1e-8, "
-                    "about ±92 billion); the tape's prices or sizes are out of scale"
+                    f"{ev.kind} event at {fmt_ns(ev.ts)}: money beyond the ledger's range ({OUT_OF_RANGE})"
                 ) from None
             self.count += 1
 

@@ -156,6 +156,11 @@ def restore(engine: Engine, snap: EngineSnapshot) -> None:
         target = engine.bot.guards.state
         for field in target.__struct_fields__:  # in place: the pre-trade checks hold this object
             setattr(target, field, getattr(snap.guards, field))
+        # a snapshot from before liq_breached existed: a symbol held reduce-only below the
+        # volatility reduce-only level was held by the liquidation buffer, the only other guard
+        for symbol in target.reduce_only_symbols:
+            if symbol not in target.liq_breached and target.vol_level.get(symbol, 0) < 2:
+                target.liq_breached.append(symbol)
     _restore_strategy(engine.strategy, snap)
 
 

@@ -523,7 +523,12 @@ class LiveDriver:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.remove_signal_handler(sig)
-        summary = summarize(self, time.monotonic() - wall0)
+        try:
+            summary = summarize(self, time.monotonic() - wall0)
+        except PerpsimError:
+            if self._error is None:
+                raise
+            summary = {}  # the error left state the summary cannot hold (money out of range)
         return LiveResult(
             digest=self.digest.hexdigest(),
             summary={**summary, **self._live_summary(status)},

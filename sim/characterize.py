@@ -26,7 +26,7 @@ import msgspec
 from perpsim.core.errors import CheckFailed, InputError
 from perpsim.core.events import RunEvent
 from perpsim.core.timefmt import fmt_ns
-from perpsim.sim.drift import config_diff
+from perpsim.sim.drift import config_diff, flatten
 from perpsim.sim.runs import RunResult, check_out_file, file_sha256
 
 __all__ = [
@@ -209,15 +209,6 @@ class GoldenResult(msgspec.Struct, kw_only=True):
         return out
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k in sorted(d):
-        out.update(_flat(d[k], f"{prefix}{k}."))
-    return out
-
-
 def _ev_dict(ev: RunEvent | None) -> dict[str, Any] | None:
     if ev is None:
         return None
@@ -268,7 +259,7 @@ def compare_golden(golden: dict[str, Any], now: dict[str, Any], path: str = "<go
         for k in kinds
         if golden.get("counts", {}).get(k, 0) != now["counts"].get(k, 0)
     }
-    fg, fn = _flat(golden.get("figures", {})), _flat(now["figures"])
+    fg, fn = flatten(golden.get("figures", {})), flatten(now["figures"])
     figures = {k: {"golden": fg.get(k), "now": fn.get(k)} for k in sorted(set(fg) | set(fn)) if fg.get(k) != fn.get(k)}
     # A parameter one side left to its strategy shows the default it used, not None.
     config = [{"key": k, "golden": g, "now": n} for k, g, n in config_diff(golden.get("config", {}), now["config"])]

@@ -60,6 +60,7 @@ __all__ = [
     "equity_paths",
     "failure_line",
     "fill_pairs",
+    "flatten",
     "fmt_value",
     "load_run",
     "load_thresholds",
@@ -311,12 +312,13 @@ class DriftReport(msgspec.Struct, kw_only=True):
         return [c for c in self.checks if not c["ok"]]
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys (``params.short``), in key order."""
     if not isinstance(d, dict):
         return {prefix.rstrip("."): d}
     out: dict[str, Any] = {}
     for k in sorted(d):
-        out.update(_flatten(d[k], f"{prefix}{k}."))
+        out.update(flatten(d[k], f"{prefix}{k}."))
     return out
 
 
@@ -353,7 +355,7 @@ def config_diff(ca: dict[str, Any], cb: dict[str, Any]) -> list[tuple[str, Any, 
     strategy's default), not None: "params.short None → 4" hid that the run used 5, and a
     run that set a parameter to its default does not differ from one that left it out.
     """
-    fa, fb = _flatten(ca), _flatten(cb)
+    fa, fb = flatten(ca), flatten(cb)
     out = []
     for key in sorted(set(fa) | set(fb)):
         va, vb = fa.get(key, _ABSENT), fb.get(key, _ABSENT)
@@ -466,12 +468,14 @@ def _stats(s: pl.Series) -> dict[str, Any]:
 _SUMMARY_MONEY: Final = ("cash_start", "realized", "fees", "funding", "final_equity")
 
 
-def _money(run: RunData) -> dict[str, int]:
+def _money(run: RunData, from_summary: bool = True) -> dict[str, int]:
     """End-of-run money in ledger units: the summary's when the run wrote one, so drift agrees
     exactly with ``summary.json`` and ``runs show``. The last equity row is the last cycle's,
-    before anything booked after it at the same time (a funding payment at the final cycle)."""
+    before anything booked after it at the same time (a funding payment at the final cycle).
+    ``from_summary`` False: the events' and equity's figures, as for the other run of a pair
+    that has no summary (two sources would show a difference neither run has)."""
     units = (run.summary or {}).get("units")
-    if isinstance(units, dict) and all(isinstance(units.get(k), int) for k in _SUMMARY_MONEY):
+    if from_summary and isinstance(units, dict) and all(isinstance(units.get(k), int) for k in _SUMMARY_MONEY):
         u = {k: int(units[k]) for k in _SUMMARY_MONEY}
         return {
             "pnl": u["final_equity"] - u["cash_start"],
@@ -830,7 +834,8 @@ def compare_runs(
         "mean_signed": None if fp.height == 0 else float(fp["drift_bps"].mean()),  # type: ignore[arg-type]
     }
 
-    ma, mb = _money(ra), _money(rb)
+    both = ra.summary is not None and rb.summary is not None  # one source for both sides' figures
+    ma, mb = _money(ra, both), _money(rb, both)
     money = {k: {"a": ma[k] / _UNIT, "b": mb[k] / _UNIT, "diff": (mb[k] - ma[k]) / _UNIT} for k in ma}
     eq = equity_paths(ra, rb)
     eq_diff = eq["diff"].drop_nulls().abs()

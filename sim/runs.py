@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from perpsim.core.engine import EquityRow
-from perpsim.core.errors import InputError
+from perpsim.core.errors import InputError, PerpsimError
 from perpsim.core.events import RunEvent
 from perpsim.core.ledger import to_units, units_to_float
 from perpsim.core.timefmt import fmt_ns
@@ -338,7 +338,12 @@ class RunWriter:
         return writer
 
     def finish(self, driver: RunSource, wall_s: float, status: str) -> None:
-        summary = summarize(driver, wall_s)
+        """Close the run's files and write its summary and final manifest.
+
+        Raises:
+            PerpsimError: the summary cannot be made (money out of the ledger's range
+                after a failed run); the manifest still records ``status``.
+        """
         if driver.sink is not self:  # a driver that did not stream to us
             self.write_events(driver.events)
             self.write_equity(driver.engine.equity_rows)
@@ -351,6 +356,13 @@ class RunWriter:
             else:
                 writer.close()
         self._events = self._equity = None
+        try:
+            summary = summarize(driver, wall_s)
+        except PerpsimError:
+            self.manifest["status"] = status
+            self.manifest["digest"] = driver.digest.hexdigest()  # of the events up to the error
+            write_json(self.path / "manifest.json", self.manifest)
+            raise
         summary["status"] = status
         write_json(self.path / "summary.json", summary)
         self.manifest["status"] = status

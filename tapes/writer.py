@@ -357,6 +357,8 @@ def _instruments(instruments: Mapping[str, Instrument | Mapping[str, Any]] | Non
     out: dict[str, Instrument] = {}
     for sym, ins in (instruments or {}).items():
         if isinstance(ins, Instrument):
+            if ins.symbol != sym:
+                raise TapeError(f"{path}: instrument {sym}: its symbol is {ins.symbol!r}, not {sym!r}")
             out[sym] = ins
             continue
         if not isinstance(ins, Mapping):

@@ -212,8 +212,10 @@ def parse_time(s: str) -> int:
     if tz and tz != "Z":
         sign = -1 if tz[0] == "-" else 1
         digits = tz[1:].replace(":", "")
-        off_min = int(digits[:2]) * 60 + int(digits[2:])
-        ns -= sign * off_min * 60_000_000_000
+        hours, minutes = int(digits[:2]), int(digits[2:])
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"not a time zone offset: {tz!r}")
+        ns -= sign * (hours * 60 + minutes) * 60_000_000_000
     return ns
 
 

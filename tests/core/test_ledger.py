@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import pytest
@@ -64,8 +65,14 @@ def test_round_half_even_to_units() -> None:
     )
 )
 def test_to_units_rounds_as_round_does(amount: Fraction) -> None:
-    """to_units computes in integers; Python's round() of the Fraction is the reference."""
-    assert to_units(amount) == round(Fraction(amount) * 10**8)
+    """to_units computes in integers; Python's round() of the Fraction is the reference.
+    Beyond int64 units (every money column's type) it refuses."""
+    expected = round(Fraction(amount) * 10**8)
+    if -(2**63) <= expected < 2**63:
+        assert to_units(amount) == expected
+    else:
+        with pytest.raises(InputError, match="money beyond the ledger's range"):
+            to_units(amount)
 
 
 def test_ledger_average_entry_is_exact() -> None:
@@ -133,8 +140,16 @@ def test_ledger_reconciles_to_the_unit_after_any_order_sequence(orders, prices, 
     assert len(kinds(r, "error")) == 0
 
 
-def test_money_beyond_int64_units_is_one_input_error_not_a_crash() -> None:
-    # long 1 from 100, then trades at 1e300: the unrealized PnL in the cycle's equity row
-    # (1e308 units of 1e-8) fits no int64 column; the run stops with an error naming it
-    with pytest.raises(InputError, match=r"cycle event at 2023-11-14 22:16:00\.000Z: money beyond the ledger's range"):
-        run(mark_tape([100.0, 1e300, 1e300]), strategy=Scripted, params={"orders": [[1, "BTC-PERP", "buy", 1.0]]})
+@pytest.mark.parametrize(
+    ("price", "amount"),
+    [
+        (1e300, "beyond 1e300"),
+        # equity 1.5e11 is 1.5e19 units: past int64 (9.2e18) though inside uint64, which
+        # the digest's encoder would have taken, and the equity column would not
+        (1.5e11, "of 1.5e+11"),
+    ],
+)
+def test_money_beyond_int64_units_is_one_input_error_not_a_crash(price: float, amount: str) -> None:
+    # long 1 from 100, then trades at ``price``: the cycle's equity fits no int64 unit
+    with pytest.raises(InputError, match=rf"^an amount {re.escape(amount)}: money beyond the ledger's range"):
+        run(mark_tape([100.0, price, price]), strategy=Scripted, params={"orders": [[1, "BTC-PERP", "buy", 1.0]]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import msgspec
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -57,6 +58,23 @@ def test_snapshot_restores_ledger_windows_guards_and_strategy_state_exactly() ->
     assert b.bot is not None and b.bot.guards.state == a.bot.guards.state
     assert b.bot.guards.state is pretrade_state  # restored in place: the pre-trade checks hold it
     assert b.strategy.state == a.strategy.state and b.cycles == 42
+
+
+def test_a_snapshot_from_before_liq_breached_keeps_the_buffer_hold_releasable() -> None:
+    # an older snapshot's guards held BTC reduce-only for its liquidation buffer with no
+    # liq_breached field: restored, the hold must be the buffer's, so a recovered buffer
+    # releases it (else the symbol stayed reduce-only for the whole session)
+    a = _engine()
+    assert a.bot is not None
+    a.bot.guards.state.reduce_only_symbols = ["BTC-PERP"]
+    doc = msgspec.msgpack.decode(snap.encode(snap.snapshot(a)))
+    guards = doc["guards"] if isinstance(doc, dict) else None
+    assert guards is not None and guards.pop("liq_breached") == []
+    b = _engine()
+    snap.restore(b, snap.decode(msgspec.msgpack.encode(doc)))
+    assert b.bot is not None and b.bot.guards.state.liq_breached == ["BTC-PERP"]
+    b.bot.guards.evaluate(10**18)  # flat: no breach
+    assert b.bot.guards.state.reduce_only_symbols == []
 
 
 def test_snapshot_of_another_bot_is_refused() -> None:

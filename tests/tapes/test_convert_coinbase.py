@@ -419,6 +419,7 @@ def test_parse_time_accepts_coinbase_forms(text: str, ns: int) -> None:
         "2024-10-04T07:13:31.Z",
         "2024-10-0４T07:13:31Z",
         "9999-12-31T23:59:59Z",  # beyond int64 ns (2262-04-11)
+        "2262-04-10T00:00:00-99:99",  # no such offset (and past int64 ns with it)
         "1600-01-01T00:00:00Z",
     ],
 )

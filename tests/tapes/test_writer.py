@@ -328,6 +328,7 @@ def test_write_table_to_a_folder_is_a_tape_error_and_leaves_nothing(tmp_path: Pa
         ({"kind": "linr"}, r"Invalid enum value 'linr' - at `\$\.kind`"),
         ({"symbol": "ETH-PERP", "tick": 0.1}, r"key 'symbol' is 'ETH-PERP', not 'BTC-PERP'"),
         (0.1, r"give an Instrument or a dict of its fields, not a float"),
+        (Instrument(symbol="ETH-PERP", tick=0.1), r"its symbol is 'ETH-PERP', not 'BTC-PERP'"),
     ],
 )
 def test_write_refuses_an_instrument_mapping_with_a_bad_key_naming_symbol_and_key(
