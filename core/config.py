@@ -173,6 +173,11 @@ def check(cfg: RunConfig) -> RunConfig:
     _check_trading_window(cfg)
     if cfg.venue.starting_balance <= 0:
         raise ConfigError(f"venue.starting_balance must be positive, got {cfg.venue.starting_balance}")
+    if cfg.venue.starting_balance >= 2**63 / 10**8:  # the ledger's int64 units of 1e-8
+        raise ConfigError(
+            f"venue.starting_balance must be below 92,233,720,368 (the ledger's range), "
+            f"got {cfg.venue.starting_balance}"
+        )
     check_venue(cfg.venue)
     _check_risk(cfg.risk)
     return cfg

@@ -22,6 +22,7 @@ from perpsim.core.book import Book
 from perpsim.core.bot import PerpsBot, in_trading_window
 from perpsim.core.clock import Clock, TimerHandle
 from perpsim.core.config import RunConfig
+from perpsim.core.errors import MoneyOutOfRange
 from perpsim.core.events import Kind, Mark, MarketEvent, Quote, Trade
 from perpsim.core.funding import FundingPayment
 from perpsim.core.instruments import Instrument, exact, resolve
@@ -609,6 +610,8 @@ class Engine:
         """Call strategy code; an exception becomes an ``error`` event and the run goes on."""
         try:
             fn(*args)
+        except MoneyOutOfRange:
+            raise
         except Exception as exc:
             self.errors += 1
             if self.bot is not None:

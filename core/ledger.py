@@ -27,14 +27,14 @@ from typing import Final
 
 import msgspec
 
-from perpsim.core.errors import InputError
+from perpsim.core.errors import MoneyOutOfRange
 
 __all__ = ["OUT_OF_RANGE", "UNITS_PER_CCY", "Booking", "Ledger", "Position", "to_units", "units_to_float"]
 
 UNITS_PER_CCY: Final = 10**8
 _I64_MIN: Final = -(2**63)
 _I64_MAX: Final = 2**63 - 1
-OUT_OF_RANGE: Final = "int64 units of 1e-8, about ±92 billion; the tape's prices or sizes are out of scale"
+OUT_OF_RANGE: Final = "int64 units of 1e-8, about ±92 billion: prices, sizes or a balance out of scale"
 _ZERO: Final = Fraction(0)
 
 
@@ -50,7 +50,7 @@ def to_units(amount: Fraction) -> int:
     q = q + 1 if twice > den or (twice == den and q & 1) else q
     if not _I64_MIN <= q <= _I64_MAX:  # every money column is int64 units
         size = f"of {q / UNITS_PER_CCY:.3g}" if q.bit_length() < 1000 else "beyond 1e300"
-        raise InputError(f"an amount {size}: money beyond the ledger's range ({OUT_OF_RANGE})")
+        raise MoneyOutOfRange(f"an amount {size}: money beyond the ledger's range ({OUT_OF_RANGE})")
     return q
 
 
@@ -145,6 +145,11 @@ class Ledger:
                 realized = closed * contract_size * (1 / pos.entry - 1 / price) * sign
             else:
                 realized = closed * (price - pos.entry) * sign * contract_size
+        # in units before anything changes: an amount out of range (to_units raises) leaves
+        # the books as they were
+        realized_u = to_units(realized)
+        traded = abs(signed_qty) * contract_size
+        fee_u = to_units((traded / price if inverse else traded * price) * fee_rate)
         new = old + signed_qty
         if new == 0:
             pos.entry = _ZERO
@@ -157,9 +162,6 @@ class Ledger:
             else:
                 pos.entry = (pos.entry * abs(old) + price * abs(signed_qty)) / abs(new)
         pos.qty = new
-        realized_u = to_units(realized)
-        traded = abs(signed_qty) * contract_size
-        fee_u = to_units((traded / price if inverse else traded * price) * fee_rate)
         if fee_cap is not None and fee_u > 0:
             fee_u = min(fee_u, max(fee_cap + realized_u, 0))
         self.realized += realized_u

@@ -90,8 +90,12 @@ class PreTrade:
         pos = self.ledger.qty(order.symbol)
         working = self.working(order.symbol, order.side)
         reducing = reduces(order, pos)
-        if (g.reduce_only or order.symbol in g.reduce_only_symbols) and not reducing:
-            return "reduce_only_mode"
+        if g.reduce_only or order.symbol in g.reduce_only_symbols:
+            if not reducing:
+                return "reduce_only_mode"
+            # made reduce-only: two closes, or a close beside a resting take-profit, each
+            # reducing alone, cannot flip the position together (the venue clips them)
+            order.reduce_only = True
         # as a spot venue's locked balance would: the sells working already count
         if not cfg.allow_shorts and order.side < 0 and not order.reduce_only and pos - order.qty - working < 0:
             return "shorts_disabled"

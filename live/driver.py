@@ -613,7 +613,7 @@ class LiveDriver:
                 log.exception("live: writing run outputs failed")
                 status = "incomplete"
             else:  # a consequence of the error logged already (its state may not encode)
-                log.error("live: writing run outputs failed after the error: %s", e)
+                log.debug("live: writing run outputs failed after the error: %s", e)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.status = "stopped"

@@ -190,10 +190,10 @@ def live(
         from perpsim.cli import print_summary
 
         s = result.summary
-        if "rows" in s:
-            print_summary(s, Console(), title=f"live ({name}) → {result.run_dir}")
-        else:  # an error left state no summary can hold
+        if "rows" not in s:  # an error left state no summary can hold
             click.echo(f"live ({name}) → {result.run_dir}: {s['stop_reason']}")
+            sys.exit(1)
+        print_summary(s, Console(), title=f"live ({name}) → {result.run_dir}")
         feed = s["feed"]
         click.echo(
             f"recorded {s['recorder']['rows_written'] if s['recorder'] else 0:,} rows to {result.record_dir}; "

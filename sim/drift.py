@@ -468,15 +468,22 @@ def _stats(s: pl.Series) -> dict[str, Any]:
 _SUMMARY_MONEY: Final = ("cash_start", "realized", "fees", "funding", "final_equity")
 
 
+def _summary_units(run: RunData) -> dict[str, int] | None:
+    """The summary's end-of-run money in ledger units, or None when the run has none usable."""
+    units = (run.summary or {}).get("units")
+    if isinstance(units, dict) and all(isinstance(units.get(k), int) for k in _SUMMARY_MONEY):
+        return {k: int(units[k]) for k in _SUMMARY_MONEY}
+    return None
+
+
 def _money(run: RunData, from_summary: bool = True) -> dict[str, int]:
     """End-of-run money in ledger units: the summary's when the run wrote one, so drift agrees
     exactly with ``summary.json`` and ``runs show``. The last equity row is the last cycle's,
     before anything booked after it at the same time (a funding payment at the final cycle).
     ``from_summary`` False: the events' and equity's figures, as for the other run of a pair
     that has no summary (two sources would show a difference neither run has)."""
-    units = (run.summary or {}).get("units")
-    if from_summary and isinstance(units, dict) and all(isinstance(units.get(k), int) for k in _SUMMARY_MONEY):
-        u = {k: int(units[k]) for k in _SUMMARY_MONEY}
+    u = _summary_units(run) if from_summary else None
+    if u is not None:
         return {
             "pnl": u["final_equity"] - u["cash_start"],
             "realized": u["realized"],
@@ -834,7 +841,7 @@ def compare_runs(
         "mean_signed": None if fp.height == 0 else float(fp["drift_bps"].mean()),  # type: ignore[arg-type]
     }
 
-    both = ra.summary is not None and rb.summary is not None  # one source for both sides' figures
+    both = _summary_units(ra) is not None and _summary_units(rb) is not None  # one source for both sides
     ma, mb = _money(ra, both), _money(rb, both)
     money = {k: {"a": ma[k] / _UNIT, "b": mb[k] / _UNIT, "diff": (mb[k] - ma[k]) / _UNIT} for k in ma}
     eq = equity_paths(ra, rb)

@@ -26,12 +26,13 @@ from perpsim.core.batch import Batch, symbol_mask
 from perpsim.core.clock import ReplayClock
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
-from perpsim.core.errors import ConfigError
+from perpsim.core.errors import ConfigError, MoneyOutOfRange
 from perpsim.core.events import Kind
 from perpsim.core.fastpath import BatchIndex, FastIndex
 from perpsim.core.ledger import to_units
 from perpsim.core.outbox import Digest
 from perpsim.core.strategy import Strategy, make_strategy
+from perpsim.core.timefmt import fmt_ns
 from perpsim.sim.profiles import resolve_config
 from perpsim.sim.runs import Drawdown, RunResult, RunWriter, check_unused, summarize, tape_entries
 from perpsim.sim.warm import dispatch_own_timers, end_warm_up, warm_up
@@ -497,6 +498,8 @@ def replay_many(
     def fail(run: _Run, exc: Exception) -> None:
         if run.writer is not None:
             run.writer.abort()
+        if isinstance(exc, MoneyOutOfRange):  # raised deep in the books: say when
+            exc = MoneyOutOfRange(f"at {fmt_ns(run.driver.clock.now_ns())}: {exc}")
         out[run.index] = exc
         live.remove(run)
 
@@ -536,11 +539,11 @@ def replay_many(
                 run.writer.abort()
         raise
     wall = time.perf_counter() - t0
-    for run in live:
+    for run in list(live):
         try:
             out[run.index] = run.result(wall)
-        except Exception as exc:
-            out[run.index] = exc
+        except Exception as exc:  # a summary the run's state cannot give (money out of range)
+            fail(run, exc)
     results = [r for r in out if r is not None]
     assert len(results) == len(runs)  # every run ended one way or the other
     return results

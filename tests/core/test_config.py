@@ -81,6 +81,7 @@ ON = {"enabled": True}
         ({"risk": {"day_hours_utc": [30, 40]}}, "risk.day_hours_utc must be [start, end] UTC hours"),
         ({"risk": {"day_hours_utc": [24, 6]}}, "risk.day_hours_utc must be"),
         ({"risk": {"day_hours_utc": [8, 8]}}, "risk.day_hours_utc must be"),
+        ({"venue": {"starting_balance": 1e12}}, "venue.starting_balance must be below 92,233,720,368"),
         # run-level
         ({"max_cycles": 0}, "max_cycles must be at least 1 (omit it for no limit), got 0"),
         ({"max_cycles": -2}, "max_cycles must be at least 1"),

@@ -163,3 +163,18 @@ def test_a_market_close_passes_reduce_only_mode_beside_a_resting_take_profit() -
     assert [e["reason"] for e in kinds(r, "reduce_only")][:1] == ["liquidation_buffer"]
     assert [x["reason"] for x in kinds(r, "reject")] == []
     assert kinds(r, "fill")[-1]["position_after"] == 0.0
+
+
+def test_two_closes_in_reduce_only_mode_cannot_flip_the_position() -> None:
+    # long 5,000 and the liquidation buffer breached (cycle 5): two sells of 5,000 resting
+    # at 96 each reduce alone, so both pass; the price comes back to 97 and fills the
+    # first; made reduce-only, the second finds nothing left to close instead of opening
+    # a short of 5,000
+    marks = [100.0, 100.0, 97.0, 95.0, 94.0, 94.0, 97.0, 97.0]
+    sell = {"type": "limit", "price": 96.0}
+    orders = [[1, "BTC-PERP", "buy", 5000.0], [6, "BTC-PERP", "sell", 5000.0, sell]]
+    orders.append([6, "BTC-PERP", "sell", 5000.0, sell])
+    r = guarded(marks, orders, {"min_liquidation_buffer_pct": 0.15})
+    assert [x["reason"] for x in kinds(r, "reject")] == []
+    assert [f["position_after"] for f in kinds(r, "fill")] == [5000.0, 0.0]
+    assert [c["reason"] for c in kinds(r, "cancel")] == ["reduce_only_nothing_to_close"]

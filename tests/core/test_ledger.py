@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perpsim.core.errors import InputError
+from perpsim.core.errors import InputError, MoneyOutOfRange
 from perpsim.core.ledger import Ledger, to_units
-from tests.helpers import cycle_ts, funding, kinds, mark_tape, run
+from tests.helpers import MIN, T0, S, cycle_ts, funding, kinds, mark_tape, run
 from tests.scripted import Scripted
 
 
@@ -151,5 +152,31 @@ def test_ledger_reconciles_to_the_unit_after_any_order_sequence(orders, prices, 
 )
 def test_money_beyond_int64_units_is_one_input_error_not_a_crash(price: float, amount: str) -> None:
     # long 1 from 100, then trades at ``price``: the cycle's equity fits no int64 unit
-    with pytest.raises(InputError, match=rf"^an amount {re.escape(amount)}: money beyond the ledger's range"):
+    message = rf"^at 2023-11-14 22:16:00\.000Z: an amount {re.escape(amount)}: money beyond the ledger's range"
+    with pytest.raises(InputError, match=message):
         run(mark_tape([100.0, price, price]), strategy=Scripted, params={"orders": [[1, "BTC-PERP", "buy", 1.0]]})
+
+
+def test_money_out_of_range_in_strategy_code_stops_the_run_and_says_when() -> None:
+    # long 1 from 100; the cycle at 22:16 sells it into a trade at 1e12: the realized PnL
+    # (1e20 units) fits no int64. Raised inside on_cycle, it was an error event and the run
+    # went on with the position gone and no fill booked
+    with pytest.raises(MoneyOutOfRange, match=r"^at 2023-11-14 22:16:00\.000Z: an amount of 1e\+12: money beyond"):
+        run(
+            mark_tape([100.0, 1e12, 1e12]),
+            strategy=Scripted,
+            params={"orders": [[1, "BTC-PERP", "buy", 1.0], [2, "BTC-PERP", "sell", 1.0]]},
+        )
+
+
+def test_money_out_of_range_after_the_last_cycle_leaves_no_run_directory(tmp_path: Path) -> None:
+    # the last cycle is fine; a trade after it puts the final equity (for the summary) out
+    # of range: the run fails as bad input does, and its directory goes
+    from perpsim.core.events import Trade
+
+    late = T0 + 3 * MIN + 30 * S
+    evs = mark_tape([100.0, 100.0, 100.0])
+    evs.append(Trade(ts=late, recv_ts=late, symbol="BTC-PERP", price=1.5e11, size=1.0, side=1))
+    with pytest.raises(MoneyOutOfRange):
+        run(evs, strategy=Scripted, params={"orders": [[1, "BTC-PERP", "buy", 1.0]]}, out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
