@@ -67,7 +67,10 @@ def test_a_soak_shorter_than_its_tape_meets_new_prices_throughout_and_still_pass
     rep = run_soak(long_tape, duration_ns=6 * H)
     assert not rep.looped and rep.cycles == 360 and rep.memory["warm_sample"] == 1
     assert rep.ok, rep.failed
-    assert abs(rep.memory["heap_growth"]) < 0.05
+    # the heap at the warm sample is about 700 KB: after other tests in the same process a
+    # few tens of KB of incidental allocations show as several percent (0.2% alone, up to
+    # 5.2% in the full suite); the memos filling, which this guards against, shows +157% here
+    assert abs(rep.memory["heap_growth"]) < 0.10
 
 
 def test_clearing_the_memos_empties_them_and_changes_no_result() -> None:
