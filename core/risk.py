@@ -2,9 +2,10 @@
 
 Order: kill switch, trading paused, reduce-only, shorts disabled, leverage,
 liquidation buffer, exposure, projected maintenance buffer, slippage guard, mark
-staleness, max trade value, position caps. The first failing check names the rejection; an order that only reduces an
-existing position skips the checks that bound risk it cannot add (leverage,
-buffers, exposure, slippage). Comparisons are exact (``Fraction``).
+staleness, max trade value, position caps. The first failing check names the
+rejection; an order that only reduces an existing position skips the checks that
+bound risk it cannot add (leverage, buffers, exposure, slippage). Comparisons are
+exact (``Fraction``).
 
 "Post-trade" is the position if this order and every order of the symbol still
 working on its side (resting, armed or on its way, reduce-only ones aside) filled:
