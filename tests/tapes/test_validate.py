@@ -102,6 +102,15 @@ def test_bad_value_is_named_by_file_row_and_column(
         validate_tape(path)
 
 
+def test_null_in_a_column_left_undecoded_is_named_null(tmp_path: Path) -> None:
+    # Every rate in the file is null, so the reader does not decode the column (its
+    # statistics say so); the funding row's missing rate is still "null", not "NaN".
+    rows = [GOOD[4], {"kind": "funding", "symbol": "A", "rate": None, "next_ts": T0 + 10**9}]
+    path = raw_tape(tmp_path / "t.parquet", rows)
+    with pytest.raises(TapeError, match=r"row 1 column rate: null in a funding row$"):
+        validate_tape(path)
+
+
 def test_first_bad_row_wins_across_checks(tmp_path: Path) -> None:
     rows = bad(4, size=-1.0)
     rows[8]["price"] = float("nan")
