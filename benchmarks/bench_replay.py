@@ -28,7 +28,7 @@ def _tape(bench_tape, name: str) -> Path:
 
 @pytest.mark.parametrize("engine", ["reference", "fast"])
 @pytest.mark.parametrize(
-    "name", ["tq_1m", "tq_10m", "tq_10m_lz4", "tq_sparse_1m", "l2_1m", "l2_10m", "btcusdt_real_l2"]
+    "name", ["tq_1m", "tq_10m", "tq_10m_zstd", "tq_sparse_1m", "l2_1m", "l2_10m", "btcusdt_real_l2"]
 )
 def test_bench_replay_baseline(benchmark, bench_tape, name: str, engine: str) -> None:
     path = _tape(bench_tape, name)
@@ -54,9 +54,9 @@ _CHILD = (
 )
 
 
-@pytest.mark.parametrize("name", ["tq_10m", "tq_10m_lz4"])
+@pytest.mark.parametrize("name", ["tq_10m", "tq_10m_zstd"])
 def test_bench_fast_over_reference_interleaved(benchmark, bench_tape, name: str) -> None:
-    """Issue 7's ratio on ``tq_10m`` (and its lz4 copy): each engine in three fresh
+    """Issue 7's ratio on ``tq_10m`` (and its zstd copy): each engine in three fresh
     processes, alternating.
 
     Fresh processes, because a replay in a process that has just replayed another tape
@@ -93,7 +93,7 @@ def test_bench_tape_read(benchmark, bench_tape) -> None:
     print(f"\nread tq_1m (decode + validate): {n / benchmark.stats['min']:,.0f} rows/s")
 
 
-@pytest.mark.parametrize("name", ["tq_10m", "tq_10m_lz4"])
+@pytest.mark.parametrize("name", ["tq_10m", "tq_10m_zstd"])
 def test_bench_parquet_decode_ceiling(benchmark, bench_tape, name: str) -> None:
     """Parquet decoding alone, every row group on two threads (one per core), nothing
     converted or checked: the rate no replay of this tape can pass here."""

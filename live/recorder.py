@@ -103,7 +103,7 @@ _ROW_GROUP = 65536  # rows per row group, the reader's unit of streaming
 # Rows gathered before they become Arrow columns: large enough that the per-chunk costs
 # vanish, small enough that the pause in the event loop stays a fraction of a millisecond.
 _CHUNK = 512
-# The tape writer's options (zstd, delta-encoded clocks), with statistics only for the
+# The tape writer's options (tapes/schema.py), with statistics only for the
 # two clock columns, the ones the reader uses (row-group skipping), and pages cut per
 # row group's worth of rows rather than per 1,024: together about 15 % off the encoding.
 _PARQUET: dict[str, Any] = {**WRITE_OPTIONS, "write_statistics": ["ts", "recv_ts"], "write_batch_size": _ROW_GROUP}

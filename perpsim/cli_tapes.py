@@ -67,8 +67,7 @@ class NewTape(click.Path):
 OUT_TAPE = NewTape()
 
 _CODEC_HELP = (
-    "Compression: zstd makes the smallest files; lz4 reads in about two thirds of the time "
-    "(files 10-27% larger), for a tape replayed many times."
+    "Compression: lz4 reads fastest; zstd makes files 2-15% smaller and reads in about 1.4 times as long, for archives."
 )
 
 
@@ -76,15 +75,15 @@ def codec_option(*, copies: bool = False) -> Callable[[Callable[..., Any]], Call
     """The ``--codec`` option; a command that copies tapes keeps theirs by default."""
     if copies:
         return click.option(
-            "--codec", type=click.Choice(CODECS), help=f"{_CODEC_HELP} Default: the source's (else zstd)."
+            "--codec", type=click.Choice(CODECS), help=f"{_CODEC_HELP} Default: the source's (else lz4)."
         )
-    return click.option("--codec", type=click.Choice(CODECS), default="zstd", show_default=True, help=_CODEC_HELP)
+    return click.option("--codec", type=click.Choice(CODECS), default="lz4", show_default=True, help=_CODEC_HELP)
 
 
 def _source_codec(*opened: Tape) -> str:
-    """The codec of the tapes being copied when they share one perpsim writes, else zstd."""
+    """The codec of the tapes being copied when they share one perpsim writes, else lz4."""
     found = {c for t in opened for c in t.codecs}
-    return found.pop() if len(found) == 1 and found <= set(CODECS) else "zstd"
+    return found.pop() if len(found) == 1 and found <= set(CODECS) else "lz4"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

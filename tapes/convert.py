@@ -1,7 +1,7 @@
 """Convert venue recordings to tapes: one entry point for every input format (DESIGN.md §4).
 
 :func:`convert` picks the format module, collects its rows, sorts them by the tape's
-clock column (stably, so rows of one message stay together), and writes a validated zstd
+clock column (stably, so rows of one message stay together), and writes a validated
 Parquet tape with :func:`perpsim.tapes.writer.write_table` (atomically: a failed
 conversion leaves no file). The returned :class:`ConvertReport` says what was read,
 written, skipped (with line numbers) and ignored; ``perpsim tapes convert`` prints it.
@@ -74,7 +74,7 @@ def convert(
     symbol: str | None = None,
     utc_offset_h: float | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
-    codec: str = "zstd",
+    codec: str = "lz4",
 ) -> ConvertReport:
     """Convert a recording to a tape file.
 
@@ -88,7 +88,7 @@ def convert(
         utc_offset_h: ``funding-csv`` only: hours east of UTC of the CSV's dates
             (default by venue in the file name: Binance/Bybit +3, dYdX 0).
         row_group_rows: rows per Parquet row group.
-        codec: ``zstd`` or ``lz4`` (:class:`~perpsim.tapes.writer.TapeWriter`).
+        codec: ``lz4`` or ``zstd`` (:class:`~perpsim.tapes.writer.TapeWriter`).
 
     Returns:
         The report, with ``out``, ``size_bytes``, ``start_ns``/``end_ns`` and

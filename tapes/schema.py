@@ -52,16 +52,31 @@ SCHEMA: Final = pa.schema(
 )
 COLUMNS: Final[tuple[str, ...]] = tuple(SCHEMA.names)
 
-# How tapes are written (pyarrow.parquet.ParquetWriter keywords). zstd as DESIGN.md §4
-# says; clock and sequence columns delta-encoded (they rise by small steps); dictionary
-# pages for the low-cardinality strings and for prices, which take few distinct values
-# (ticks) per row group. Sizes stay plain: dictionary pages everywhere decoded about 2x
-# slower. Prices as dictionaries: a trades-and-quotes tape decodes in 81-87 ms per
-# million rows instead of 91-104, 5% smaller; L2 and the real tape, the same speed
+# How tapes are written (pyarrow.parquet.ParquetWriter keywords). lz4 (Parquet's
+# LZ4_RAW) by default, not zstd as DESIGN.md §4 has it: a replay is bound by decoding,
+# and zstd's decompression was a third of it. Clock and sequence columns are
+# delta-encoded (they rise by small steps); dictionary pages hold the low-cardinality
+# columns: kind, symbol, text, side, flags, and prices and sizes, which take few
+# distinct values (ticks, lots) per row group. Decoding a 10M-row trades-and-quotes
+# tape on one thread, and its size: zstd with dictionaries for strings and prices only
+# (the old default) 0.68-0.78 s, 189.5 MB; these lz4 options 0.51-0.58 s, 186.1 MB;
+# with zstd 0.66-0.79 s, 182.1 MB. The real BTCUSDT tape: 3.42 MB, 3.46 MB and 2.99 MB
 # (benchmarks/README.md).
 WRITE_OPTIONS: Final[dict[str, Any]] = {
-    "compression": "zstd",
-    "use_dictionary": ["kind", "symbol", "text", "price", "bid", "ask"],
+    "compression": "lz4",
+    "use_dictionary": [
+        "kind",
+        "symbol",
+        "text",
+        "side",
+        "flags",
+        "price",
+        "size",
+        "bid",
+        "bid_size",
+        "ask",
+        "ask_size",
+    ],
     "column_encoding": {name: "DELTA_BINARY_PACKED" for name in ("ts", "recv_ts", "next_ts", "seq")},
 }
 
@@ -72,13 +87,12 @@ WRITE_OPTIONS: Final[dict[str, Any]] = {
 # (benchmarks/README.md).
 ROW_GROUP_ROWS: Final = 131072
 
-# The codecs a tape may be written with. zstd, the default, makes the smallest files;
-# lz4 (Parquet's LZ4_RAW) decodes in about two thirds of the time, for files 10-27%
-# larger: for a tape replayed many times, as in a sweep (benchmarks/README.md).
-CODECS: Final[tuple[str, ...]] = ("zstd", "lz4")
+# The codecs a tape may be written with: lz4, the default, decodes fastest; zstd makes
+# files 2-15% smaller (above), for archives read rarely.
+CODECS: Final[tuple[str, ...]] = ("lz4", "zstd")
 
 
-def write_options(codec: str = "zstd") -> dict[str, Any]:
+def write_options(codec: str = "lz4") -> dict[str, Any]:
     """:data:`WRITE_OPTIONS` with ``codec`` (one of :data:`CODECS`).
 
     Raises:

@@ -495,7 +495,7 @@ def synth(
     l2: bool = False,
     mark_interval_s: float | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
-    codec: str = "zstd",
+    codec: str = "lz4",
 ) -> Path:
     """Generate a seeded synthetic tape and write it to ``out``.
 
@@ -512,7 +512,7 @@ def synth(
         l2: also write a level-2 book: a snapshot, then level updates.
         mark_interval_s: also write ``mark`` rows at this period (none by default).
         row_group_rows: rows per Parquet row group.
-        codec: ``zstd`` or ``lz4`` (:class:`~perpsim.tapes.writer.TapeWriter`).
+        codec: ``lz4`` or ``zstd`` (:class:`~perpsim.tapes.writer.TapeWriter`).
 
     Returns:
         The path written.

@@ -66,7 +66,7 @@ class TapeWriter:
         row_group_rows: int = ROW_GROUP_ROWS,
         validate: bool = True,
         name: str | None = None,
-        codec: str = "zstd",
+        codec: str = "lz4",
     ) -> None:
         """Open ``path`` for writing (it is truncated).
 
@@ -77,7 +77,7 @@ class TapeWriter:
             row_group_rows: rows per row group (the reader's unit of streaming).
             validate: check each write (sorted clock, prices, sizes, kinds).
             name: the file name used in error messages (default: ``path``).
-            codec: ``zstd`` (smallest) or ``lz4`` (faster to read; tapes/schema.py).
+            codec: ``lz4`` (fastest to read) or ``zstd`` (smallest; tapes/schema.py).
 
         Raises:
             TapeError: the file cannot be created, or an argument is out of range.
@@ -213,7 +213,7 @@ def _temp_path(path: Path) -> Path:
 
 
 def write_table(
-    table: pa.Table, path: str | Path, meta: TapeMeta, *, row_group_rows: int = ROW_GROUP_ROWS, codec: str = "zstd"
+    table: pa.Table, path: str | Path, meta: TapeMeta, *, row_group_rows: int = ROW_GROUP_ROWS, codec: str = "lz4"
 ) -> Path:
     """Validate and write a whole Arrow table as one tape file, atomically (``codec``: see
     :class:`TapeWriter`).
@@ -389,7 +389,7 @@ def write(
     clock: Literal["ts", "recv_ts"] = "ts",
     timers: Sequence[TimerSpec | Mapping[str, Any]] | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
-    codec: str = "zstd",
+    codec: str = "lz4",
 ) -> Path:
     """Write a validated tape from a polars/pandas DataFrame or an Arrow Table.
 
@@ -407,7 +407,7 @@ def write(
         clock: the column the tape is sorted by and replayed on.
         timers: the recorded timer set, if the rows include ``timer`` rows.
         row_group_rows: rows per row group.
-        codec: ``zstd`` (smallest files, the default) or ``lz4`` (faster to read).
+        codec: ``lz4`` (fastest to read, the default) or ``zstd`` (smallest files).
 
     Returns:
         The path written.

@@ -134,10 +134,10 @@ def test_convert_writes_a_funding_tape_and_the_cli_takes_utc_offset(tmp_path: Pa
     doc = json.loads(res.output)
     assert doc["start_ns"] == UTC_2020_01_01 + 3 * 3600 * S
     assert doc["rows"] == {"funding": 24}
-    assert open_tape(out2).codecs == ("zstd",)
-    res = CliRunner().invoke(convert_cmd, [*args, "--codec", "lz4", "--out", str(tmp_path / "l.parquet")])
+    assert open_tape(out2).codecs == ("lz4",)
+    res = CliRunner().invoke(convert_cmd, [*args, "--codec", "zstd", "--out", str(tmp_path / "z.parquet")])
     assert res.exit_code == 0, res.output
-    assert open_tape(tmp_path / "l.parquet").codecs == ("lz4",)
+    assert open_tape(tmp_path / "z.parquet").codecs == ("zstd",)
 
     with pytest.raises(ConfigError, match="--utc-offset applies to funding-csv only"):
         convert("binance", BINANCE, tmp_path / "h.parquet", utc_offset_h=3)

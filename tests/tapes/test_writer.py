@@ -214,8 +214,8 @@ def test_tape_writer_flush_writes_a_short_row_group(tmp_path: Path) -> None:
 
 
 def test_codec_changes_the_compression_and_nothing_read_back(tmp_path: Path) -> None:
-    zstd = write(sample_df(), tmp_path / "z.parquet")
-    lz4 = write(sample_df(), tmp_path / "l.parquet", codec="lz4")
+    lz4 = write(sample_df(), tmp_path / "l.parquet")
+    zstd = write(sample_df(), tmp_path / "z.parquet", codec="zstd")
     for path, stored in ((zstd, "ZSTD"), (lz4, "LZ4")):  # pyarrow's name for LZ4_RAW
         md = pq.ParquetFile(path).metadata
         assert {md.row_group(0).column(c).compression for c in range(md.num_columns)} == {stored}
@@ -230,10 +230,22 @@ def test_codec_changes_the_compression_and_nothing_read_back(tmp_path: Path) -> 
             assert x == y
 
 
+def test_columns_are_encoded_as_the_schema_says(tmp_path: Path) -> None:
+    # tapes/schema.py: clocks and sequence numbers delta-encoded; strings, sides, flags,
+    # prices and sizes as dictionaries (few distinct values per row group).
+    md = pq.ParquetFile(write(sample_df(), tmp_path / "t.parquet")).metadata
+    rg = md.row_group(0)
+    enc = {rg.column(c).path_in_schema: set(rg.column(c).encodings) for c in range(md.num_columns)}
+    for name in ("ts", "recv_ts", "seq"):
+        assert "DELTA_BINARY_PACKED" in enc[name], name
+    for name in ("kind", "symbol", "price", "size", "side", "bid", "bid_size", "ask", "ask_size", "flags"):
+        assert "RLE_DICTIONARY" in enc[name], name
+
+
 def test_an_unknown_codec_is_refused_before_any_file_is_made(tmp_path: Path) -> None:
-    with pytest.raises(TapeError, match=r"t.parquet: codec must be one of zstd, lz4, not 'snappy'"):
+    with pytest.raises(TapeError, match=r"t.parquet: codec must be one of lz4, zstd, not 'snappy'"):
         write(sample_df(), tmp_path / "t.parquet", codec="snappy")
-    with pytest.raises(TapeError, match=r"w.parquet: codec must be one of zstd, lz4, not 'gzip'"):
+    with pytest.raises(TapeError, match=r"w.parquet: codec must be one of lz4, zstd, not 'gzip'"):
         TapeWriter(tmp_path / "w.parquet", TapeMeta(), codec="gzip")
     assert list(tmp_path.iterdir()) == []
 
