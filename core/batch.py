@@ -50,6 +50,11 @@ class Batch(msgspec.Struct, kw_only=True):
 
     ``symbol`` holds codes into ``symbols`` (the batch's dictionary).
     ``clock`` is the column the tape is sorted by (``ts`` or ``recv_ts``).
+
+    ``pending`` is set when a tape reader left columns that only row-by-row dispatch
+    reads unread (``recv_ts``, ``seq``, ``flags``; None here until then): it follows
+    :meth:`rows`, and :func:`perpsim.tapes.reader.complete` reads them. Core reads no
+    file, so its drivers complete a batch before the engine loads it.
     """
 
     clock: Any
@@ -69,7 +74,8 @@ class Batch(msgspec.Struct, kw_only=True):
     next_ts: Any
     seq: Any
     flags: Any
-    text: list[str | None]
+    text: Sequence[str | None]
+    pending: Any = None
 
     def __len__(self) -> int:
         return int(self.clock.shape[0])
@@ -85,8 +91,9 @@ class Batch(msgspec.Struct, kw_only=True):
             if sel.all():
                 return self
             text = list(compress(self.text, sel.tolist()))
-        fields = {f: getattr(self, f)[sel] for f in _ARRAYS}
-        return Batch(symbols=self.symbols, text=text, **fields)
+        fields = {f: None if (a := getattr(self, f)) is None else a[sel] for f in _ARRAYS}
+        pending = None if self.pending is None else self.pending.select(sel)
+        return Batch(symbols=self.symbols, text=text, pending=pending, **fields)
 
 
 def first_true(mask: np.ndarray[Any, Any]) -> int:
@@ -105,7 +112,7 @@ def symbol_mask(b: Batch, allowed: Collection[str]) -> np.ndarray[Any, Any]:
     return mask
 
 
-_ARRAYS = tuple(f for f in Batch.__struct_fields__ if f not in ("symbols", "text"))
+_ARRAYS = tuple(f for f in Batch.__struct_fields__ if f not in ("symbols", "text", "pending"))
 
 
 _NAN = float("nan")

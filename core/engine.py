@@ -10,7 +10,7 @@ and drains :attr:`Engine.outbox` and :attr:`Engine.equity_rows`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any, Final
 
@@ -161,7 +161,7 @@ class Engine:
         self._on_funding = getattr(strategy, "on_funding", None)
         self._loaded: tuple[Any, ...] = ()
         self._base = 0
-        self._text: list[str | None] = []
+        self._text: Sequence[str | None] = ()
         self.started = False
         self.stopped = False
         for name in config.symbols or sorted(self._tape_instruments):

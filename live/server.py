@@ -191,10 +191,8 @@ def _events_in_slices(batch: Batch, rows: int) -> Iterator[MarketEvent]:
     if n <= rows:
         yield from batch_events(batch)
         return
-    names = batch.__struct_fields__
     for lo in range(0, n, rows):
-        part = Batch(**{f: getattr(batch, f) if f == "symbols" else getattr(batch, f)[lo : lo + rows] for f in names})
-        yield from batch_events(part)
+        yield from batch_events(batch.rows(slice(lo, lo + rows)))
 
 
 class _Conn:

@@ -36,7 +36,7 @@ from perpsim.core.timefmt import fmt_ns
 from perpsim.sim.profiles import resolve_config
 from perpsim.sim.runs import Drawdown, RunResult, RunWriter, check_unused, summarize, tape_entries
 from perpsim.sim.warm import dispatch_own_timers, end_warm_up, warm_up
-from perpsim.tapes.reader import open_tape
+from perpsim.tapes.reader import Tape, complete, open_tape
 from perpsim.tapes.schema import WarmStart
 
 __all__ = ["ReplayDriver", "RunSpec", "build_config", "load_strategy", "replay", "replay_many"]
@@ -109,9 +109,19 @@ class ReplayDriver:
         self._warm_left = 0 if self.warm is None else self.warm.rows
         # Batch indexes shared with the other runs fed the same batches (replay_many), who clear it.
         self.shared: dict[tuple[int, tuple[int, ...]], BatchIndex] | None = None
+        # Where few rows are dispatched one by one (the fast engine, no tick hooks, its own
+        # timers, no warm start), the columns only dispatch reads are read when it does.
+        self.defer = (
+            engine == "fast"
+            and not self.engine.wants_ticks
+            and self.warm is None
+            and isinstance(tape, Tape)
+            and tape.meta.timers is None
+        )
 
     def run(self, progress: Progress | None = None) -> None:
-        for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=4):
+        kw = {"defer": True} if self.defer else {}
+        for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=4, **kw):
             self.feed(batch)
             if progress is not None:
                 progress(len(batch))
@@ -143,12 +153,12 @@ class ReplayDriver:
                 eng.start()
                 self._choose_timer_mode()
         if self.timer_mode == "tape":
-            eng.load(batch)
+            self._load(batch)
             self._run_scripted(batch)
         elif self.mode == "fast" and not eng.wants_ticks:
             self._run_fast(batch)
         else:
-            eng.load(batch)
+            self._load(batch)
             self._run_reference(batch, 0, n)
         self.last_ns = int(col[-1])
         self._drain()
@@ -162,7 +172,7 @@ class ReplayDriver:
         """Warm-up rows, exactly as :meth:`LiveDriver.warm_start` ran them (sim/warm.py)."""
         if self._allowed is not None:
             batch = _select_symbols(batch, self._allowed)
-        warm_up(self.engine, self.clock, batch)
+        warm_up(self.engine, self.clock, complete(batch))
 
     def _go_live(self, warm: WarmStart) -> None:
         """The live session's go-live: discard the warm-up's outputs, restore, realign, take timer rows."""
@@ -172,6 +182,10 @@ class ReplayDriver:
             self.clock.realign(warm.realign_ns)
             self._choose_timer_mode()
         self.drawdown = Drawdown(to_units(eng.equity_exact()))  # as the live run's, from go-live
+
+    def _load(self, batch: Batch, lo: int = 0, hi: int | None = None) -> None:
+        """Give the engine rows ``lo:hi``, with the columns the reader left for later read."""
+        self.engine.load(complete(batch), lo, hi)
 
     def _run_reference(self, batch: Batch, i: int, n: int) -> None:
         """Dispatch rows ``i:n`` (already loaded) one by one, firing timers between them."""
@@ -192,7 +206,7 @@ class ReplayDriver:
         index = FastIndex(rows)
         special, si, ns = rows.special, 0, len(rows.special)
         if ns * 8 > n:
-            eng.load(batch)
+            self._load(batch)
             self._run_reference(batch, 0, n)
             return
         venue = eng.venue
@@ -207,7 +221,7 @@ class ReplayDriver:
                 index.sync(eng, i)
                 self._resync_margin(watched)
                 if j > i:
-                    eng.load(batch, i, j)
+                    self._load(batch, i, j)
                     i = eng.run(i, j)
                     index.dispatched(i)
                     clock.set_now(int(col[i - 1]))
@@ -236,7 +250,7 @@ class ReplayDriver:
             if j <= i:  # a timer is due (j < i: a hook set it for the time already reached)
                 clock.advance_to(int(col[i]))
             else:
-                eng.load(batch, i, i + 1)
+                self._load(batch, i, i + 1)
                 eng.run(i, i + 1)
                 clock.set_now(int(col[i]))
                 i += 1
@@ -509,7 +523,8 @@ def replay_many(
     t0 = time.perf_counter()
     try:
         if live:
-            for batch in tape.batches(start_ns=start_ns, end_ns=end_ns, prefetch=4):
+            kw = {"defer": True} if all(run.driver.defer for run in live) else {}
+            for batch in tape.batches(start_ns=start_ns, end_ns=end_ns, prefetch=4, **kw):
                 shared.clear()
                 for run in list(live):
                     try:

@@ -181,10 +181,12 @@ class LoopedTape:
         self.next_clock = None
 
     def _shifted(self, b: Batch, i: int, j: int, shift: int, k: int) -> Batch:
+        # Sliced here, not by Batch.rows: the heap measure leaves out this module's
+        # allocations, the soak's own bookkeeping (its batches are read whole: no pending).
         fields: dict[str, Any] = {}
         for name in Batch.__struct_fields__:
             v = getattr(b, name)
-            if name == "symbols":
+            if name in ("symbols", "pending"):
                 fields[name] = v
                 continue
             v = v[i:j]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -38,7 +38,7 @@ from perpsim.tapes.malloc import tune_malloc
 from perpsim.tapes.schema import COLUMNS, META_KEY, SCHEMA, WRITE_OPTIONS, TapeMeta, decode_meta
 from perpsim.tapes.validate import Validator, check_columns, check_kinds
 
-__all__ = ["JOURNAL_SUFFIX", "Tape", "cores", "open_tape", "read_journal", "to_batch"]
+__all__ = ["DEFERRABLE", "JOURNAL_SUFFIX", "Tape", "complete", "cores", "open_tape", "read_journal", "to_batch"]
 
 JOURNAL_SUFFIX = ".arrows"
 
@@ -73,6 +73,11 @@ def cores() -> int:
 _READERS = min(4, cores() + 1)
 # Columns whose nulls are an error (to_batch names the row): always decoded.
 _REQUIRED = frozenset(("ts", "kind", "symbol"))
+# Columns that only row-by-row dispatch reads: no check reads them, nor a fast replay's
+# searches (recv_ts only when it is not the clock). A fast replay dispatches few rows,
+# so it asks Tape.batches(defer=True) to leave them unread until complete() needs them:
+# a third less to decode for a trades-and-quotes tape's last column (benchmarks/README.md).
+DEFERRABLE: tuple[str, ...] = ("recv_ts", "seq", "flags")
 
 
 @lru_cache(maxsize=256)
@@ -106,6 +111,14 @@ _ADDEND = np.where(
 )
 
 
+@lru_cache(maxsize=32)
+def _no_text(n: int) -> tuple[None, ...]:
+    """The ``text`` of ``n`` rows without any, shared by every batch of that length: a
+    list per batch was half a megabyte of Python heap per 65,536 rows, made for nothing
+    on a tape without status or timer rows (a tuple: no batch can change another's)."""
+    return (None,) * n
+
+
 class _Validity:
     """One batch's validity bitmaps, unpacked once per distinct bitmap.
 
@@ -130,10 +143,11 @@ class _Validity:
     def valid(self, a: pa.Array) -> np.ndarray[Any, Any]:
         """1 where ``a`` has a value, 0 where it is null (uint8)."""
         (skip, packed), entry = self._entry(a)
-        if entry[0] is None:
+        valid = entry[0]
+        if valid is None:
             bits = np.unpackbits(np.frombuffer(packed, np.uint8), count=skip + self.n, bitorder="little")
-            entry[0] = bits[skip:]
-        return entry[0]
+            valid = entry[0] = bits[skip:]
+        return valid
 
     def nan_addend(self, a: pa.Array) -> np.ndarray[Any, Any]:
         """-0.0 where ``a`` has a value, NaN where it is null.
@@ -145,9 +159,10 @@ class _Validity:
         of unpacking the bits and choosing between two values for each.
         """
         (skip, packed), entry = self._entry(a)
-        if entry[1] is None:
-            entry[1] = _ADDEND.take(np.frombuffer(packed, np.uint8), axis=0).reshape(-1)[skip : skip + self.n]
-        return entry[1]
+        addend = entry[1]
+        if addend is None:
+            addend = entry[1] = _ADDEND.take(np.frombuffer(packed, np.uint8), axis=0).reshape(-1)[skip : skip + self.n]
+        return addend
 
 
 def _ints(a: pa.Array | None, name: str, n: int, nulls: _Validity) -> np.ndarray[Any, Any]:
@@ -188,20 +203,33 @@ def _floats(a: pa.Array | None, n: int, nulls: _Validity) -> np.ndarray[Any, Any
     return v
 
 
+def _recv_ts(a: pa.Array | None, ts: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The ``recv_ts`` column; DESIGN.md §3: it equals ``ts`` where unknown (null)."""
+    if a is None or a.null_count == len(ts):
+        return ts
+    if a.null_count:
+        out: np.ndarray[Any, Any] = pc.coalesce(a, pa.array(ts)).to_numpy()
+        return out
+    return a.to_numpy()  # type: ignore[no-any-return]
+
+
 def _dict(a: pa.Array) -> pa.DictionaryArray:
     if not pa.types.is_dictionary(a.type):
         a = pc.dictionary_encode(a.cast(pa.string()))
     return a
 
 
-def to_batch(rb: pa.RecordBatch, *, clock: str = "ts", file: str = "<batch>", row0: int = 0) -> Batch:
+def to_batch(
+    rb: pa.RecordBatch, *, clock: str = "ts", file: str = "<batch>", row0: int = 0, later: Collection[str] = ()
+) -> Batch:
     """Convert one Arrow record batch with the tape columns to a numpy :class:`Batch`.
 
     Nulls become core/batch.py's encoding; ``kind`` strings become ``Kind`` codes, with
     -1 for an unknown name (the :class:`~perpsim.tapes.validate.Validator` reports it);
     ``symbol`` keeps the batch's own dictionary codes and values. A column ``rb`` lacks,
     other than ``ts``, ``kind`` and ``symbol``, is all null (the reader does not decode
-    the columns a row group's statistics say are).
+    the columns a row group's statistics say are), except those named in ``later``
+    (columns of :data:`DEFERRABLE` left to be read), which are None.
 
     Raises:
         TapeError: a null ``ts``, ``kind`` or ``symbol`` ("<file> row <n> column ts: null").
@@ -213,16 +241,8 @@ def to_batch(rb: pa.RecordBatch, *, clock: str = "ts", file: str = "<batch>", ro
         a = col[name]
         if a.null_count:
             raise TapeError(f"{file} row {row0 + _first_null(a)} column {name}: null")
-    ts_a = col["ts"]
-    ts = ts_a.to_numpy()
-    recv_a = col.get("recv_ts")
-    # DESIGN.md §3: recv_ts equals ts when unknown.
-    if recv_a is None or recv_a.null_count == n:
-        recv_ts = ts
-    elif recv_a.null_count:
-        recv_ts = pc.coalesce(recv_a, ts_a).to_numpy()
-    else:
-        recv_ts = recv_a.to_numpy()
+    ts = col["ts"].to_numpy()
+    recv_ts = None if "recv_ts" in later else _recv_ts(col.get("recv_ts"), ts)
 
     kind_a = _dict(col["kind"])
     kind_idx = kind_a.indices.to_numpy()
@@ -235,9 +255,9 @@ def to_batch(rb: pa.RecordBatch, *, clock: str = "ts", file: str = "<batch>", ro
 
     nulls = _Validity(n)
     floats = {name: _floats(col.get(name), n, nulls) for name in _FLOATS}
-    ints = {name: _ints(col.get(name), name, n, nulls) for name in _INT_FILL}
+    ints = {name: None if name in later else _ints(col.get(name), name, n, nulls) for name in _INT_FILL}
     text_a = col.get("text")
-    text: list[str | None] = [None] * n if text_a is None or text_a.null_count == n else text_a.to_pylist()
+    text = _no_text(n) if text_a is None or text_a.null_count == n else text_a.to_pylist()
     return Batch(
         clock=recv_ts if clock == "recv_ts" else ts,
         ts=ts,
@@ -483,6 +503,7 @@ class Tape:
         end_ns: int | None = None,
         batch_rows: int = 65536,
         prefetch: int = 0,
+        defer: bool = False,
     ) -> Iterator[Batch]:
         """Stream the tape as column batches in clock order, one row group at a time.
 
@@ -494,11 +515,14 @@ class Tape:
             prefetch: decode up to this many row groups ahead on reader threads,
                 so decoding overlaps the consumer's work (0: decode on demand). Order,
                 values and errors are the same either way.
+            defer: leave the :data:`DEFERRABLE` columns unread (None) in batches that
+                say so in ``pending``, until :func:`complete` reads them. Row groups too
+                large to read whole are read in full anyway.
 
         Raises:
             TapeError: the first bad value, naming file, row and column.
         """
-        for b, _ in self._iter(validate, start_ns, end_ns, batch_rows, prefetch):
+        for b, _ in self._iter(validate, start_ns, end_ns, batch_rows, prefetch, defer):
             yield b
 
     def record_batches(
@@ -518,7 +542,13 @@ class Tape:
             yield _full(rb)
 
     def _iter(
-        self, validate: bool, start_ns: int | None, end_ns: int | None, batch_rows: int, prefetch: int = 0
+        self,
+        validate: bool,
+        start_ns: int | None,
+        end_ns: int | None,
+        batch_rows: int,
+        prefetch: int = 0,
+        defer: bool = False,
     ) -> Iterator[tuple[Batch, pa.RecordBatch]]:
         if batch_rows < 1:
             raise TapeError(f"batch_rows must be >= 1, not {batch_rows}")
@@ -527,7 +557,7 @@ class Tape:
         window = start_ns is not None or end_ns is not None
         validator = Validator(clock) if validate else None
         groups = self._groups(start_ns, end_ns, stop_early=validate)
-        for name, row0, parts in _decoded(groups, clock, batch_rows, prefetch, validate):
+        for name, row0, parts in _decoded(groups, clock, batch_rows, prefetch, validate, defer):
             for b, rb, problem in parts:
                 if validator is not None:  # the rows were checked as they were decoded
                     validator.check_boundary(b, file=name, row0=row0)
@@ -579,7 +609,9 @@ class _Group(msgspec.Struct, frozen=True):
 _Part = tuple[Batch, pa.RecordBatch, TapeError | None]
 
 
-def _decode(group: _Group, clock: str, batch_rows: int, validate: bool, *, threads: bool = True) -> Iterator[_Part]:
+def _decode(
+    group: _Group, clock: str, batch_rows: int, validate: bool, *, threads: bool = True, defer: bool = False
+) -> Iterator[_Part]:
     """Read, convert and (with ``validate``) check the rows of one row group, a batch at a time.
 
     Thread-safe: it opens its own reader, and :meth:`Validator.check_rows` keeps no
@@ -592,9 +624,14 @@ def _decode(group: _Group, clock: str, batch_rows: int, validate: bool, *, threa
     name = str(f.path)
     pf = _parquet(f)
     empty = _null_columns(f, g)
-    columns = [c for c in COLUMNS if c not in empty]
+    whole = group.rows <= _WHOLE_GROUP_ROWS
+    later = _Later(group, clock, empty) if defer and whole else None
+    if later is not None and not later.names:
+        later = None
+    skip = empty if later is None else empty | later.names
+    columns = [c for c in COLUMNS if c not in skip]
     try:
-        if group.rows <= _WHOLE_GROUP_ROWS:  # one read: much faster than iter_batches
+        if whole:  # one read: much faster than iter_batches
             parts = pf.read_row_group(g, columns=columns, use_threads=threads).to_batches(max_chunksize=batch_rows)
         else:  # a foreign writer's huge row group: stream it
             parts = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns)
@@ -603,7 +640,11 @@ def _decode(group: _Group, clock: str, batch_rows: int, validate: bool, *, threa
         for rb in parts:
             if f.casts:
                 rb = _cast(rb, f.casts, name, row0)
-            b = to_batch(rb, clock=clock, file=name, row0=row0)
+            if later is None:
+                b = to_batch(rb, clock=clock, file=name, row0=row0)
+            else:
+                b = to_batch(rb, clock=clock, file=name, row0=row0, later=later.names)
+                b.pending = _Pending(later, slice(row0 - group.row0, row0 - group.row0 + rb.num_rows))
             problem = None
             if rows is not None:
                 try:
@@ -614,6 +655,69 @@ def _decode(group: _Group, clock: str, batch_rows: int, validate: bool, *, threa
             row0 += len(b)
     finally:
         pf.close()
+
+
+class _Later:
+    """A row group's :data:`DEFERRABLE` columns, read once, when a batch of it needs them."""
+
+    def __init__(self, group: _Group, clock: str, empty: frozenset[str]) -> None:
+        self.group = group
+        # An all-null column costs nothing to make (to_batch); the clock is always read.
+        self.names = frozenset(c for c in DEFERRABLE if c not in empty and c != clock)
+        self._columns: dict[str, pa.Array] | None = None
+
+    def columns(self) -> dict[str, pa.Array]:
+        if self._columns is None:
+            f, g = self.group.file, self.group.index
+            try:
+                with _parquet(f) as pf:
+                    table = pf.read_row_group(g, columns=sorted(self.names), use_threads=False)
+            except (pa.ArrowException, OSError) as e:
+                raise TapeError(f"{f.path}: row group {g} could not be read again ({_one_line(e)})") from e
+            rb = table.combine_chunks().to_batches()[0]
+            if f.casts:
+                rb = _cast(rb, f.casts, str(f.path), self.group.row0)
+            self._columns = dict(zip(rb.schema.names, rb.columns, strict=True))
+        return self._columns
+
+
+class _Pending:
+    """Which rows of a :class:`_Later` a batch holds: a slice of its row group, or indices."""
+
+    __slots__ = ("later", "rows")
+
+    def __init__(self, later: _Later, rows: slice | np.ndarray[Any, Any]) -> None:
+        self.later = later
+        self.rows = rows
+
+    def select(self, sel: slice | np.ndarray[Any, Any]) -> _Pending:
+        """The rows ``sel`` picks of these (what :meth:`Batch.rows` picks of the batch)."""
+        rows = self.rows
+        if isinstance(rows, slice):
+            if isinstance(sel, slice) and sel.step in (None, 1):
+                lo, hi, _ = sel.indices(rows.stop - rows.start)
+                return _Pending(self.later, slice(rows.start + lo, rows.start + max(lo, hi)))
+            rows = np.arange(rows.start, rows.stop)
+        return _Pending(self.later, rows[sel])
+
+    def fill(self, b: Batch) -> None:
+        rows, n = self.rows, len(b)
+        nulls = _Validity(n)
+        for name, a in self.later.columns().items():
+            a = a.slice(rows.start, n) if isinstance(rows, slice) else a.take(pa.array(rows))
+            setattr(b, name, _recv_ts(a, b.ts) if name == "recv_ts" else _ints(a, name, n, nulls))
+        b.pending = None
+
+
+def complete(b: Batch) -> Batch:
+    """Read the columns ``b`` left for later (``Tape.batches(defer=True)``) into it; ``b``.
+
+    Raises:
+        TapeError: the tape's file can no longer be read.
+    """
+    if b.pending is not None:
+        b.pending.fill(b)
+    return b
 
 
 def _parquet(f: _File) -> pq.ParquetFile:
@@ -654,7 +758,7 @@ def _full(rb: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _decoded(
-    groups: Iterator[_Group], clock: str, batch_rows: int, ahead: int, validate: bool
+    groups: Iterator[_Group], clock: str, batch_rows: int, ahead: int, validate: bool, defer: bool = False
 ) -> Iterator[tuple[str, int, Iterable[_Part]]]:
     """``(file name, first row, converted batches)`` per row group, in order.
 
@@ -666,11 +770,11 @@ def _decoded(
     """
 
     def whole(grp: _Group) -> list[_Part]:
-        return list(_decode(grp, clock, batch_rows, validate, threads=False))
+        return list(_decode(grp, clock, batch_rows, validate, threads=False, defer=defer))
 
     if ahead <= 0:
         for grp in groups:
-            yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate)
+            yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate, defer=defer)
         return
     pending: deque[tuple[_Group, Future[list[_Part]]]] = deque()
     with ThreadPoolExecutor(_READERS, thread_name_prefix="perpsim-tape-reader") as pool:

@@ -15,7 +15,7 @@ from perpsim.core.events import Kind
 from perpsim.core.instruments import Instrument
 from perpsim.tapes import SCHEMA, TapeMeta, TapeWriter, open_tape
 from perpsim.tapes.memory import MemoryTape
-from perpsim.tapes.reader import to_batch
+from perpsim.tapes.reader import complete, to_batch
 
 T0 = 1_704_067_200 * 10**9
 
@@ -397,3 +397,75 @@ def test_all_null_columns_are_one_shared_read_only_array_per_length() -> None:
     assert a is b and np.isnan(a).all() and len(a) == 5
     with pytest.raises(ValueError):
         a[0] = 1.0  # a write would reach every batch of that length
+
+
+# -- columns left for later (Tape.batches(defer=True)) ----------------------------------------
+
+
+def _varied(n: int, clock: str = "ts") -> pa.Table:
+    """Trades whose deferrable columns have values and nulls: recv_ts late or unknown,
+    seq missing on some rows, flags of every kind."""
+    t = trades(0, n, ("X", "Y"))
+    i = np.arange(n)
+    recv = pa.array(T0 + i + 5 * (i % 3), mask=(i % 4 == 1))
+    seq = pa.array(1000 + i, mask=(i % 5 == 2))
+    flags = pa.array((i % 4).astype(np.uint8))
+    t = t.set_column(SCHEMA.get_field_index("recv_ts"), "recv_ts", recv)
+    t = t.set_column(SCHEMA.get_field_index("seq"), "seq", seq)
+    t = t.set_column(SCHEMA.get_field_index("flags"), "flags", flags)
+    if clock == "recv_ts":  # sorted by recv_ts: every row known, rising
+        t = t.set_column(SCHEMA.get_field_index("recv_ts"), "recv_ts", pa.array(T0 + 2 * i))
+    return t
+
+
+def _same(a: object, b: object) -> None:
+    for name in ("clock", "ts", "recv_ts", "kind", "symbol", "price", "size", "side", "seq", "flags", "next_ts"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.symbols == b.symbols and a.text == b.text  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("clock", ["ts", "recv_ts"])
+def test_deferred_columns_read_later_equal_a_whole_read(tmp_path: Path, clock: str) -> None:
+    path = tmp_path / "t.parquet"
+    with TapeWriter(path, TapeMeta(clock=clock), row_group_rows=11) as w:  # type: ignore[arg-type]
+        w.write(_varied(40, clock))
+    tape = open_tape(path)
+    window = {"start_ns": int(T0 + 3 * (clock == "recv_ts") + 3), "end_ns": int(T0 + 70)}
+    full = list(tape.batches(batch_rows=4, **window))
+    later = list(tape.batches(batch_rows=4, defer=True, prefetch=2, **window))
+    assert [len(b) for b in later] == [len(b) for b in full] and len(full) > 5
+    deferred = {"seq", "flags"} | ({"recv_ts"} if clock == "ts" else set())
+    for b in later:
+        assert b.pending is not None
+        assert {name for name in ("recv_ts", "seq", "flags") if getattr(b, name) is None} == deferred
+    # rows picked from a batch before its columns are read (a symbol filter) follow it
+    mask = np.array([True, False, True, True])[: len(later[2])]
+    picked = later[2].rows(mask)
+    sliced = later[5].rows(slice(1, 3))  # a slice of a batch that starts inside its row group
+    for a, b in zip(later, full, strict=True):
+        assert complete(a) is a and a.pending is None
+        _same(a, b)
+    _same(complete(picked), full[2].rows(mask))
+    _same(complete(sliced), full[5].rows(slice(1, 3)))
+    tail = later[3].rows(slice(1, None))  # completed already: nothing left to read
+    assert tail.pending is None
+    _same(tail, full[3].rows(slice(1, None)))
+
+
+def test_a_deferred_column_that_is_all_null_is_not_read(tmp_path: Path) -> None:
+    path = make_tape(tmp_path / "t.parquet", 0, 10)  # recv_ts = ts, seq and flags set
+    table = pq.read_table(path).set_column(SCHEMA.get_field_index("seq"), "seq", pa.nulls(10, pa.int64()))
+    pq.write_table(table, path)
+    (b,) = open_tape(path).batches(defer=True)
+    assert b.seq.tolist() == [-1] * 10  # NULL_SEQ, as a whole read makes it
+    assert b.recv_ts is None and b.flags is None
+    complete(b)
+    assert b.recv_ts.tolist() == b.ts.tolist() and b.flags.tolist() == [1] * 10
+
+
+def test_a_tape_gone_before_its_columns_are_read_says_so(tmp_path: Path) -> None:
+    path = make_tape(tmp_path / "t.parquet", 0, 10)
+    (b,) = open_tape(path).batches(defer=True)
+    path.unlink()
+    with pytest.raises(TapeError, match=re.escape(str(path)) + ": row group 0 could not be read again"):
+        complete(b)

@@ -32,7 +32,7 @@ def rows_of(path: Path, symbol: str | None = None) -> dict[str, Any]:
     parts = list(open_tape(path).batches())
     cols: dict[str, Any] = {}
     for name in Batch.__struct_fields__:
-        if name in ("symbols", "text"):
+        if name in ("symbols", "text", "pending"):
             continue
         cols[name] = np.concatenate([getattr(b, name) for b in parts])
     cols["sym"] = np.concatenate([np.array(b.symbols, dtype=object)[b.symbol] for b in parts])
