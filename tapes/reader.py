@@ -76,7 +76,7 @@ _REQUIRED = frozenset(("ts", "kind", "symbol"))
 # Columns that only row-by-row dispatch reads: no check reads them, nor a fast replay's
 # searches (recv_ts only when it is not the clock). A fast replay dispatches few rows,
 # so it asks Tape.batches(defer=True) to leave them unread until complete() needs them:
-# a third less to decode for a trades-and-quotes tape's last column (benchmarks/README.md).
+# they were 13% of decoding a trades-and-quotes tape (benchmarks/README.md, session 13).
 DEFERRABLE: tuple[str, ...] = ("recv_ts", "seq", "flags")
 
 
@@ -515,9 +515,9 @@ class Tape:
             prefetch: decode up to this many row groups ahead on reader threads,
                 so decoding overlaps the consumer's work (0: decode on demand). Order,
                 values and errors are the same either way.
-            defer: leave the :data:`DEFERRABLE` columns unread (None) in batches that
-                say so in ``pending``, until :func:`complete` reads them. Row groups too
-                large to read whole are read in full anyway.
+            defer: leave the :data:`DEFERRABLE` columns (but the clock) unread, None,
+                in batches that say so in ``pending``, until :func:`complete` reads
+                them. Row groups too large to read whole are read in full anyway.
 
         Raises:
             TapeError: the first bad value, naming file, row and column.
@@ -625,11 +625,10 @@ def _decode(
     pf = _parquet(f)
     empty = _null_columns(f, g)
     whole = group.rows <= _WHOLE_GROUP_ROWS
-    later = _Later(group, clock, empty) if defer and whole else None
-    if later is not None and not later.names:
-        later = None
-    skip = empty if later is None else empty | later.names
-    columns = [c for c in COLUMNS if c not in skip]
+    # An all-null column costs nothing to make (to_batch); the clock is always read.
+    names = frozenset(c for c in DEFERRABLE if defer and whole and c not in empty and c != clock)
+    later = _Later(group, names) if names else None
+    columns = [c for c in COLUMNS if c not in empty and c not in names]
     try:
         if whole:  # one read: much faster than iter_batches
             parts = pf.read_row_group(g, columns=columns, use_threads=threads).to_batches(max_chunksize=batch_rows)
@@ -640,10 +639,8 @@ def _decode(
         for rb in parts:
             if f.casts:
                 rb = _cast(rb, f.casts, name, row0)
-            if later is None:
-                b = to_batch(rb, clock=clock, file=name, row0=row0)
-            else:
-                b = to_batch(rb, clock=clock, file=name, row0=row0, later=later.names)
+            b = to_batch(rb, clock=clock, file=name, row0=row0, later=names)
+            if later is not None:
                 b.pending = _Pending(later, slice(row0 - group.row0, row0 - group.row0 + rb.num_rows))
             problem = None
             if rows is not None:
@@ -660,10 +657,9 @@ def _decode(
 class _Later:
     """A row group's :data:`DEFERRABLE` columns, read once, when a batch of it needs them."""
 
-    def __init__(self, group: _Group, clock: str, empty: frozenset[str]) -> None:
+    def __init__(self, group: _Group, names: frozenset[str]) -> None:
         self.group = group
-        # An all-null column costs nothing to make (to_batch); the clock is always read.
-        self.names = frozenset(c for c in DEFERRABLE if c not in empty and c != clock)
+        self.names = names
         self._columns: dict[str, pa.Array] | None = None
 
     def columns(self) -> dict[str, pa.Array]:
