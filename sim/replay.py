@@ -26,7 +26,7 @@ from perpsim.core.batch import Batch, symbol_mask
 from perpsim.core.clock import ReplayClock
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
-from perpsim.core.errors import ConfigError, MoneyOutOfRange
+from perpsim.core.errors import ConfigError, MoneyOutOfRange, TapeError
 from perpsim.core.events import Kind
 from perpsim.core.fastpath import BatchIndex, FastIndex
 from perpsim.core.ledger import to_units
@@ -529,6 +529,8 @@ def replay_many(
                 for run in list(live):
                     try:
                         run.driver.feed(batch)
+                    except TapeError:  # reading columns a run needed first: the tape's, not the run's
+                        raise
                     except Exception as exc:
                         fail(run, exc)
                 if not live:

@@ -77,6 +77,7 @@ _REQUIRED = frozenset(("ts", "kind", "symbol"))
 # searches (recv_ts only when it is not the clock). A fast replay dispatches few rows,
 # so it asks Tape.batches(defer=True) to leave them unread until complete() needs them:
 # they were 13% of decoding a trades-and-quotes tape (benchmarks/README.md, session 13).
+# A corrupt page in one is then found only if it is read (`perpsim tapes validate` is).
 DEFERRABLE: tuple[str, ...] = ("recv_ts", "seq", "flags")
 
 
@@ -622,36 +623,50 @@ def _decode(
     """
     f, g = group.file, group.index
     name = str(f.path)
-    pf = _parquet(f)
     empty = _null_columns(f, g)
     whole = group.rows <= _WHOLE_GROUP_ROWS
-    # An all-null column costs nothing to make (to_batch); the clock is always read.
-    names = frozenset(c for c in DEFERRABLE if defer and whole and c not in empty and c != clock)
+    # An all-null column costs nothing to make (to_batch); the clock is always read; a
+    # column stored with another type is cast as it is read, so a bad value is found
+    # where a whole read finds it.
+    names = frozenset(c for c in DEFERRABLE if defer and whole and c not in empty and c != clock and c not in f.casts)
     later = _Later(group, names) if names else None
     columns = [c for c in COLUMNS if c not in empty and c not in names]
+    row0 = group.row0
+    rows = Validator(clock) if validate else None
+    for rb in _read(f, g, columns, batch_rows, whole=whole, threads=threads):
+        if f.casts:
+            rb = _cast(rb, f.casts, name, row0)
+        b = to_batch(rb, clock=clock, file=name, row0=row0, later=names)
+        if later is not None:
+            b.pending = _Pending(later, slice(row0 - group.row0, row0 - group.row0 + rb.num_rows))
+        problem = None
+        if rows is not None:
+            try:
+                rows.check_rows(b, file=name, row0=row0, source=rb)
+            except TapeError as e:
+                problem = e
+        yield b, rb, problem
+        row0 += len(b)
+
+
+def _read(
+    f: _File, g: int, columns: list[str], batch_rows: int, *, whole: bool, threads: bool
+) -> Iterator[pa.RecordBatch]:
+    """Row group ``g``'s record batches of ``columns``.
+
+    Raises:
+        TapeError: the file cannot be read (gone, corrupt), naming it and the row group.
+    """
     try:
-        if whole:  # one read: much faster than iter_batches
-            parts = pf.read_row_group(g, columns=columns, use_threads=threads).to_batches(max_chunksize=batch_rows)
-        else:  # a foreign writer's huge row group: stream it
-            parts = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns)
-        row0 = group.row0
-        rows = Validator(clock) if validate else None
-        for rb in parts:
-            if f.casts:
-                rb = _cast(rb, f.casts, name, row0)
-            b = to_batch(rb, clock=clock, file=name, row0=row0, later=names)
-            if later is not None:
-                b.pending = _Pending(later, slice(row0 - group.row0, row0 - group.row0 + rb.num_rows))
-            problem = None
-            if rows is not None:
-                try:
-                    rows.check_rows(b, file=name, row0=row0, source=rb)
-                except TapeError as e:
-                    problem = e
-            yield b, rb, problem
-            row0 += len(b)
-    finally:
-        pf.close()
+        with _parquet(f) as pf:
+            if whole:  # one read: much faster than iter_batches
+                yield from pf.read_row_group(g, columns=columns, use_threads=threads).to_batches(
+                    max_chunksize=batch_rows
+                )
+            else:  # a foreign writer's huge row group: stream it
+                yield from pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise TapeError(f"{f.path}: row group {g} cannot be read ({_one_line(e)})") from e
 
 
 class _Later:
@@ -664,16 +679,12 @@ class _Later:
 
     def columns(self) -> dict[str, pa.Array]:
         if self._columns is None:
-            f, g = self.group.file, self.group.index
-            try:
-                with _parquet(f) as pf:
-                    table = pf.read_row_group(g, columns=sorted(self.names), use_threads=False)
-            except (pa.ArrowException, OSError) as e:
-                raise TapeError(f"{f.path}: row group {g} could not be read again ({_one_line(e)})") from e
-            rb = table.combine_chunks().to_batches()[0]
-            if f.casts:
-                rb = _cast(rb, f.casts, str(f.path), self.group.row0)
-            self._columns = dict(zip(rb.schema.names, rb.columns, strict=True))
+            # no column that needs a cast is deferred (_decode)
+            parts = _read(
+                self.group.file, self.group.index, sorted(self.names), self.group.rows, whole=True, threads=False
+            )
+            table = pa.Table.from_batches(list(parts))
+            self._columns = {c: table.column(c).combine_chunks() for c in table.column_names}
         return self._columns
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +19,7 @@ import perpsim
 from perpsim.core.batch import batch_from_events
 from perpsim.core.events import BookLevel, BookReset, Funding, Mark, Quote, Status, Trade
 from perpsim.live.recorder import batch_arrow
-from perpsim.sim.replay import ReplayDriver, build_config
+from perpsim.sim.replay import ReplayDriver, RunSpec, build_config
 from perpsim.tapes import open_tape, write
 from perpsim.tapes.memory import MemoryTape
 from tests.helpers import T0, S
@@ -349,3 +352,51 @@ def test_hundreds_of_updates_reach_a_hook_without_deepening_the_stack() -> None:
     ref, fast = both(MemoryTape([_tr(1, 100.0), _tr(61, 100.0), _end(120)]), strategy=_ManyOrders)
     assert fast.digest == ref.digest
     assert sum(1 for e in fast.run_events if e.kind == "order") == 600
+
+
+def _trades_table(n: int) -> pa.Table:
+    evs = [Trade(ts=T0 + i * S, recv_ts=T0 + i * S + 5, symbol="BTC-PERP", price=100.0, size=1.0, side=1, seq=i)
+           for i in range(n)]  # fmt: skip
+    return pa.Table.from_batches([batch_arrow(batch_from_events(evs))])
+
+
+RESTING = {"orders": [[1, "BTC-PERP", "buy", 1.0, {"type": "limit", "price": 90.0}]]}
+
+
+def test_a_value_a_column_cannot_be_cast_to_fails_fast_and_reference_replays_alike(tmp_path: Path) -> None:
+    # A foreign file stores flags as int64 with 300 on row 150: a column read with a cast
+    # is not left for later, so the fast engine (which dispatches no row here) finds it too.
+    table = _trades_table(200)
+    flags = np.zeros(200, np.int64)
+    flags[150] = 300
+    table = table.set_column(table.schema.get_field_index("flags"), pa.field("flags", pa.int64()), pa.array(flags))
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=64)
+    errors = []
+    for engine in ("reference", "fast"):
+        with pytest.raises(perpsim.TapeError, match=r"t.parquet row 128 column flags: cannot read int64 as uint8") as e:
+            perpsim.replay(tmp_path / "t.parquet", engine=engine, strategy=Scripted, interval_s=5.0)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1]
+
+
+def _corrupt(path: Path, group: int, column: str) -> None:
+    md = pq.read_metadata(path)
+    names = [md.schema.column(i).path for i in range(md.num_columns)]
+    chunk = md.row_group(group).column(names.index(column))
+    with path.open("r+b") as f:
+        f.seek((chunk.dictionary_page_offset or chunk.data_page_offset) + 20)
+        f.write(b"\xff" * 40)
+
+
+def test_a_corrupt_column_left_for_later_stops_every_run_of_a_shared_read(tmp_path: Path) -> None:
+    # Row group 1's flags chunk is corrupt. The run with a resting order dispatches rows of
+    # that group, so its flags are read then: the tape's error stops both runs, as an
+    # error found while decoding does (replay_many).
+    path = write(_trades_table(300), tmp_path / "t.parquet", row_group_rows=100, codec="zstd")
+    _corrupt(path, 1, "flags")
+    runs = [RunSpec(strategy=Scripted, params=RESTING, interval_s=5.0), RunSpec(strategy=Scripted, interval_s=5.0)]
+    results = perpsim.replay_many(path, runs)
+    assert [type(r).__name__ for r in results] == ["TapeError", "TapeError"]
+    assert re.match(rf"{re.escape(str(path))}: row group 1 cannot be read \(.*", str(results[0]))
+    with pytest.raises(perpsim.TapeError, match="row group 1 cannot be read"):
+        perpsim.replay(path, engine="reference", strategy=Scripted, interval_s=5.0)
