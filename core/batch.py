@@ -15,10 +15,17 @@ import msgspec
 import numpy as np
 
 from perpsim.core.events import (
+    BOOK,
+    BOOK_RESET,
+    FUNDING,
+    MARK,
+    QUOTE,
+    STATUS,
+    TIMER,
+    TRADE,
     BookLevel,
     BookReset,
     Funding,
-    Kind,
     Mark,
     MarketEvent,
     Quote,
@@ -80,11 +87,16 @@ class Batch(msgspec.Struct, kw_only=True):
     def __len__(self) -> int:
         return int(self.clock.shape[0])
 
+    def require_columns(self) -> None:
+        """Refuse a batch with columns still unread (``pending``): they are None."""
+        if self.pending is not None:
+            raise ValueError("a batch with columns left unread: perpsim.tapes.reader.complete(batch) reads them")
+
     def rows(self, sel: slice | np.ndarray[Any, Any]) -> Batch:
         """The rows ``sel`` picks: a slice gives views, a boolean mask copies; the
         symbol dictionary is shared. The whole batch itself when nothing is dropped."""
         if isinstance(sel, slice):
-            if sel.indices(len(self))[:2] == (0, len(self)):
+            if sel.indices(len(self)) == (0, len(self), 1):
                 return self
             text = self.text[sel]
         else:
@@ -116,8 +128,6 @@ _ARRAYS = tuple(f for f in Batch.__struct_fields__ if f not in ("symbols", "text
 
 
 _NAN = float("nan")
-_TRADE, _QUOTE, _BOOK, _BOOK_RESET = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK), int(Kind.BOOK_RESET)
-_FUNDING, _MARK, _STATUS, _TIMER = int(Kind.FUNDING), int(Kind.MARK), int(Kind.STATUS), int(Kind.TIMER)
 
 
 class Rows(msgspec.Struct):
@@ -163,24 +173,24 @@ def event_rows(events: Sequence[MarketEvent]) -> Rows:
         if ev.seq is not None:
             seq[i] = ev.seq
         if type(ev) is Quote:  # most frequent first; `type() is` is the cheapest test
-            kind[i] = _QUOTE
+            kind[i] = QUOTE
             bid[i], bid_size[i], ask[i], ask_size[i] = ev.bid, ev.bid_size, ev.ask, ev.ask_size
         elif type(ev) is BookLevel or type(ev) is Trade:
-            kind[i] = _BOOK if type(ev) is BookLevel else _TRADE
+            kind[i] = BOOK if type(ev) is BookLevel else TRADE
             price[i], size[i], side[i] = ev.price, ev.size, ev.side
         elif type(ev) is BookReset:
-            kind[i] = _BOOK_RESET
+            kind[i] = BOOK_RESET
         elif type(ev) is Status:
-            kind[i] = _STATUS
+            kind[i] = STATUS
             text[i] = ev.text
         elif type(ev) is Funding:
-            kind[i] = _FUNDING
+            kind[i] = FUNDING
             rate[i], next_ts[i] = ev.rate, ev.next_ts or 0
         elif type(ev) is Mark:
-            kind[i] = _MARK
+            kind[i] = MARK
             price[i] = ev.price
         elif type(ev) is TimerFired:
-            kind[i] = _TIMER
+            kind[i] = TIMER
             text[i], next_ts[i] = ev.text, ev.next_ts
         else:  # pragma: no cover - the union is closed
             raise TypeError(f"not a market event: {ev!r}")
@@ -247,6 +257,8 @@ def rows_batch_steps(
 
 def concat_batches(batches: Sequence[Batch]) -> Batch:
     """Batches one after another; their symbol numberings must agree (the longest wins)."""
+    for b in batches:
+        b.require_columns()
     if len(batches) == 1:
         return batches[0]
     symbols = max((b.symbols for b in batches), key=len)
@@ -275,6 +287,7 @@ def batch_events(b: Batch) -> list[MarketEvent]:
 
     Columns become Python lists once, so each row costs one event's construction.
     """
+    b.require_columns()
     ts, recv, kinds, flags = b.ts.tolist(), b.recv_ts.tolist(), b.kind.tolist(), b.flags.tolist()
     names = b.symbols
     syms = [names[c] for c in b.symbol.tolist()]
@@ -286,23 +299,23 @@ def batch_events(b: Batch) -> list[MarketEvent]:
     append = out.append
     for i, k in enumerate(kinds):
         t, r, s, q, f = ts[i], recv[i], syms[i], seqs[i], flags[i]
-        if k == _QUOTE:
+        if k == QUOTE:
             append(
                 Quote(
                     ts=t, recv_ts=r, symbol=s, seq=q, flags=f, bid=bid[i], bid_size=bsz[i], ask=ask[i], ask_size=asz[i]
                 )
             )
-        elif k == _BOOK:
+        elif k == BOOK:
             append(BookLevel(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, price=price[i], size=size[i], side=side[i]))
-        elif k == _TRADE:
+        elif k == TRADE:
             append(Trade(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, price=price[i], size=size[i], side=side[i]))
-        elif k == _BOOK_RESET:
+        elif k == BOOK_RESET:
             append(BookReset(ts=t, recv_ts=r, symbol=s, seq=q, flags=f))
-        elif k == _FUNDING:
+        elif k == FUNDING:
             append(Funding(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, rate=rate[i], next_ts=next_ts[i] or None))
-        elif k == _MARK:
+        elif k == MARK:
             append(Mark(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, price=price[i]))
-        elif k == _STATUS:
+        elif k == STATUS:
             append(Status(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, text=text[i] or ""))
         else:
             append(TimerFired(ts=t, recv_ts=r, symbol=s, seq=q, flags=f, text=text[i] or "", next_ts=next_ts[i]))

@@ -196,6 +196,7 @@ class Engine:
 
         :meth:`run` then takes indices into the whole batch.
         """
+        batch.require_columns()
         sid_of = self.symbol_ids(batch)
         self._base = lo
         if lo != 0 or hi is not None:

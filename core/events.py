@@ -15,7 +15,15 @@ from typing import Final
 import msgspec
 
 __all__ = [
+    "BOOK",
+    "BOOK_RESET",
+    "FUNDING",
     "KIND_NAMES",
+    "MARK",
+    "QUOTE",
+    "STATUS",
+    "TIMER",
+    "TRADE",
     "BookLevel",
     "BookReset",
     "Flags",
@@ -48,6 +56,9 @@ class Kind(IntEnum):
 
 
 KIND_NAMES: Final[tuple[str, ...]] = tuple(k.name.lower() for k in Kind)
+# The codes as plain ints, for the hot paths: numpy compares an int8 array with an
+# IntEnum member ten times slower than with an int (benchmarks/README.md, session 13).
+TRADE, QUOTE, BOOK, BOOK_RESET, FUNDING, MARK, STATUS, TIMER = (int(k) for k in Kind)
 _KIND_BY_NAME: Final[dict[str, Kind]] = {name: Kind(i) for i, name in enumerate(KIND_NAMES)}
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from perpsim.core.batch import Batch, first_true
 from perpsim.core.book import Book, next_same
-from perpsim.core.events import Kind
+from perpsim.core.events import BOOK, MARK, QUOTE, TRADE
 
 if TYPE_CHECKING:
     from perpsim.core.engine import Engine
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["BatchIndex", "FastIndex"]
 
 _BLOCK = 64  # prices per block of a band search
-_T, _Q, _B, _M = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK), int(Kind.MARK)
 
 
 class BatchIndex:
@@ -56,14 +55,14 @@ class BatchIndex:
         kind = batch.kind
         self.batch = batch
         self.key = batch.symbol.astype(np.int32) * 8 + kind
-        plain = kind <= _B
-        plain |= kind == _M
+        plain = kind <= BOOK
+        plain |= kind == MARK
         self.special: list[int] = np.flatnonzero(~plain).tolist()
         present = np.bincount(self.key, minlength=len(batch.symbols) * 8)
         # (engine symbol id, the keys of its trade, quote, mark and book rows in this batch; -1: none)
         self.targets: list[tuple[int, int, int, int, int]] = []
         for c, sid in enumerate(sids):
-            t, q, m, bk = (c * 8 + k if present[c * 8 + k] else -1 for k in (_T, _Q, _M, _B))
+            t, q, m, bk = (c * 8 + k if present[c * 8 + k] else -1 for k in (TRADE, QUOTE, MARK, BOOK))
             if t >= 0 or q >= 0 or m >= 0 or bk >= 0:
                 self.targets.append((sid, t, q, m, bk))
         self._code = {sid: c for c, sid in enumerate(sids)}
@@ -133,8 +132,8 @@ class BatchIndex:
             b = self.batch
             if self._px is None:  # once per batch, for every symbol: price rows and their prices
                 kind = b.kind
-                self._moves = (kind <= _Q) | (kind == _M)
-                px = np.where(kind == _Q, (b.bid + b.ask) / 2, b.price)
+                self._moves = (kind <= QUOTE) | (kind == MARK)
+                px = np.where(kind == QUOTE, (b.bid + b.ask) / 2, b.price)
                 px[np.isnan(px)] = np.inf
                 self._px = px
             rows = np.flatnonzero(self._moves & (b.symbol == self._code[sid]))

@@ -67,7 +67,7 @@ class NewTape(click.Path):
 OUT_TAPE = NewTape()
 
 _CODEC_HELP = (
-    "Compression: lz4 reads fastest; zstd makes files 2-15% smaller and reads in about 1.4 times as long, for archives."
+    "Compression: lz4 reads fastest; zstd makes files 2-15% smaller and reads in 1.3-1.4 times as long, for archives."
 )
 
 

@@ -110,7 +110,9 @@ class ReplayDriver:
         # Batch indexes shared with the other runs fed the same batches (replay_many), who clear it.
         self.shared: dict[tuple[int, tuple[int, ...]], BatchIndex] | None = None
         # Where few rows are dispatched one by one (the fast engine, no tick hooks, its own
-        # timers, no warm start), the columns only dispatch reads are read when it does.
+        # timers, no warm start), the columns only dispatch reads are read when it does;
+        # not while it dispatches rows of every batch (a resting order), when reading
+        # them later would only move the reader threads' work onto this one.
         self.defer = (
             engine == "fast"
             and not self.engine.wants_ticks
@@ -118,9 +120,10 @@ class ReplayDriver:
             and isinstance(tape, Tape)
             and tape.meta.timers is None
         )
+        self.dispatched = False  # rows of the last batch fed went to the engine one by one
 
     def run(self, progress: Progress | None = None) -> None:
-        kw = {"defer": True} if self.defer else {}
+        kw: dict[str, Any] = {"defer": lambda: not self.dispatched} if self.defer else {}
         for batch in self.tape.batches(start_ns=self.start_ns, end_ns=self.end_ns, prefetch=4, **kw):
             self.feed(batch)
             if progress is not None:
@@ -130,6 +133,7 @@ class ReplayDriver:
     def feed(self, batch: Batch) -> None:
         """Replay the tape's next batch (its warm-up rows as warm-up, its other symbols' rows not at all)."""
         eng, clock = self.engine, self.clock
+        self.dispatched = False
         warm = self.warm
         if self._warm_left:
             k = min(self._warm_left, len(batch))
@@ -185,6 +189,7 @@ class ReplayDriver:
 
     def _load(self, batch: Batch, lo: int = 0, hi: int | None = None) -> None:
         """Give the engine rows ``lo:hi``, with the columns the reader left for later read."""
+        self.dispatched = True
         self.engine.load(complete(batch), lo, hi)
 
     def _run_reference(self, batch: Batch, i: int, n: int) -> None:
@@ -523,7 +528,11 @@ def replay_many(
     t0 = time.perf_counter()
     try:
         if live:
-            kw = {"defer": True} if all(run.driver.defer for run in live) else {}
+            kw: dict[str, Any] = (
+                {"defer": lambda: not any(r.driver.dispatched for r in live)}
+                if all(r.driver.defer for r in live)
+                else {}
+            )
             for batch in tape.batches(start_ns=start_ns, end_ns=end_ns, prefetch=4, **kw):
                 shared.clear()
                 for run in list(live):

@@ -182,7 +182,8 @@ class LoopedTape:
 
     def _shifted(self, b: Batch, i: int, j: int, shift: int, k: int) -> Batch:
         # Sliced here, not by Batch.rows: the heap measure leaves out this module's
-        # allocations, the soak's own bookkeeping (its batches are read whole: no pending).
+        # allocations, the soak's own bookkeeping.
+        b.require_columns()
         fields: dict[str, Any] = {}
         for name in Batch.__struct_fields__:
             v = getattr(b, name)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -67,9 +67,11 @@ def cores() -> int:
 # Reader threads: one more than the cores (a reader holds the GIL while it converts and
 # checks a batch; the extra one decodes meanwhile), at most four (a replay reads four
 # row groups ahead). On this 2-core machine, with 131,072-row groups, three against two:
-# fast replays of tq_10m took 0.718 and 0.714 s against 0.766 and 0.721 s (means of six
-# and eight alternating pairs), of its lz4 copy 0.611 s against 0.625 s (eight pairs).
-# With 65,536-row groups two had been no slower. More cores: not measured.
+# fast replays of the zstd tq_10m of session 12 took 0.718 and 0.714 s against 0.766
+# and 0.721 s (means of six and eight alternating pairs), of its lz4 copy 0.611 s against
+# 0.625 s (eight pairs). With session 13's cheaper reader and lz4 tapes the two were
+# even (best of 3, three rounds: 0.462-0.477 s against 0.448-0.473 s; four threads
+# 0.472-0.498 s). More cores: not measured.
 _READERS = min(4, cores() + 1)
 # Columns whose nulls are an error (to_batch names the row): always decoded.
 _REQUIRED = frozenset(("ts", "kind", "symbol"))
@@ -79,6 +81,8 @@ _REQUIRED = frozenset(("ts", "kind", "symbol"))
 # they were 13% of decoding a trades-and-quotes tape (benchmarks/README.md, session 13).
 # A corrupt page in one is then found only if it is read (`perpsim tapes validate` is).
 DEFERRABLE: tuple[str, ...] = ("recv_ts", "seq", "flags")
+# Tape.batches' ``defer``: always, never, or asked before each row group is read.
+Defer = bool | Callable[[], bool]
 
 
 @lru_cache(maxsize=256)
@@ -504,7 +508,7 @@ class Tape:
         end_ns: int | None = None,
         batch_rows: int = 65536,
         prefetch: int = 0,
-        defer: bool = False,
+        defer: Defer = False,
     ) -> Iterator[Batch]:
         """Stream the tape as column batches in clock order, one row group at a time.
 
@@ -518,7 +522,8 @@ class Tape:
                 values and errors are the same either way.
             defer: leave the :data:`DEFERRABLE` columns (but the clock) unread, None,
                 in batches that say so in ``pending``, until :func:`complete` reads
-                them. Row groups too large to read whole are read in full anyway.
+                them. A function is asked, on the calling thread, before each row group
+                is read. Row groups too large to read whole are read in full anyway.
 
         Raises:
             TapeError: the first bad value, naming file, row and column.
@@ -549,7 +554,7 @@ class Tape:
         end_ns: int | None,
         batch_rows: int,
         prefetch: int = 0,
-        defer: bool = False,
+        defer: Defer = False,
     ) -> Iterator[tuple[Batch, pa.RecordBatch]]:
         if batch_rows < 1:
             raise TapeError(f"batch_rows must be >= 1, not {batch_rows}")
@@ -765,7 +770,7 @@ def _full(rb: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _decoded(
-    groups: Iterator[_Group], clock: str, batch_rows: int, ahead: int, validate: bool, defer: bool = False
+    groups: Iterator[_Group], clock: str, batch_rows: int, ahead: int, validate: bool, defer: Defer = False
 ) -> Iterator[tuple[str, int, Iterable[_Part]]]:
     """``(file name, first row, converted batches)`` per row group, in order.
 
@@ -776,12 +781,15 @@ def _decoded(
     not started.
     """
 
-    def whole(grp: _Group) -> list[_Part]:
-        return list(_decode(grp, clock, batch_rows, validate, threads=False, defer=defer))
+    def later() -> bool:
+        return defer() if callable(defer) else defer
+
+    def whole(grp: _Group, later: bool) -> list[_Part]:
+        return list(_decode(grp, clock, batch_rows, validate, threads=False, defer=later))
 
     if ahead <= 0:
         for grp in groups:
-            yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate, defer=defer)
+            yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate, defer=later())
         return
     pending: deque[tuple[_Group, Future[list[_Part]]]] = deque()
     with ThreadPoolExecutor(_READERS, thread_name_prefix="perpsim-tape-reader") as pool:
@@ -793,7 +801,7 @@ def _decoded(
                         yield str(done.file.path), done.row0, fut.result()
                     yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate)
                     continue
-                pending.append((grp, pool.submit(whole, grp)))
+                pending.append((grp, pool.submit(whole, grp, later())))
                 if len(pending) > ahead:
                     done, fut = pending.popleft()
                     yield str(done.file.path), done.row0, fut.result()

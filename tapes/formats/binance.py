@@ -46,7 +46,7 @@ from typing import Final
 import msgspec
 
 from perpsim.core.errors import TapeError
-from perpsim.core.events import Flags, Kind
+from perpsim.core.events import BOOK, Flags, Kind
 from perpsim.tapes.formats import ConvertReport, RowBuffer
 
 __all__ = ["MAX_BUFFERED_DIFFS", "BinanceConverter", "convert_binance"]
@@ -58,7 +58,6 @@ _MS: Final = 1_000_000
 _INF: Final = math.inf
 _EOM: Final = int(Flags.END_OF_MESSAGE)
 _SNAP: Final = int(Flags.SNAPSHOT)
-_BOOK: Final = int(Kind.BOOK)
 
 
 class _Depth(msgspec.Struct, tag_field="e", tag="depthUpdate"):
@@ -378,7 +377,7 @@ class BinanceConverter:
             for price, size in levels:
                 i += 1
                 rows.add(
-                    _BOOK,
+                    BOOK,
                     ts,
                     recv_ts,
                     symbol,
@@ -450,7 +449,7 @@ class BinanceConverter:
         for price, size in d.b:
             i += 1
             add(
-                _BOOK,
+                BOOK,
                 ts,
                 recv_ts,
                 symbol,
@@ -463,7 +462,7 @@ class BinanceConverter:
         for price, size in d.a:
             i += 1
             add(
-                _BOOK,
+                BOOK,
                 ts,
                 recv_ts,
                 symbol,

@@ -93,6 +93,8 @@ def test_rows_by_slice_and_mask_keep_columns_and_text_aligned() -> None:
     part = b.rows(slice(5, 7))
     assert part.text == [None, "gap"] and part.kind.tolist() == [Kind.FUNDING, Kind.STATUS]
     assert b.rows(slice(0, None)) is b
+    every_other = b.rows(slice(None, None, 2))
+    assert len(every_other) == (len(b) + 1) // 2 and every_other.ts.tolist() == b.ts.tolist()[::2]
     eth = b.rows(symbol_mask(b, {"ETH-PERP"}))
     assert eth.kind.tolist() == [Kind.MARK, Kind.TRADE] and eth.text == [None, None]
     assert eth.price.tolist() == [3.5, 3.0] and eth.symbols == b.symbols

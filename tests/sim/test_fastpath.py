@@ -140,16 +140,21 @@ def test_fast_equals_reference_on_generated_book_tapes(rows, interval: float) ->
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(book_row, min_size=1, max_size=150),
-    late=st.lists(st.integers(0, 3), min_size=150, max_size=150),
+    late=st.lists(st.integers(0, 3), min_size=160, max_size=160),
     interval=st.sampled_from([5.0, 30.0]),
+    start=st.integers(0, 30),
 )
-def test_fast_equals_reference_on_book_tapes_read_from_parquet(rows, late: list[int], interval: float) -> None:
+def test_fast_equals_reference_on_book_tapes_read_from_parquet(
+    rows, late: list[int], interval: float, start: int
+) -> None:
     # From a file, a fast replay reads recv_ts, seq and flags only for the batches it
-    # dispatches rows of (tapes/reader.py DEFERRABLE); small row groups, so those rows
-    # start inside them. Receive times lag, sequence numbers and flags vary.
+    # dispatches rows of (tapes/reader.py DEFERRABLE). Small row groups and a replay that
+    # starts at ``start`` s: its batches start inside them. Receive times lag (a funding
+    # payment records its row's), sequence numbers and flags vary.
+    funding = [Funding(ts=T0 + k * 60 * S, recv_ts=T0 + k * 60 * S, symbol="BTC-PERP", rate=1e-4) for k in range(1, 7)]
     evs = [
         msgspec.structs.replace(ev, recv_ts=ev.ts + lag * S, seq=k if lag else None, flags=lag)
-        for k, (ev, lag) in enumerate(zip(build_book(rows), late, strict=False))
+        for k, (ev, lag) in enumerate(zip(sorted(build_book(rows) + funding, key=lambda e: e.ts), late, strict=False))
     ]
     orders = [[1, "BTC-PERP", "buy", 0.7], [2, "BTC-PERP", "sell", 0.5, {"type": "limit", "price": 100.4}]]
     with tempfile.TemporaryDirectory() as d:
@@ -157,9 +162,10 @@ def test_fast_equals_reference_on_book_tapes_read_from_parquet(rows, late: list[
             pa.Table.from_batches([batch_arrow(batch_from_events(evs))]), Path(d) / "t.parquet", row_group_rows=19
         )
         assert ReplayDriver(open_tape(path), build_config(strategy=Scripted)).defer
-        ref, fast = both(path, strategy=Scripted, params={"orders": orders}, interval_s=interval)
+        kw = {"start_ns": T0 + start * S, "interval_s": interval}
+        ref, fast = both(path, strategy=Scripted, params={"orders": orders}, **kw)
     assert fast.digest == ref.digest
-    assert fast.summary["rows"] == ref.summary["rows"] == len(rows)
+    assert fast.summary["rows"] == ref.summary["rows"] == sum(ev.ts >= T0 + start * S for ev in evs)
 
 
 @pytest.mark.parametrize(("side", "size", "problem"), [(1, -0.5, "negative size"), (0, 1.0, "is not +1 or -1")])
@@ -400,3 +406,28 @@ def test_a_corrupt_column_left_for_later_stops_every_run_of_a_shared_read(tmp_pa
     assert re.match(rf"{re.escape(str(path))}: row group 1 cannot be read \(.*", str(results[0]))
     with pytest.raises(perpsim.TapeError, match="row group 1 cannot be read"):
         perpsim.replay(path, engine="reference", strategy=Scripted, interval_s=5.0)
+
+
+def test_columns_are_left_for_later_only_while_runs_seldom_dispatch_rows(tmp_path: Path, monkeypatch) -> None:
+    # 40 row groups of 50 trades, 1 s apart. A resting limit (placed at the first cycle,
+    # never filled) makes the fast engine dispatch rows of every batch: after the row
+    # groups already read ahead, the rest are read whole, not left for this thread.
+    path = write(_trades_table(2000), tmp_path / "t.parquet", row_group_rows=50)
+    deferred: list[bool] = []
+    feed = ReplayDriver.feed
+
+    def spy(self: ReplayDriver, batch) -> None:
+        deferred.append(batch.pending is not None)
+        feed(self, batch)
+
+    monkeypatch.setattr(ReplayDriver, "feed", spy)
+    perpsim.replay(path, strategy=Scripted, params=RESTING, interval_s=5.0)
+    assert len(deferred) == 40 and 1 <= sum(deferred) <= 6
+    deferred.clear()
+    perpsim.replay(path, strategy=Scripted, interval_s=5.0)  # no order: no row dispatched
+    assert len(deferred) == 40 and all(deferred)
+    deferred.clear()
+    perpsim.replay_many(
+        path, [RunSpec(strategy=Scripted, interval_s=5.0), RunSpec(strategy=Scripted, params=RESTING, interval_s=5.0)]
+    )
+    assert len(deferred) == 80 and sum(deferred) <= 12

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from perpsim.core.batch import batch_events, concat_batches
 from perpsim.core.errors import TapeError
 from perpsim.core.events import Kind
 from perpsim.core.instruments import Instrument
@@ -461,6 +462,14 @@ def test_a_deferred_column_that_is_all_null_is_not_read(tmp_path: Path) -> None:
     assert b.recv_ts is None and b.flags is None
     complete(b)
     assert b.recv_ts.tolist() == b.ts.tolist() and b.flags.tolist() == [1] * 10
+
+
+def test_a_batch_with_columns_left_unread_is_refused_until_they_are_read(tmp_path: Path) -> None:
+    (b,) = open_tape(make_tape(tmp_path / "t.parquet", 0, 10)).batches(defer=True)
+    for use in (batch_events, lambda b: concat_batches([b, b])):
+        with pytest.raises(ValueError, match=r"columns left unread: perpsim.tapes.reader.complete\(batch\)"):
+            use(b)
+    assert len(batch_events(complete(b))) == 10
 
 
 def test_a_tape_gone_before_its_columns_are_read_says_so(tmp_path: Path) -> None:
