@@ -781,7 +781,7 @@ def _decoded(
     not started.
     """
 
-    def later() -> bool:
+    def deferring() -> bool:
         return defer() if callable(defer) else defer
 
     def whole(grp: _Group, later: bool) -> list[_Part]:
@@ -789,7 +789,7 @@ def _decoded(
 
     if ahead <= 0:
         for grp in groups:
-            yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate, defer=later())
+            yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate, defer=deferring())
         return
     pending: deque[tuple[_Group, Future[list[_Part]]]] = deque()
     with ThreadPoolExecutor(_READERS, thread_name_prefix="perpsim-tape-reader") as pool:
@@ -801,7 +801,7 @@ def _decoded(
                         yield str(done.file.path), done.row0, fut.result()
                     yield str(grp.file.path), grp.row0, _decode(grp, clock, batch_rows, validate)
                     continue
-                pending.append((grp, pool.submit(whole, grp, later())))
+                pending.append((grp, pool.submit(whole, grp, deferring())))
                 if len(pending) > ahead:
                     done, fut = pending.popleft()
                     yield str(done.file.path), done.row0, fut.result()

@@ -45,6 +45,8 @@ def test_a_tape_read_stops_glibc_returning_freed_columns_to_the_kernel() -> None
         pytest.skip("not glibc: the settings do not apply")
     untuned, default_faults = _faults("default")
     assert not untuned
-    # 50 cycles of 1,024 pages each fault ~51,000 times with glibc's defaults
-    assert default_faults > 50 * 1024 // 2
+    # 50 cycles of 1,024 pages each: with glibc's defaults 24,000 or 49,600 faults here
+    # (how much of each cycle goes back to the kernel depends on the allocations before;
+    # the same code gave either), tuned 0
+    assert default_faults > 50 * 1024 // 4
     assert faults < default_faults // 20
