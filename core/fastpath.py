@@ -54,7 +54,7 @@ class BatchIndex:
     def __init__(self, batch: Batch, sids: list[int]) -> None:
         kind = batch.kind
         self.batch = batch
-        self.key = batch.symbol.astype(np.int32) * 8 + kind
+        self.key = batch.symbol * 8 + kind  # int32: every Batch maker gives symbol codes as int32
         plain = kind <= BOOK
         plain |= kind == MARK
         self.special: list[int] = np.flatnonzero(~plain).tolist()

@@ -55,7 +55,7 @@ from perpsim.core.batch import Batch, event_rows, symbol_mask
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
 from perpsim.core.errors import ConfigError, InputError, PerpsimError
-from perpsim.core.events import KIND_NAMES, Flags, Kind, MarketEvent, TimerFired
+from perpsim.core.events import KIND_NAMES, TIMER, Flags, MarketEvent, TimerFired
 from perpsim.core.instruments import Instrument
 from perpsim.core.ledger import to_units, units_to_float
 from perpsim.core.outbox import Digest
@@ -794,4 +794,4 @@ def _snapshot_for(recording: Path) -> Path | None:
 
 def _select(b: Batch, allowed: set[str]) -> Batch:
     """Rows of ``allowed`` symbols, without ``timer`` rows (the warm-up fires its own timers)."""
-    return b.rows(symbol_mask(b, allowed) & (b.kind != Kind.TIMER))
+    return b.rows(symbol_mask(b, allowed) & (b.kind != TIMER))

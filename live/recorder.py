@@ -73,6 +73,7 @@ from perpsim.core.batch import (
 )
 from perpsim.core.errors import TapeError
 from perpsim.core.events import (
+    FUNDING,
     KIND_NAMES,
     Kind,
     MarketEvent,
@@ -671,7 +672,7 @@ def batch_arrow(b: Batch) -> pa.RecordBatch:
         "kind": pa.DictionaryArray.from_arrays(pa.array(kind), _KIND_DICT),
         "symbol": pa.DictionaryArray.from_arrays(pa.array(b.symbol), pa.array(b.symbols, pa.string())),
         "side": pa.array(b.side, mask=~np.isin(kind, _SIDED)),
-        "next_ts": pa.array(b.next_ts, mask=~np.isin(kind, _NEXT_TS) | ((kind == Kind.FUNDING) & (b.next_ts == 0))),
+        "next_ts": pa.array(b.next_ts, mask=~np.isin(kind, _NEXT_TS) | ((kind == FUNDING) & (b.next_ts == 0))),
         "text": pa.nulls(len(b), pa.string()) if b.text.count(None) == len(b) else pa.array(b.text, pa.string()),
         "seq": pa.array(b.seq, mask=b.seq == NULL_SEQ),
         "flags": pa.array(b.flags),

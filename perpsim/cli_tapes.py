@@ -22,7 +22,7 @@ from perpsim.core.errors import InputError
 from perpsim.core.events import KIND_NAMES
 from perpsim.core.timefmt import fmt_ns, parse_time_ns
 from perpsim.tapes.reader import Tape, open_tape
-from perpsim.tapes.schema import CODECS, SCHEMA, TapeMeta
+from perpsim.tapes.schema import CODECS, DEFAULT_CODEC, SCHEMA, TapeMeta
 from perpsim.tapes.synth import parse_shock, synth
 from perpsim.tapes.validate import TapeReport, inspect_tape, validate_tape
 from perpsim.tapes.writer import TapeWriter, write_table
@@ -75,15 +75,16 @@ def codec_option(*, copies: bool = False) -> Callable[[Callable[..., Any]], Call
     """The ``--codec`` option; a command that copies tapes keeps theirs by default."""
     if copies:
         return click.option(
-            "--codec", type=click.Choice(CODECS), help=f"{_CODEC_HELP} Default: the source's (else lz4)."
+            "--codec", type=click.Choice(CODECS), help=f"{_CODEC_HELP} Default: the source's (else {DEFAULT_CODEC})."
         )
-    return click.option("--codec", type=click.Choice(CODECS), default="lz4", show_default=True, help=_CODEC_HELP)
+    choice = click.Choice(CODECS)
+    return click.option("--codec", type=choice, default=DEFAULT_CODEC, show_default=True, help=_CODEC_HELP)
 
 
 def _source_codec(*opened: Tape) -> str:
     """The codec of the tapes being copied when they share one perpsim writes, else lz4."""
     found = {c for t in opened for c in t.codecs}
-    return found.pop() if len(found) == 1 and found <= set(CODECS) else "lz4"
+    return found.pop() if len(found) == 1 and found <= set(CODECS) else DEFAULT_CODEC
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

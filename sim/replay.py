@@ -27,7 +27,7 @@ from perpsim.core.clock import ReplayClock
 from perpsim.core.config import RunConfig
 from perpsim.core.engine import PSEUDO_SYMBOL, Engine
 from perpsim.core.errors import ConfigError, MoneyOutOfRange, TapeError
-from perpsim.core.events import Kind
+from perpsim.core.events import TIMER
 from perpsim.core.fastpath import BatchIndex, FastIndex
 from perpsim.core.ledger import to_units
 from perpsim.core.outbox import Digest
@@ -316,7 +316,7 @@ class ReplayDriver:
     def _run_scripted(self, batch: Batch) -> None:
         eng, clock = self.engine, self.clock
         col, n = batch.clock, len(batch)
-        stops = np.flatnonzero(batch.kind == Kind.TIMER).tolist()
+        stops = np.flatnonzero(batch.kind == TIMER).tolist()
         i = 0
         for j in [*stops, n]:
             while i < j:

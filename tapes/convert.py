@@ -28,7 +28,7 @@ from perpsim.tapes.formats import ConvertReport, RowBuffer, Skipped
 from perpsim.tapes.formats.binance import convert_binance
 from perpsim.tapes.formats.coinbase import ALL_SYMBOLS, convert_coinbase
 from perpsim.tapes.formats.funding_csv import convert_funding_csv
-from perpsim.tapes.schema import ROW_GROUP_ROWS, TapeMeta
+from perpsim.tapes.schema import DEFAULT_CODEC, ROW_GROUP_ROWS, TapeMeta
 from perpsim.tapes.writer import write_table
 
 __all__ = ["FORMATS", "ConvertKind", "ConvertReport", "Skipped", "convert", "read_rows"]
@@ -74,7 +74,7 @@ def convert(
     symbol: str | None = None,
     utc_offset_h: float | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
-    codec: str = "lz4",
+    codec: str = DEFAULT_CODEC,
 ) -> ConvertReport:
     """Convert a recording to a tape file.
 

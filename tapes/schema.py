@@ -13,6 +13,7 @@ from perpsim.core.instruments import Instrument
 __all__ = [
     "CODECS",
     "COLUMNS",
+    "DEFAULT_CODEC",
     "KIND_NAMES",
     "META_KEY",
     "ROW_GROUP_ROWS",
@@ -52,6 +53,11 @@ SCHEMA: Final = pa.schema(
 )
 COLUMNS: Final[tuple[str, ...]] = tuple(SCHEMA.names)
 
+# The codecs a tape may be written with: lz4, the default, decodes fastest; zstd makes
+# files 2-15% smaller (below), for archives read rarely.
+CODECS: Final[tuple[str, ...]] = ("lz4", "zstd")
+DEFAULT_CODEC: Final = CODECS[0]
+
 # How tapes are written (pyarrow.parquet.ParquetWriter keywords). lz4 (Parquet's
 # LZ4_RAW) by default, not zstd as DESIGN.md §4 has it: a replay is bound by decoding,
 # and zstd's decompression was a third of it. Clock and sequence columns are
@@ -63,7 +69,7 @@ COLUMNS: Final[tuple[str, ...]] = tuple(SCHEMA.names)
 # with zstd 0.66-0.79 s, 182.1 MB. The real BTCUSDT tape: 3.42 MB, 3.46 MB and 2.99 MB
 # (benchmarks/README.md).
 WRITE_OPTIONS: Final[dict[str, Any]] = {
-    "compression": "lz4",
+    "compression": DEFAULT_CODEC,
     "use_dictionary": [
         "kind",
         "symbol",
@@ -87,12 +93,8 @@ WRITE_OPTIONS: Final[dict[str, Any]] = {
 # (benchmarks/README.md).
 ROW_GROUP_ROWS: Final = 131072
 
-# The codecs a tape may be written with: lz4, the default, decodes fastest; zstd makes
-# files 2-15% smaller (above), for archives read rarely.
-CODECS: Final[tuple[str, ...]] = ("lz4", "zstd")
 
-
-def write_options(codec: str = "lz4") -> dict[str, Any]:
+def write_options(codec: str = DEFAULT_CODEC) -> dict[str, Any]:
     """:data:`WRITE_OPTIONS` with ``codec`` (one of :data:`CODECS`).
 
     Raises:

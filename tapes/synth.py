@@ -31,7 +31,7 @@ import pyarrow as pa
 from perpsim.core.errors import InputError
 from perpsim.core.events import KIND_NAMES, Flags, Kind
 from perpsim.core.instruments import BUILTIN, Instrument
-from perpsim.tapes.schema import ROW_GROUP_ROWS, SCHEMA, TapeMeta
+from perpsim.tapes.schema import DEFAULT_CODEC, ROW_GROUP_ROWS, SCHEMA, TapeMeta
 from perpsim.tapes.writer import write_table
 
 __all__ = ["DEFAULT_START_NS", "Shock", "default_instrument", "parse_shock", "synth"]
@@ -495,7 +495,7 @@ def synth(
     l2: bool = False,
     mark_interval_s: float | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
-    codec: str = "lz4",
+    codec: str = DEFAULT_CODEC,
 ) -> Path:
     """Generate a seeded synthetic tape and write it to ``out``.
 

@@ -27,6 +27,7 @@ from perpsim.core.instruments import Instrument
 from perpsim.tapes.reader import to_batch
 from perpsim.tapes.schema import (
     COLUMNS,
+    DEFAULT_CODEC,
     META_KEY,
     ROW_GROUP_ROWS,
     SCHEMA,
@@ -66,7 +67,7 @@ class TapeWriter:
         row_group_rows: int = ROW_GROUP_ROWS,
         validate: bool = True,
         name: str | None = None,
-        codec: str = "lz4",
+        codec: str = DEFAULT_CODEC,
     ) -> None:
         """Open ``path`` for writing (it is truncated).
 
@@ -213,7 +214,12 @@ def _temp_path(path: Path) -> Path:
 
 
 def write_table(
-    table: pa.Table, path: str | Path, meta: TapeMeta, *, row_group_rows: int = ROW_GROUP_ROWS, codec: str = "lz4"
+    table: pa.Table,
+    path: str | Path,
+    meta: TapeMeta,
+    *,
+    row_group_rows: int = ROW_GROUP_ROWS,
+    codec: str = DEFAULT_CODEC,
 ) -> Path:
     """Validate and write a whole Arrow table as one tape file, atomically (``codec``: see
     :class:`TapeWriter`).
@@ -389,7 +395,7 @@ def write(
     clock: Literal["ts", "recv_ts"] = "ts",
     timers: Sequence[TimerSpec | Mapping[str, Any]] | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
-    codec: str = "lz4",
+    codec: str = DEFAULT_CODEC,
 ) -> Path:
     """Write a validated tape from a polars/pandas DataFrame or an Arrow Table.
 
