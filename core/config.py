@@ -14,6 +14,7 @@ from typing import Literal, NoReturn
 import msgspec
 
 from perpsim.core.errors import ConfigError
+from perpsim.core.ledger import MAX_UNITS, UNITS_PER_CCY
 
 MAX_VENUE_LEVERAGE = 20.0
 _NS = 10**9
@@ -173,9 +174,9 @@ def check(cfg: RunConfig) -> RunConfig:
     _check_trading_window(cfg)
     if cfg.venue.starting_balance <= 0:
         raise ConfigError(f"venue.starting_balance must be positive, got {cfg.venue.starting_balance}")
-    if cfg.venue.starting_balance >= 2**63 / 10**8:  # the ledger's int64 units of 1e-8
+    if cfg.venue.starting_balance >= (MAX_UNITS + 1) / UNITS_PER_CCY:
         raise ConfigError(
-            f"venue.starting_balance must be below 92,233,720,368 (the ledger's range), "
+            f"venue.starting_balance must be below {(MAX_UNITS + 1) // UNITS_PER_CCY:,} (the ledger's range), "
             f"got {cfg.venue.starting_balance}"
         )
     check_venue(cfg.venue)

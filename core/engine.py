@@ -634,7 +634,7 @@ class Engine:
         """Hand the venue's updates to the bot and the strategy hooks; ``now``: the time of
         the row that caused them, so a hook sees (and orders at) that time, not the last
         cycle's."""
-        if self._flushing:  # a hook's own flush: the loop below takes the updates it queued, in order
+        if self._flushing or not self._pending:  # a hook's own flush: the loop below takes its updates
             return
         if now is not None and self._pending:
             self._catch_up(now)

@@ -29,11 +29,12 @@ import msgspec
 
 from perpsim.core.errors import MoneyOutOfRange
 
-__all__ = ["OUT_OF_RANGE", "UNITS_PER_CCY", "Booking", "Ledger", "Position", "to_units", "units_to_float"]
+__all__ = ["MAX_UNITS", "OUT_OF_RANGE", "UNITS_PER_CCY", "Booking", "Ledger", "Position", "to_units", "units_to_float"]
 
 UNITS_PER_CCY: Final = 10**8
 _I64_MIN: Final = -(2**63)
 _I64_MAX: Final = 2**63 - 1
+MAX_UNITS: Final = _I64_MAX  # the most a ledger amount can hold, in units
 OUT_OF_RANGE: Final = "int64 units of 1e-8, about ±92 billion: prices, sizes or a balance out of scale"
 _ZERO: Final = Fraction(0)
 

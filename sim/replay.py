@@ -518,7 +518,8 @@ def replay_many(
         if run.writer is not None:
             run.writer.abort()
         if isinstance(exc, MoneyOutOfRange):  # raised deep in the books: say when
-            exc = MoneyOutOfRange(f"at {fmt_ns(run.driver.clock.now_ns())}: {exc}")
+            exc, cause = MoneyOutOfRange(f"at {fmt_ns(run.driver.clock.now_ns())}: {exc}"), exc
+            exc.__cause__ = cause
         out[run.index] = exc
         live.remove(run)
 

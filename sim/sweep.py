@@ -475,7 +475,7 @@ def expand(grid: Grid, *, run_root: str | Path | None = None) -> tuple[list[Job]
     names = list(grid.params)
     jobs: list[Job] = []
     seen: set[str] = set()
-    checked: set[str] = set()  # configs whose strategy constructed: every tape's jobs share them
+    checked: set[tuple[str, bytes]] = set()  # (strategy, params) constructed: all the constructor sees
     dropped = 0
     combos = list(itertools.product(*(grid.params[n] for n in names)))
     for tape, profile, seed, interval in itertools.product(grid.tapes, grid.profiles, grid.seeds, grid.intervals):
@@ -486,9 +486,10 @@ def expand(grid: Grid, *, run_root: str | Path | None = None) -> tuple[list[Job]
                 resolved = resolve_config(profile, overrides=over)
                 cfg = msgspec.to_builtins(resolved)
                 cfg_sha = hashlib.sha256(_canonical(cfg)).hexdigest()
-                if cfg_sha not in checked:
+                made = (resolved.strategy, _canonical(cfg["params"]))
+                if made not in checked:
                     _check_strategy(resolved)
-                    checked.add(cfg_sha)
+                    checked.add(made)
             except ConfigError as exc:
                 raise ConfigError(f"{grid.source or grid.name}: profile {profile!r} with {params}: {exc}") from exc
             key = job_key(hashes[tape], cfg, __version__)
