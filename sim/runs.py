@@ -356,17 +356,15 @@ class RunWriter:
             else:
                 writer.close()
         self._events = self._equity = None
+        self.manifest["status"] = status
+        self.manifest["digest"] = driver.digest.hexdigest()  # of the events up to an error, if one
         try:
             summary = summarize(driver, wall_s)
         except PerpsimError:
-            self.manifest["status"] = status
-            self.manifest["digest"] = driver.digest.hexdigest()  # of the events up to the error
             write_json(self.path / "manifest.json", self.manifest)
             raise
         summary["status"] = status
         write_json(self.path / "summary.json", summary)
-        self.manifest["status"] = status
-        self.manifest["digest"] = summary["digest"]
         self.manifest["warnings"] = list(driver.engine.warnings)
         write_json(self.path / "manifest.json", self.manifest)
 
